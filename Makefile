@@ -1,0 +1,40 @@
+# ARCADE PACS: `make run` starts the plugin, `make test` runs the whole suite.
+# Both install what they need first (`make install`, idempotent).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests start as real DICOM peers: command -> package.
+DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc
+
+.PHONY: install system-deps run test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+system-deps:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); \
+	fi
+
+run: install
+	$(BIN)/arcade-pacs serve
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf var .pytest_cache

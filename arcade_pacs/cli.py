@@ -1,0 +1,180 @@
+"""``arcade-pacs``: serve, predict, train, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("arcade_pacs")
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def cmd_serve(args) -> int:
+    from arcade_pacs.service import Service
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    Service(settings).serve_forever()
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from arcade_pacs.model.classifier import Classifier
+    from arcade_pacs.pipeline.frames import FrameError
+    from arcade_pacs.pipeline.predict import predict_bytes
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    classifier = Classifier.load(args.model or settings.model.path)
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            body = predict_bytes(
+                path.read_bytes(), classifier.predict, classifier.info.threshold,
+                settings.pipeline.keyframes, settings.pipeline.max_frames,
+            )
+            body = {"file": str(path)} | body | {"model_version": classifier.info.version}
+        except (OSError, FrameError) as exc:
+            failed += 1
+            body = {"file": str(path), "error": str(exc)}
+        if args.json:
+            print(json.dumps(body), flush=True)
+        else:
+            print(
+                f"{path}: {body.get('diagnosis', 'error')} "
+                + (f"p={body['raw_score']:.3f} (threshold {body['threshold']:.3f})" if "raw_score" in body else body["error"]),
+                flush=True,
+            )
+    return 1 if failed else 0
+
+
+def cmd_train(args) -> int:
+    from arcade_pacs.model.data import DatasetError
+    from arcade_pacs.model.train import TrainConfig, train
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    cfg = TrainConfig(
+        data_dir=Path(args.data) if args.data else settings.data_dir / "arcade",
+        out=Path(args.out),
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        low_res=args.low_res,
+        low_res_fraction=args.low_res_fraction,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        imagenet_weights=Path(args.imagenet_weights) if args.imagenet_weights else None,
+        limit_train=args.limit_train,
+        limit_val=args.limit_val,
+        resume=args.resume,
+    )
+    try:
+        info = train(cfg, progress=lambda p: print(p.line(), flush=True))
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model": str(cfg.out), "version": info.version, "threshold": info.threshold,
+                      "val": info.metrics.get("val", {})}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from arcade_pacs.model.classifier import Classifier
+    from arcade_pacs.model.data import DatasetError, load_split
+    from arcade_pacs.model.evaluate import metrics, plot_roc, score_split
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    data = Path(args.data) if args.data else settings.data_dir / "arcade"
+    try:
+        split = load_split(data, args.split, args.limit)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    classifier = Classifier.load(args.model or settings.model.path)
+
+    def progress(done, total):
+        if not args.json and (done % 25 == 0 or done == total):
+            print(f"scored {done}/{total} images", file=sys.stderr, flush=True)
+
+    scores = score_split(classifier.predict, split, tta=True, progress=progress)
+    result = metrics(scores, classifier.info.threshold) | {
+        "split": args.split,
+        "model_version": classifier.info.version,
+    }
+    if args.roc:
+        plot_roc(scores, classifier.info.threshold, f"ARCADE {args.split}: {classifier.info.version}", Path(args.roc))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arcade-pacs", description=__doc__)
+    parser.add_argument("--config", help="config TOML (default: ARCADE_CONFIG or config/arcade.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the SCP, the worker and the admin API")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("predict", help="classify DICOM/PNG/JPEG files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--model", help="model file (default: the configured one)")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train a candidate model on ARCADE")
+    p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
+    p.add_argument("--out", default="models/candidate/arcade_effb0.keras")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--steps-per-epoch", type=int, default=120)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--low-res", type=int, default=160)
+    p.add_argument("--low-res-fraction", type=float, default=0.6)
+    p.add_argument("--learning-rate", type=float, default=1.5e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--imagenet-weights", help="local Keras EfficientNetB0 no-top weights file")
+    p.add_argument("--limit-train", type=int)
+    p.add_argument("--limit-val", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the fixed evaluation protocol on an ARCADE split")
+    p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--roc", help="write the ROC curve PNG here")
+    p.add_argument("--limit", type=int, help="first N images only (smoke tests)")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _logging(args.verbose)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Database tables: the durable state of every instance, job, result, report and delivery.
+
+Every state a piece of work can be in lives here, not in memory, so a crash loses nothing:
+a restarted service finds queued jobs, quiet studies and pending deliveries where it left them.
+Times are naive UTC (:func:`utcnow`), the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Current time as naive UTC (what every timestamp column holds)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class Study(Base):
+    """A study seen by the SCP; ``needs_report`` is set by each new instance, cleared by the reporter."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    last_received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    needs_report: Mapped[bool] = mapped_column(default=True, index=True)
+
+    instances: Mapped[list["Instance"]] = relationship(back_populates="study")
+    reports: Mapped[list["Report"]] = relationship(back_populates="study", order_by="Report.id")
+
+
+class Instance(Base):
+    """One received SOP instance, stored as a Part 10 file under the storage root."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    calling_aet: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="instances")
+    job: Mapped["Job | None"] = relationship(back_populates="instance", uselist=False)
+    result: Mapped["Result | None"] = relationship(back_populates="instance", uselist=False)
+
+
+class Job(Base):
+    """The analysis of one instance. ``state`` is a :class:`arcade_pacs.jobs.JobState` value."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    instance: Mapped[Instance] = relationship(back_populates="job")
+
+
+class Result(Base):
+    """The analysis result of one instance (the latest; re-analysis replaces it)."""
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), unique=True)
+    probability: Mapped[float] = mapped_column(Float)
+    present: Mapped[bool]
+    threshold: Mapped[float] = mapped_column(Float)
+    tta_original: Mapped[float] = mapped_column(Float)
+    tta_flipped: Mapped[float] = mapped_column(Float)
+    keyframes: Mapped[list] = mapped_column(JSON)  # 1-based DICOM frame numbers
+    regions: Mapped[list] = mapped_column(JSON)  # [{"frame_number", "box": [x0,y0,x1,y1], "probability"}]
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    device_uid: Mapped[str] = mapped_column(String(64))
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    instance: Mapped[Instance] = relationship(back_populates="result")
+    frames: Mapped[list["FrameScore"]] = relationship(
+        back_populates="result", cascade="all, delete-orphan", order_by="FrameScore.frame_number"
+    )
+
+
+class FrameScore(Base):
+    """Per-frame scores of a result (every frame's opacification; model scores for keyframes)."""
+
+    __tablename__ = "frame_scores"
+    __table_args__ = (UniqueConstraint("result_id", "frame_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    frame_number: Mapped[int]  # 1-based DICOM frame number
+    opacification: Mapped[float] = mapped_column(Float)
+    probability: Mapped[float | None] = mapped_column(Float)  # None: not a keyframe
+    window_scores: Mapped[list | None] = mapped_column(JSON)
+
+    result: Mapped[Result] = relationship(back_populates="frames")
+
+
+class Report(Base):
+    """An SR written for a study; a newer one names its predecessor (PS3.3 C.17.2.3)."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    predecessor_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
+    path: Mapped[str] = mapped_column(Text)
+    present: Mapped[bool]
+    n_instances: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="reports")
+    deliveries: Mapped[list["Delivery"]] = relationship(back_populates="report")
+
+
+class Delivery(Base):
+    """One SR to one destination. ``state`` is a :class:`arcade_pacs.send.outbox.DeliveryState` value."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    destination: Mapped[str] = mapped_column(String(64))
+    ae_title: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    report: Mapped[Report] = relationship(back_populates="deliveries")

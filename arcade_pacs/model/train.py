@@ -1,0 +1,408 @@
+"""Training: EfficientNetB0 from scratch on windows of ARCADE train images.
+
+Why it is built this way
+------------------------
+- Labels come from regions (:func:`arcade_pacs.model.data.window_labels`): ARCADE has no
+  negative images, but plenty of windows that touch no stenosis.
+- Each batch holds as many positive as negative windows, of random size (about the product's
+  256 px), position, small rotation and flips, cut by the product's own
+  :func:`arcade_pacs.pipeline.tensors.sample_windows`, then photometric augmentation
+  (contrast, brightness, gamma, noise). Sampling is vectorised numpy; cutting and augmentation
+  run as TensorFlow ops inside the compiled training step, so data never waits on Python.
+- On a 2-core CPU a 224 px step is slow; the first ``low_res_fraction`` of the epochs train at
+  ``low_res`` px (progressive resizing), the rest at 224 px so the batch-norm statistics and
+  filters settle at the serving resolution. EfficientNet's convolutions and global pooling do
+  not depend on the input size, so the weights carry over unchanged.
+- AdamW with a one-cycle schedule (linear warm-up, cosine decay); the checkpoint with the best
+  validation window AUC is kept; the threshold is chosen on ``val`` with TTA scores.
+- Deterministic given ``seed`` (seeded numpy sampling, Keras seeds, TensorFlow op determinism).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from arcade_pacs.model.classifier import MODEL_NAME, ModelInfo, configure_tensorflow
+from arcade_pacs.model.data import DatasetError, Split, load_split, window_labels
+from arcade_pacs.model.evaluate import metrics, score_split, window_auc
+from arcade_pacs.model.metrics import threshold_for_fpr
+from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, sample_windows, window_transforms
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the model's sidecar."""
+
+    data_dir: Path
+    out: Path = Path("models/arcade_effb0.keras")
+    workdir: Path | None = None
+    epochs: int = 8
+    steps_per_epoch: int = 120
+    batch_size: int = 32
+    low_res: int = 160
+    low_res_fraction: float = 0.6
+    learning_rate: float = 1.5e-3
+    weight_decay: float = 0.02
+    warmup_fraction: float = 0.05
+    window_min: int = 192
+    window_max: int = 320
+    max_rotation_deg: float = 12.0
+    target_fpr: float = 0.10
+    seed: int = 0
+    imagenet_weights: Path | None = None
+    limit_train: int | None = None
+    limit_val: int | None = None
+    resume: bool = False
+
+    def epoch_size(self, epoch: int) -> int:
+        """Input resolution of ``epoch`` (0-based)."""
+        return self.low_res if epoch < int(round(self.low_res_fraction * self.epochs)) else MODEL_INPUT
+
+
+@dataclass
+class Progress:
+    """A snapshot of training progress, handed to the progress callback."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    elapsed_s: float
+    eta_s: float
+    val_auc: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def line(self) -> str:
+        val = f" val_auc {self.val_auc:.4f}" if self.val_auc is not None else ""
+        return (
+            f"epoch {self.epoch}/{self.epochs} step {self.step}/{self.steps} "
+            f"loss {self.loss:.4f}{val} elapsed {self.elapsed_s / 60:.1f} min "
+            f"left ~{self.eta_s / 60:.1f} min"
+        )
+
+
+class WindowSampler:
+    """Draws balanced, augmented window parameters for a batch (pure numpy, seeded)."""
+
+    def __init__(self, split: Split, cfg: TrainConfig):
+        self.split = split
+        self.cfg = cfg
+        self.with_boxes = [i for i, b in enumerate(split.boxes) if len(b)]
+        if not self.with_boxes:
+            raise DatasetError(f"split {split.name!r} holds no stenosis annotation")
+
+    def _sizes(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        lo, hi = math.log(self.cfg.window_min), math.log(self.cfg.window_max)
+        return np.exp(rng.uniform(lo, hi, n))
+
+    def _positives(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        images, windows = [], []
+        while len(images) < n:
+            m = 4 * (n - len(images))
+            idx = rng.choice(self.with_boxes, m)
+            sizes = self._sizes(rng, m)
+            for i, s in zip(idx, sizes):
+                boxes = self.split.boxes[i]
+                x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
+                cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                wx = np.clip(rng.uniform(cx - s + 1, cx), 0, FRAME_SIZE - s)
+                wy = np.clip(rng.uniform(cy - s + 1, cy), 0, FRAME_SIZE - s)
+                win = np.array([[wx, wy, s]])
+                if window_labels(win, boxes)[0] == 1:
+                    images.append(i)
+                    windows.append(win[0])
+                    if len(images) == n:
+                        break
+        return np.array(images), np.array(windows)
+
+    def _negatives(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        images, windows = [], []
+        while len(images) < n:
+            m = 4 * (n - len(images))
+            idx = rng.integers(len(self.split), size=m)
+            sizes = self._sizes(rng, m)
+            xs = rng.uniform(0, 1, m) * (FRAME_SIZE - sizes)
+            ys = rng.uniform(0, 1, m) * (FRAME_SIZE - sizes)
+            for i, x, y, s in zip(idx, xs, ys, sizes):
+                win = np.array([[x, y, s]])
+                if window_labels(win, self.split.boxes[i])[0] == 0:
+                    images.append(i)
+                    windows.append(win[0])
+                    if len(images) == n:
+                        break
+        return np.array(images), np.array(windows)
+
+    def batch(self, rng: np.random.Generator, size: int, out_size: int) -> dict:
+        """Parameters of one batch: image indices, transforms, photometric draws and labels."""
+        n_pos = size // 2
+        pi, pw = self._positives(rng, n_pos)
+        ni, nw = self._negatives(rng, size - n_pos)
+        images = np.concatenate([pi, ni])
+        windows = np.concatenate([pw, nw])
+        labels = np.concatenate([np.ones(len(pi)), np.zeros(len(ni))]).astype(np.float32)
+        angles = np.deg2rad(rng.uniform(-1, 1, size) * self.cfg.max_rotation_deg)
+        transforms = window_transforms(
+            windows,
+            out_size=out_size,
+            angles=angles,
+            hflips=rng.random(size) < 0.5,
+            vflips=rng.random(size) < 0.5,
+        )
+        return {
+            "images": images,
+            "transforms": transforms,
+            "contrast": rng.uniform(0.75, 1.3, size).astype(np.float32),
+            "brightness": rng.uniform(-0.08, 0.08, size).astype(np.float32),
+            "gamma": np.exp(rng.uniform(math.log(0.7), math.log(1.45), size)).astype(np.float32),
+            "noise": rng.uniform(0.0, 0.03, size).astype(np.float32),
+            "noise_seed": rng.integers(0, 2**31 - 1, 2),
+            "labels": labels,
+        }
+
+
+def photometric(x, contrast, brightness, gamma, noise, noise_seed):
+    """Per-sample contrast, brightness, gamma and Gaussian noise on [0, 1] tensors (training only)."""
+    import tensorflow as tf
+
+    c = contrast[:, None, None, None]
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * c + mean + brightness[:, None, None, None]
+    x = tf.clip_by_value(x, 0.0, 1.0) ** gamma[:, None, None, None]
+    grey = x[..., :1] + tf.random.stateless_normal(tf.shape(x[..., :1]), noise_seed) * noise[:, None, None, None]
+    return tf.image.grayscale_to_rgb(tf.clip_by_value(grey, 0.0, 1.0))
+
+
+class OneCycle:
+    """Linear warm-up then cosine decay to 1% of the peak, over ``total`` steps."""
+
+    def __init__(self, peak: float, total: int, warmup_fraction: float):
+        self.peak, self.total = peak, max(1, total)
+        self.warmup = max(1, int(warmup_fraction * total))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.peak * (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def device_uid_for(weights_sha256: str) -> str:
+    """A Device UID derived from the weights, so the same weights always carry the same UID."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=["arcade-pacs-model", weights_sha256])
+
+
+def _save_serving_model(train_model, path: Path) -> None:
+    """Rebuild at 224x224 (the declared serving input), copy the weights, save atomically."""
+    from arcade_pacs.model.network import build_classifier
+
+    serving = build_classifier(MODEL_INPUT)
+    serving.set_weights(train_model.get_weights())
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    serving.save(tmp)
+    tmp.replace(path)
+
+
+def plot_history(history: list[dict], path: Path) -> Path:
+    """Training curves (loss per epoch, validation window AUC per epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    a.plot(epochs, [h["loss"] for h in history], marker="o")
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss (BCE)")
+    b.plot(epochs, [h["val_auc"] for h in history], marker="o", c="tab:green")
+    b.set_xlabel("epoch")
+    b.set_ylabel("val window AUC (no TTA)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> ModelInfo:
+    """Train a candidate model and write it (``cfg.out`` + sidecar + training curves).
+
+    Raises
+    ------
+    DatasetError
+        When ``cfg.data_dir`` does not hold ARCADE's layout; nothing is written then.
+    """
+    configure_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from arcade_pacs.model.network import build_classifier
+
+    started = time.time()
+    train_split = load_split(cfg.data_dir, "train", cfg.limit_train)
+    val_split = load_split(cfg.data_dir, "val", cfg.limit_val)
+    sampler = WindowSampler(train_split, cfg)
+
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(cfg.workdir) if cfg.workdir else out.parent / f".{out.stem}.work"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = build_classifier(None, cfg.imagenet_weights)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, clipnorm=2.0
+    )
+    loss_fn = keras.losses.BinaryCrossentropy()
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    schedule = OneCycle(cfg.learning_rate, total_steps, cfg.warmup_fraction)
+    images = tf.constant(train_split.images[..., None])  # uint8 (N, 512, 512, 1)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(idx, transforms, contrast, brightness, gamma, noise, noise_seed, labels, out_size):
+        frames = tf.gather(images, idx)
+        x = sample_windows(frames, transforms, out_size)
+        x = photometric(x, contrast, brightness, gamma, noise, noise_seed)
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            loss = loss_fn(labels[:, None], pred)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    predict_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(x):
+        return np.concatenate(
+            [predict_fn(tf.constant(x[i : i + 64])).numpy().reshape(-1) for i in range(0, len(x), 64)]
+        )
+
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    state_path = workdir / "state.json"
+    history: list[dict] = []
+    start_epoch, best_auc = 0, -1.0
+    best_path = workdir / "best.keras"
+    if cfg.resume and state_path.is_file():
+        state = json.loads(state_path.read_text())
+        ckpt.restore(state["checkpoint"]).expect_partial()
+        history, start_epoch, best_auc = state["history"], state["epoch"], state["best_auc"]
+
+    step_times: list[float] = []
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        out_size = cfg.epoch_size(epoch)
+        losses = []
+        for step in range(cfg.steps_per_epoch):
+            t0 = time.time()
+            optimizer.learning_rate.assign(schedule(epoch * cfg.steps_per_epoch + step))
+            b = sampler.batch(rng, cfg.batch_size, out_size)
+            loss = train_step(
+                tf.constant(b["images"], tf.int32), tf.constant(b["transforms"]),
+                tf.constant(b["contrast"]), tf.constant(b["brightness"]), tf.constant(b["gamma"]),
+                tf.constant(b["noise"]), tf.constant(b["noise_seed"], tf.int64),
+                tf.constant(b["labels"]), out_size,
+            )
+            losses.append(float(loss))
+            step_times.append((time.time() - t0) * (MODEL_INPUT / out_size) ** 2)
+            if progress and (step % 10 == 9 or step == cfg.steps_per_epoch - 1):
+                progress(_progress(cfg, epoch, step, losses, started, step_times, None, history))
+        val_scores = score_split(predict, val_split, tta=False)
+        val_auc = window_auc(val_scores)
+        record = {
+            "epoch": epoch + 1,
+            "size": out_size,
+            "loss": float(np.mean(losses)),
+            "val_auc": val_auc,
+            "lr_end": float(optimizer.learning_rate.numpy()),
+            "elapsed_s": round(time.time() - started, 1),
+        }
+        history.append(record)
+        # Only epochs at the serving resolution may become the shipped model.
+        if out_size == MODEL_INPUT and val_auc > best_auc:
+            best_auc = val_auc
+            _save_serving_model(model, best_path)
+        saved = ckpt.write(str(workdir / "ckpt"))
+        state_path.write_text(json.dumps(
+            {"checkpoint": saved, "epoch": epoch + 1, "best_auc": best_auc, "history": history}, indent=1
+        ))
+        if progress:
+            progress(_progress(cfg, epoch, cfg.steps_per_epoch - 1, losses, started, step_times, val_auc, history))
+
+    if not best_path.is_file():  # e.g. every epoch at low resolution: ship the last weights
+        _save_serving_model(model, best_path)
+    return finalize(best_path, cfg, val_split, history, started)
+
+
+def _progress(cfg, epoch, step, losses, started, step_times, val_auc, history) -> Progress:
+    remaining = 0.0
+    per224 = float(np.mean(step_times[-50:])) if step_times else 0.0
+    for e in range(epoch, cfg.epochs):
+        steps_left = cfg.steps_per_epoch - (step + 1) if e == epoch else cfg.steps_per_epoch
+        remaining += steps_left * per224 * (cfg.epoch_size(e) / MODEL_INPUT) ** 2
+    remaining += (cfg.epochs - epoch - (1 if val_auc is not None else 0)) * 60.0  # validation passes
+    return Progress(
+        epoch=epoch + 1, epochs=cfg.epochs, step=step + 1, steps=cfg.steps_per_epoch,
+        loss=float(np.mean(losses[-20:])), elapsed_s=time.time() - started,
+        eta_s=max(0.0, remaining), val_auc=val_auc, history=list(history),
+    )
+
+
+def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[dict], started: float) -> ModelInfo:
+    """Choose the threshold on ``val`` with TTA, write model + sidecar + curves to ``cfg.out``."""
+    from arcade_pacs.model.classifier import Classifier
+
+    out = Path(cfg.out)
+    sha = _file_sha256(best_path)
+    now = datetime.now(timezone.utc)
+    info = ModelInfo(
+        name=MODEL_NAME,
+        version=f"effb0-{now:%Y%m%d.%H%M}-s{cfg.seed}-{sha[:8]}",
+        device_uid=device_uid_for(sha),
+        created=now.isoformat(timespec="seconds"),
+    )
+    import keras
+
+    clf = Classifier(keras.models.load_model(best_path, compile=False), info, best_path)
+    val_scores = score_split(clf.predict, val_split, tta=True)
+    threshold = threshold_for_fpr(val_scores.window_scores[val_scores.labels == 0], cfg.target_fpr)
+    info.threshold = threshold
+    info.metrics = {"val": metrics(val_scores, threshold)}
+    cfg_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    info.training = {
+        "config": cfg_dict,
+        "history": history,
+        "minutes": round((time.time() - started) / 60, 1),
+        "weights_sha256": sha,
+        "imagenet_init": bool(cfg.imagenet_weights),
+    }
+    tmp = out.with_name(out.stem + ".tmp.keras")
+    shutil.copyfile(best_path, tmp)
+    tmp.replace(out)
+    info.write(out)
+    plot_history(history, out.with_name(out.stem + "_training.png"))
+    return info

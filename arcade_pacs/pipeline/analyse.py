@@ -1,0 +1,79 @@
+"""The analysis of one instance, composed from the pure stages.
+
+frames -> opacification -> keyframes -> tensors (grid windows) -> TTA scores -> Finding.
+``predict`` is injected (the loaded classifier's batch prediction), so this stays a pure
+function of its inputs and is tested with a tiny model as easily as with the shipped one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from arcade_pacs.pipeline.frames import Frames
+from arcade_pacs.pipeline.keyframes import opacification, select_keyframes
+from arcade_pacs.pipeline.scores import (
+    INSTANCE_TOP_K,
+    Finding,
+    Region,
+    frame_probabilities,
+    instance_probability,
+)
+from arcade_pacs.pipeline.tensors import GRID, frame_tensors
+from arcade_pacs.pipeline.tta import tta_scores
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A finding plus the per-frame evidence behind it (for the database and the admin)."""
+
+    finding: Finding
+    opacification: np.ndarray  # (T,) every frame
+    keyframes: list[int]  # 0-based indices into the frames
+    window_scores: np.ndarray  # (K, W) TTA mean per keyframe and grid window
+    disagreement: np.ndarray  # (K, W) |original - flipped|
+
+
+def analyse_frames(
+    frames: Frames,
+    predict: Callable[[np.ndarray], np.ndarray],
+    threshold: float,
+    keyframes: int = 8,
+    top_k: int = INSTANCE_TOP_K,
+) -> Analysis:
+    """Analyse decoded frames; see the module docstring for the stages."""
+    opac = opacification(frames.data, frames.valid)
+    chosen = select_keyframes(opac, keyframes)
+    tensors = np.concatenate([frame_tensors(frames.data[i]) for i in chosen], axis=0)
+    tta = tta_scores(predict, tensors)
+    shape = (len(chosen), len(GRID))
+    mean = tta.mean.reshape(shape)
+    frame_probs = frame_probabilities(mean)
+    regions = [
+        Region(
+            frame_number=chosen[f] + 1,
+            box=frames.to_source((w.x0, w.y0, w.x1, w.y1)),
+            probability=float(mean[f, j]),
+        )
+        for f in range(len(chosen))
+        for j, w in enumerate(GRID)
+        if mean[f, j] >= threshold
+    ]
+    finding = Finding(
+        probability=instance_probability(frame_probs, top_k),
+        threshold=float(threshold),
+        frame_numbers=[i + 1 for i in chosen],
+        frame_probabilities=[float(p) for p in frame_probs],
+        tta_original=instance_probability(frame_probabilities(tta.original.reshape(shape)), top_k),
+        tta_flipped=instance_probability(frame_probabilities(tta.flipped.reshape(shape)), top_k),
+        regions=regions,
+    )
+    return Analysis(
+        finding=finding,
+        opacification=opac,
+        keyframes=chosen,
+        window_scores=mean,
+        disagreement=tta.disagreement.reshape(shape),
+    )

@@ -1,0 +1,63 @@
+"""Window scores to frame, instance and finding: the aggregation rules, in one place.
+
+- A window's score is its TTA mean (:mod:`arcade_pacs.pipeline.tta`).
+- A frame's probability is the maximum over its grid windows: a stenosis anywhere in the
+  frame makes the frame positive, and a window that contains it is where the model looked.
+- An instance's (cine run's) probability is the mean of the ``top_k`` highest keyframe
+  probabilities (default 3), so a single noisy frame cannot flip the result of a run, while
+  a lesion seen clearly in a few contrast-filled frames still counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INSTANCE_TOP_K = 3
+
+
+def frame_probabilities(window_scores: np.ndarray) -> np.ndarray:
+    """``(F, W)`` window scores to ``(F,)`` frame probabilities (max over windows)."""
+    window_scores = np.asarray(window_scores, dtype=np.float64)
+    if window_scores.size == 0:
+        return np.zeros(len(window_scores))
+    return window_scores.max(axis=-1)
+
+
+def instance_probability(frame_probs: np.ndarray, top_k: int = INSTANCE_TOP_K) -> float:
+    """Mean of the ``top_k`` highest frame probabilities (all of them when fewer)."""
+    frame_probs = np.sort(np.asarray(frame_probs, dtype=np.float64).reshape(-1))[::-1]
+    if len(frame_probs) == 0:
+        raise ValueError("no frame probabilities to aggregate")
+    return float(frame_probs[: max(1, top_k)].mean())
+
+
+@dataclass(frozen=True)
+class Region:
+    """A window at or above threshold: where the model saw a stenosis.
+
+    ``frame_number`` is the 1-based DICOM frame number; ``box`` is ``(x0, y0, x1, y1)`` in
+    pixel coordinates of the source image (columns, rows).
+    """
+
+    frame_number: int
+    box: tuple[float, float, float, float]
+    probability: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The result for one instance (cine run or single image)."""
+
+    probability: float
+    threshold: float
+    frame_numbers: list[int]
+    frame_probabilities: list[float]
+    tta_original: float
+    tta_flipped: float
+    regions: list[Region] = field(default_factory=list)
+
+    @property
+    def present(self) -> bool:
+        return self.probability >= self.threshold

@@ -1,0 +1,138 @@
+"""Frames to model tensors: the one preprocessing path shared by training and inference.
+
+A frame (2-D float array in [0, 1]) is resized to 512x512 (the resolution of the ARCADE
+images the model was trained on), then cut into a 3x3 grid of 256x256 windows at stride 128.
+Each window is resampled to 224x224 and its grey level duplicated into three channels.
+
+Training samples windows of other sizes, positions, small rotations and flips through the very
+same :func:`sample_windows` call, so training and inference can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME_SIZE = 512
+"""Side of the square frame the grid is laid on (ARCADE images are 512x512)."""
+WINDOW_SIZE = 256
+"""Side of one grid window, in pixels of the 512x512 frame."""
+WINDOW_STRIDE = 128
+"""Step between grid windows: 3x3 overlapping windows cover the frame."""
+MODEL_INPUT = 224
+"""Side of the EfficientNetB0 input tensor."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A square window on the 512x512 frame, in pixels (0-based, ``x1``/``y1`` exclusive)."""
+
+    x0: float
+    y0: float
+    size: float
+
+    @property
+    def x1(self) -> float:
+        return self.x0 + self.size
+
+    @property
+    def y1(self) -> float:
+        return self.y0 + self.size
+
+    def scaled(self, sx: float, sy: float) -> tuple[float, float, float, float]:
+        """Return ``(x0, y0, x1, y1)`` in another frame's pixels (e.g. the source 1024x1024)."""
+        return (self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy)
+
+
+def grid_windows(
+    frame_size: int = FRAME_SIZE, window: int = WINDOW_SIZE, stride: int = WINDOW_STRIDE
+) -> list[Window]:
+    """Return the fixed grid of windows, row by row (3x3 for the defaults)."""
+    starts = range(0, frame_size - window + 1, stride)
+    return [Window(float(x), float(y), float(window)) for y in starts for x in starts]
+
+
+GRID = grid_windows()
+
+
+def resize_frame(frame: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
+    """Resize a 2-D float frame to ``size`` x ``size`` with area averaging (no aliasing of thin vessels)."""
+    from PIL import Image
+
+    frame = np.asarray(frame, dtype=np.float32)
+    if frame.shape == (size, size):
+        return frame
+    img = Image.fromarray(frame, mode="F")
+    return np.asarray(img.resize((size, size), resample=Image.Resampling.BOX), dtype=np.float32)
+
+
+def window_transforms(
+    windows: list[Window] | np.ndarray,
+    out_size: int = MODEL_INPUT,
+    angles: np.ndarray | None = None,
+    hflips: np.ndarray | None = None,
+    vflips: np.ndarray | None = None,
+) -> np.ndarray:
+    """Projective transforms (TensorFlow's 8-parameter form) mapping output pixels to frame pixels.
+
+    Parameters
+    ----------
+    windows
+        ``Window`` objects or an ``(N, 3)`` array of ``x0, y0, size``.
+    angles
+        Rotation of each window about its centre, radians (training augmentation; 0 at inference).
+    hflips, vflips
+        Booleans per window: mirror the window left-right / top-bottom.
+    """
+    if not isinstance(windows, np.ndarray):
+        windows = np.array([[w.x0, w.y0, w.size] for w in windows], dtype=np.float64)
+    n = len(windows)
+    x0, y0, size = windows[:, 0], windows[:, 1], windows[:, 2]
+    scale = size / out_size
+    angles = np.zeros(n) if angles is None else np.asarray(angles, dtype=np.float64)
+    fx = np.where(np.zeros(n, bool) if hflips is None else hflips, -1.0, 1.0)
+    fy = np.where(np.zeros(n, bool) if vflips is None else vflips, -1.0, 1.0)
+    cos, sin = np.cos(angles), np.sin(angles)
+    c_out = (out_size - 1) / 2.0
+    cx, cy = x0 + (size - 1) / 2.0, y0 + (size - 1) / 2.0
+    # frame_x = cx + scale * (cos * fx*(x - c) - sin * fy*(y - c)), same for y with sin/cos.
+    a0, a1 = scale * cos * fx, -scale * sin * fy
+    b0, b1 = scale * sin * fx, scale * cos * fy
+    a2 = cx - a0 * c_out - a1 * c_out
+    b2 = cy - b0 * c_out - b1 * c_out
+    zeros = np.zeros(n)
+    return np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype(np.float32)
+
+
+def sample_windows(frames, transforms, out_size: int = MODEL_INPUT):
+    """Resample windows of frames into ``(N, out_size, out_size, 3)`` float32 tensors in [0, 1].
+
+    ``frames`` is ``(N, H, W)`` or ``(N, H, W, 1)`` (float in [0, 1] or uint8 scaled by 1/255),
+    one frame per transform. Bilinear interpolation; pixels outside the frame reflect.
+    This is the single function both training and inference use.
+    """
+    import tensorflow as tf
+
+    frames = tf.convert_to_tensor(frames)
+    if frames.dtype == tf.uint8:
+        frames = tf.cast(frames, tf.float32) / 255.0
+    frames = tf.cast(frames, tf.float32)
+    if frames.shape.rank == 3:
+        frames = frames[..., tf.newaxis]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=frames,
+        transforms=tf.convert_to_tensor(transforms, tf.float32),
+        output_shape=tf.constant([out_size, out_size], tf.int32),
+        fill_value=tf.constant(0.0),
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+    return tf.image.grayscale_to_rgb(tf.clip_by_value(out, 0.0, 1.0))
+
+
+def frame_tensors(frame: np.ndarray, windows: list[Window] = GRID) -> np.ndarray:
+    """One frame (any size, float in [0, 1]) to the grid's ``(len(windows), 224, 224, 3)`` tensors."""
+    frame512 = resize_frame(frame)
+    stack = np.broadcast_to(frame512, (len(windows), *frame512.shape))
+    return sample_windows(stack, window_transforms(windows)).numpy()

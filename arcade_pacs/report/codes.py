@@ -1,0 +1,58 @@
+"""Every coded concept the SR uses, in one place.
+
+Each code is taken from pydicom's copy of the DICOM (PS3.16) and SNOMED CT concept tables,
+and ``tests/unit/report/test_codes.py`` checks every entry here against them (value, scheme
+and meaning), so a typo cannot reach a PACS.
+
+Unit of the probability: UCUM ``1`` ("no units", CID 7181). A probability is a dimensionless
+ratio in [0, 1]; ``1`` is the unit DICOM's own tables list for dimensionless quantities,
+whereas the annotation form ``{probability}`` is valid UCUM but in no DICOM context group, and
+some viewers render annotations verbatim.
+"""
+
+from __future__ import annotations
+
+from pydicom.sr.codedict import codes
+
+# TID 1500 root and procedure (the imaging procedure, not the algorithm).
+DOCUMENT_TITLE = codes.DCM.ImagingMeasurementReport  # (126000, DCM)
+PROCEDURE_CORONARY_ANGIOGRAPHY = codes.SCT.CoronaryAngiography  # (33367005, SCT)
+
+# The observer of the report is the algorithm, as a device (TID 1002 Observer Type, CID 270).
+DEVICE_OBSERVER = codes.DCM.Device  # (121007, DCM)
+
+# The finding of each measurement group (TID 1501 Finding / Qualitative Evaluation).
+STENOSIS = codes.SCT.Stenosis  # (415582006, SCT)
+PRESENT = codes.SCT.Present  # (52101004, SCT)
+ABSENT = codes.SCT.Absent  # (272519000, SCT)
+FINDING_SITE_CORONARY_ARTERY = codes.SCT.CoronaryArtery  # (41801008, SCT)
+
+# The probability of the finding (TID 300 Measurement) and its unit.
+PROBABILITY = codes.DCM.Probability  # (122157, DCM)
+UNIT_NO_UNITS = codes.UCUM.NoUnits  # ("1", UCUM)
+
+# Regions outline the window the model marked (TID 1410 region: an image region SCOORD).
+IMAGE_REGION = codes.DCM.ImageRegion  # (111030, DCM)
+
+# Contributing Equipment Sequence purpose (CID 7005).
+PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment  # (109102, DCM)
+
+ALL = {
+    "DOCUMENT_TITLE": DOCUMENT_TITLE,
+    "PROCEDURE_CORONARY_ANGIOGRAPHY": PROCEDURE_CORONARY_ANGIOGRAPHY,
+    "DEVICE_OBSERVER": DEVICE_OBSERVER,
+    "STENOSIS": STENOSIS,
+    "PRESENT": PRESENT,
+    "ABSENT": ABSENT,
+    "FINDING_SITE_CORONARY_ARTERY": FINDING_SITE_CORONARY_ARTERY,
+    "PROBABILITY": PROBABILITY,
+    "UNIT_NO_UNITS": UNIT_NO_UNITS,
+    "IMAGE_REGION": IMAGE_REGION,
+    "PROCESSING_EQUIPMENT": PROCESSING_EQUIPMENT,
+}
+"""Every code above by name (what the code-table test iterates)."""
+
+
+def presence(present: bool):
+    """The coded value of a finding's presence."""
+    return PRESENT if present else ABSENT

@@ -1,0 +1,160 @@
+"""The analysis worker: claims jobs, runs the pipeline with the model loaded once, records results.
+
+One worker thread per process is enough on a small CPU (TensorFlow already uses every core for
+one batch); more processes can share a PostgreSQL database, since claims are atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import pydicom
+from sqlalchemy.orm import Session, sessionmaker
+
+from arcade_pacs import jobs, metrics
+from arcade_pacs.db.tables import FrameScore, Job, Result
+from arcade_pacs.model.classifier import Classifier
+from arcade_pacs.pipeline.analyse import Analysis, analyse_frames
+from arcade_pacs.pipeline.frames import FrameError, decode_frames
+from arcade_pacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelHolder:
+    """The serving classifier, swappable at run time without a restart (retraining)."""
+
+    classifier: Classifier
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+
+    def get(self) -> Classifier:
+        with self._lock:
+            return self.classifier
+
+    def swap(self, classifier: Classifier) -> None:
+        with self._lock:
+            self.classifier = classifier
+
+
+def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analysis:
+    """Read a stored instance and analyse it; bad pixel data raises :class:`jobs.PermanentError`."""
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError as exc:
+        raise jobs.PermanentError(f"stored file missing: {exc.filename}") from exc
+    except Exception as exc:
+        raise jobs.PermanentError(f"stored file unreadable: {type(exc).__name__}: {exc}"[:500]) from exc
+    try:
+        frames = decode_frames(ds, max_frames=settings.pipeline.max_frames)
+    except FrameError as exc:
+        raise jobs.PermanentError(str(exc)) from exc
+    return analyse_frames(
+        frames,
+        classifier.predict,
+        classifier.info.threshold,
+        keyframes=settings.pipeline.keyframes,
+    )
+
+
+def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds: float, *, session: Session) -> Result:
+    """Store (or replace) the instance's result with per-frame scores."""
+    f = analysis.finding
+    instance = job.instance
+    if instance.result is not None:
+        session.delete(instance.result)
+        session.flush()
+    result = Result(
+        instance_id=instance.id,
+        probability=f.probability,
+        present=f.present,
+        threshold=f.threshold,
+        tta_original=f.tta_original,
+        tta_flipped=f.tta_flipped,
+        keyframes=f.frame_numbers,
+        regions=[
+            {"frame_number": r.frame_number, "box": [round(v, 2) for v in r.box], "probability": r.probability}
+            for r in f.regions
+        ],
+        model_name=classifier.info.name,
+        model_version=classifier.info.version,
+        device_uid=classifier.info.device_uid,
+        seconds=seconds,
+    )
+    key_rows = {idx: k for k, idx in enumerate(analysis.keyframes)}
+    for idx, opac in enumerate(analysis.opacification):
+        k = key_rows.get(idx)
+        result.frames.append(
+            FrameScore(
+                frame_number=idx + 1,
+                opacification=float(opac),
+                probability=None if k is None else float(analysis.finding.frame_probabilities[k]),
+                window_scores=None if k is None else [round(float(v), 5) for v in analysis.window_scores[k]],
+            )
+        )
+    session.add(result)
+    return result
+
+
+class Worker:
+    """Claims and runs analysis jobs until stopped."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder):
+        self.settings = settings
+        self.sessions = sessions
+        self.model = model
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run_once(self) -> bool:
+        """Run one job if one is available; return whether one ran."""
+        with self.sessions() as session:
+            job = jobs.claim(self.name, session=session)
+            if job is None:
+                return False
+            classifier = self.model.get()
+            started = time.perf_counter()
+            try:
+                analysis = analyse_file(job.instance.path, classifier, self.settings)
+                record_result(job, analysis, classifier, time.perf_counter() - started, session=session)
+                jobs.complete(job, session=session)
+                session.commit()
+                metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)
+                metrics.JOB_OUTCOMES.labels(outcome="done").inc()
+                log.info("job id=%s done in %.1fs", job.id, time.perf_counter() - started)
+            except Exception as exc:
+                session.rollback()
+                job = session.get(Job, job.id)
+                state = jobs.fail(job, exc, self.settings.pipeline.max_attempts, session=session)
+                session.commit()
+                metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
+                log.warning("job id=%s %s: %s", job.id, state.value, job.last_error)
+        return True
+
+    def run(self) -> None:
+        """Loop until :meth:`stop`; sleeps on ``wake`` between polls."""
+        with self.sessions() as session:
+            recovered = jobs.recover_running(session=session)
+        if recovered:
+            log.info("re-queued %d jobs left running by an earlier process", recovered)
+        while not self.stopping.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:  # database briefly unavailable: keep the worker alive
+                log.exception("worker loop error")
+                ran = False
+            if not ran:
+                self.wake.wait(self.settings.pipeline.poll_interval_s)
+                self.wake.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
