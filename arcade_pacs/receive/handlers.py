@@ -76,6 +76,8 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings) -> None:
     Refusal
         With the status and reason to answer.
     """
+    if "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
+        raise Refusal(CANNOT_UNDERSTAND, "not a DICOM data set (no SOP Class or Instance UID)")
     if ds.get("SOPClassUID") != sop_class_uid:
         raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID does not match the context")
     for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+
+from arcade_pacs.model import train as train_module
+from arcade_pacs.model.classifier import Classifier
+from arcade_pacs.model.data import DatasetError, load_split, window_labels
+from arcade_pacs.model.train import OneCycle, TrainConfig, WindowSampler, train
+from arcade_pacs.pipeline import tensors
+
+
+def test_training_cuts_windows_with_the_inference_function():
+    assert train_module.sample_windows is tensors.sample_windows
+
+
+def test_sampler_is_balanced_correctly_labelled_and_seeded(arcade_dir):
+    split = load_split(arcade_dir, "val", limit=10)
+    cfg = TrainConfig(data_dir=arcade_dir)
+    sampler = WindowSampler(split, cfg)
+    a = sampler.batch(np.random.default_rng(3), 16, 224)
+    b = sampler.batch(np.random.default_rng(3), 16, 224)
+    np.testing.assert_array_equal(a["transforms"], b["transforms"])  # deterministic given the seed
+    assert a["labels"].sum() == 8
+    # Recover each window from its transform: centre and size, then check its label.
+    t = a["transforms"]
+    size = np.hypot(t[:, 0], t[:, 3]) * 224
+    cx = t[:, 0] * 111.5 + t[:, 1] * 111.5 + t[:, 2]
+    cy = t[:, 3] * 111.5 + t[:, 4] * 111.5 + t[:, 5]
+    for i in range(16):
+        win = np.array([[cx[i] - (size[i] - 1) / 2, cy[i] - (size[i] - 1) / 2, size[i]]])
+        assert window_labels(win, split.boxes[a["images"][i]])[0] == a["labels"][i]
+        assert cfg.window_min - 1 <= size[i] <= cfg.window_max + 1
+
+
+def test_one_cycle_schedule():
+    s = OneCycle(1e-3, 100, 0.1)
+    assert s(0) < s(9) == pytest.approx(1e-3)
+    assert s(99) == pytest.approx(1e-5, rel=0.05)
+
+
+def test_short_training_run_writes_a_loadable_candidate(arcade_dir, tmp_path):
+    out = tmp_path / "cand" / "m.keras"
+    lines = []
+    cfg = TrainConfig(data_dir=arcade_dir, out=out, epochs=2, steps_per_epoch=2, batch_size=4,
+                      limit_train=8, limit_val=3, low_res=96, low_res_fraction=0.5, seed=1)
+    info = train(cfg, progress=lambda p: lines.append(p.line()))
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert out.with_name("m_training.png").is_file()
+    assert any("epoch 2/2" in line and "val_auc" in line for line in lines)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["version"] == info.version and meta["device_uid"].startswith("1.2.826.0.1.3680043.8.498.")
+    assert 0.0 <= meta["threshold"] <= 1.0
+    assert [h["size"] for h in meta["training"]["history"]] == [96, 224]
+    clf = Classifier.load(out)
+    assert clf.model.input_shape == (None, 224, 224, 3)
+    assert clf.predict(np.zeros((2, 224, 224, 3), np.float32)).shape == (2,)
+
+
+def test_training_on_a_missing_dataset_fails_clearly_and_writes_nothing(tmp_path):
+    out = tmp_path / "m.keras"
+    with pytest.raises(DatasetError, match="missing images folder"):
+        train(TrainConfig(data_dir=tmp_path / "nowhere", out=out))
+    assert not out.exists()
