@@ -12,6 +12,16 @@ log = logging.getLogger("arcade_pacs")
 
 
 def _logging(verbose: bool = False) -> None:
+    """Log to stderr without patient data.
+
+    pydicom and highdicom warn about odd values of incoming data sets and quote the values
+    (a patient's name, say); those warnings are silenced so they never reach a log.
+    """
+    import warnings
+
+    for module in ("pydicom", "highdicom"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -20,6 +20,7 @@ from arcade_pacs.pipeline.scores import (
     Region,
     frame_probabilities,
     instance_probability,
+    top_frames,
 )
 from arcade_pacs.pipeline.tensors import GRID, frame_tensors
 from arcade_pacs.pipeline.tta import tta_scores
@@ -51,6 +52,11 @@ def analyse_frames(
     shape = (len(chosen), len(GRID))
     mean = tta.mean.reshape(shape)
     frame_probs = frame_probabilities(mean)
+    # The two TTA views of exactly the windows behind the probability (each top frame's best
+    # window), so that probability == (tta_original + tta_flipped) / 2 holds exactly.
+    best = mean.argmax(axis=1)
+    top = top_frames(frame_probs, top_k)
+    view = lambda scores: float(scores.reshape(shape)[top, best[top]].mean())  # noqa: E731
     regions = [
         Region(
             frame_number=chosen[f] + 1,
@@ -66,8 +72,8 @@ def analyse_frames(
         threshold=float(threshold),
         frame_numbers=[i + 1 for i in chosen],
         frame_probabilities=[float(p) for p in frame_probs],
-        tta_original=instance_probability(frame_probabilities(tta.original.reshape(shape)), top_k),
-        tta_flipped=instance_probability(frame_probabilities(tta.flipped.reshape(shape)), top_k),
+        tta_original=view(tta.original),
+        tta_flipped=view(tta.flipped),
         regions=regions,
     )
     return Analysis(

@@ -25,12 +25,18 @@ def frame_probabilities(window_scores: np.ndarray) -> np.ndarray:
     return window_scores.max(axis=-1)
 
 
-def instance_probability(frame_probs: np.ndarray, top_k: int = INSTANCE_TOP_K) -> float:
-    """Mean of the ``top_k`` highest frame probabilities (all of them when fewer)."""
-    frame_probs = np.sort(np.asarray(frame_probs, dtype=np.float64).reshape(-1))[::-1]
+def top_frames(frame_probs: np.ndarray, top_k: int = INSTANCE_TOP_K) -> np.ndarray:
+    """Indices of the ``top_k`` highest frame probabilities (all of them when fewer)."""
+    frame_probs = np.asarray(frame_probs, dtype=np.float64).reshape(-1)
     if len(frame_probs) == 0:
         raise ValueError("no frame probabilities to aggregate")
-    return float(frame_probs[: max(1, top_k)].mean())
+    return np.argsort(-frame_probs, kind="stable")[: max(1, top_k)]
+
+
+def instance_probability(frame_probs: np.ndarray, top_k: int = INSTANCE_TOP_K) -> float:
+    """Mean of the ``top_k`` highest frame probabilities (all of them when fewer)."""
+    frame_probs = np.asarray(frame_probs, dtype=np.float64).reshape(-1)
+    return float(frame_probs[top_frames(frame_probs, top_k)].mean())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,63 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, stop, tool, wait_for_port
+
+
+def write_config(path: Path, values: dict) -> Path:
+    """Write a TOML config (flat sections and one array of destinations)."""
+    lines = []
+    for section, table in values.items():
+        if section == "destinations":
+            continue
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml(value)}")
+    for dest in values.get("destinations", []):
+        lines.append("[[destinations]]")
+        lines.extend(f"{k} = {_toml(v)}" for k, v in dest.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\") + '"'
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    """DCMTK's storescp as the receiving PACS (AE title PACS), writing what it gets to a folder."""
+    out = tmp_path / "pacs"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [tool("storescp"), "-aet", "PACS", "-od", str(out), "+B", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc=proc)
+    yield type("StoreSCP", (), {"port": port, "folder": out, "proc": proc})
+    stop(proc)
+
+
+def start_plugin(config: Path, log: Path, scp_port: int, admin_port: int) -> subprocess.Popen:
+    """``arcade-pacs serve`` as its own process, exactly as `make run` starts it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arcade_pacs.cli", "--config", str(config), "serve"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(scp_port, timeout=120, proc=proc)
+        wait_for_port(admin_port, timeout=60, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError("plugin did not start:\n" + log.read_text()[-3000:])
+    return proc

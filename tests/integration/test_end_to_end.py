@@ -1,0 +1,62 @@
+"""The walking skeleton, end to end with real peers and the shipped model.
+
+modality (DCMTK storescu) -> `arcade-pacs serve` -> SR -> PACS (DCMTK storescp);
+the SR is checked with dsrdump and dciodvfy.
+"""
+
+import json
+import urllib.request
+
+import pydicom
+
+from tests.conftest import SHIPPED_MODEL
+from tests.helpers import free_port, run, stop, tool, wait_until
+from tests.integration.conftest import start_plugin, write_config
+
+
+def test_cine_in_sr_out(tmp_path, storescp, rubo):
+    scp_port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path / "arcade.toml", {
+        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
+        "storage": {"root": str(tmp_path / "store")},
+        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
+        "model": {"path": str(SHIPPED_MODEL)},
+        "pipeline": {"study_quiet_seconds": 1},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": storescp.port}],
+    })
+    log = tmp_path / "plugin.log"
+    plugin = start_plugin(config, log, scp_port, admin_port)
+    try:
+        sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(scp_port), str(rubo)])
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+        srs = wait_until(lambda: list(storescp.folder.glob("SR*")), timeout=180, message="SR at the PACS")
+        assert len(srs) == 1
+        sr = pydicom.dcmread(srs[0])
+        source = pydicom.dcmread(rubo, stop_before_pixels=True)
+        assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+        assert sr.StudyInstanceUID == source.StudyInstanceUID
+        assert sr.PatientID == source.PatientID
+        assert sr.SeriesInstanceUID != source.SeriesInstanceUID
+        evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+        assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+        dump = run([tool("dsrdump"), str(srs[0])])
+        assert dump.returncode == 0 and "Imaging Measurement Report" in dump.stdout
+        check = run([tool("dciodvfy"), str(srs[0])])
+        errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, "\n".join(errors)
+
+        status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status"))
+        assert status["instances_received"] == 1 and status["jobs"]["done"] == 1
+        assert status["deliveries"]["sent"] == 1
+        assert status["model"]["version"] == json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
+        health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health"))
+        assert health["status"] == "ok" and health["model_loaded"] is True
+    finally:
+        stop(plugin)
+    assert plugin.returncode in (0, -15), log.read_text()[-3000:]
+    # No patient data in the logs.
+    text = log.read_text()
+    assert "Rubo" not in text and source.PatientID not in text

@@ -1,0 +1,75 @@
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from arcade_pacs.admin.app import AdminState, create_app
+from arcade_pacs.worker import ModelHolder, Worker
+from tests.factory import real_frame
+from tests.ingest import ingest
+
+ORIGINAL_KEYS = {"diagnosis", "confidence", "raw_score", "is_abnormal", "tta_details"}
+
+
+@pytest.fixture
+def client(settings, sessions, tiny_classifier):
+    settings.admin.token = "s3cret"
+    state = AdminState(settings, sessions, ModelHolder(tiny_classifier))
+    with TestClient(create_app(state)) as c:
+        yield c
+
+
+def test_health(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["model_loaded"] is True and body["database"] == "ok"
+
+
+def test_status_counts_and_model(client, settings, sessions, tiny_classifier, rubo):
+    ingest(rubo, settings, sessions)
+    body = client.get("/status").json()
+    assert body["instances_received"] == 1 and body["jobs"]["queued"] == 1
+    assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0}
+    assert body["model"]["version"] == "tiny-1"
+    assert body["scp"] == {"ae_title": "ARCADE", "port": settings.scp.port}
+    Worker(settings, sessions, ModelHolder(tiny_classifier)).run_once()
+    results = client.get("/results").json()
+    assert len(results) == 1 and results[0]["model_version"] == "tiny-1"
+    detail = client.get(f"/results/{results[0]['instance_id']}").json()
+    assert detail["job"]["state"] == "done" and len(detail["result"]["frames"]) == 96
+    assert client.get("/results/999").status_code == 404
+
+
+def test_predict_png_and_dicom_answer_with_the_original_keys(client, rubo):
+    buffer = io.BytesIO()
+    Image.fromarray(real_frame(rubo, 50)).save(buffer, format="PNG")
+    r = client.post("/predict", files={"file": ("frame.png", buffer.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert ORIGINAL_KEYS <= body.keys()
+    assert set(body["tta_details"]) == {"original", "flipped"}
+    assert body["raw_score"] == pytest.approx((body["tta_details"]["original"] + body["tta_details"]["flipped"]) / 2, abs=1e-5)
+    assert body["is_abnormal"] == (body["raw_score"] >= body["threshold"])
+    assert body["diagnosis"] == ("stenosis" if body["is_abnormal"] else "no stenosis")
+    r = client.post("/predict", files={"file": ("cine.dcm", rubo.read_bytes(), "application/dicom")})
+    assert r.status_code == 200 and len(r.json()["keyframes"]) == 8
+
+
+def test_predict_rejects_what_it_cannot_read(client):
+    assert client.post("/predict", files={"file": ("x.txt", b"hello", "text/plain")}).status_code == 422
+    assert client.post("/predict", files={"file": ("x.txt", b"", "text/plain")}).status_code == 400
+
+
+def test_metrics_and_token_protected_retry(client):
+    text = client.get("/metrics").text
+    assert "arcade_jobs{state=\"queued\"}" in text and "arcade_cstore_total" in text
+    assert client.post("/deliveries/1/retry").status_code == 401
+    r = client.post("/deliveries/1/retry", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 409
+
+
+def test_openapi_docs(client):
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]

@@ -1,0 +1,64 @@
+import pydicom
+from sqlalchemy import select
+
+from arcade_pacs.db.tables import Delivery, Report, Study
+from arcade_pacs.report.reporter import ready_studies, report_ready_studies
+from arcade_pacs.settings import Destination
+from arcade_pacs.worker import ModelHolder, Worker
+from tests.factory import real_frame, xa_dataset
+from tests.ingest import ingest
+
+
+def _analyse_all(settings, sessions, classifier):
+    worker = Worker(settings, sessions, ModelHolder(classifier))
+    while worker.run_once():
+        pass
+
+
+def test_quiet_analysed_study_gets_one_sr_and_a_delivery_per_destination(settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1),
+                             Destination(name="b", ae_title="B", host="127.0.0.1", port=2)]
+    ingest(rubo, settings, sessions)
+    with sessions() as s:
+        assert ready_studies(0, session=s) == []  # its job has not run yet
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert ready_studies(3600, session=s) == []  # not quiet for an hour
+        assert report_ready_studies(settings, session=s) == 1
+        assert report_ready_studies(settings, session=s) == 0  # reported once
+        report = s.scalars(select(Report)).one()
+        assert {d.destination for d in s.scalars(select(Delivery))} == {"a", "b"}
+        sr = pydicom.dcmread(report.path)
+        assert sr.StudyInstanceUID == pydicom.dcmread(rubo, stop_before_pixels=True).StudyInstanceUID
+
+
+def test_a_late_instance_makes_a_replacement_sr_that_supersedes_unsent_deliveries(settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1)]
+    first = xa_dataset(real_frame(rubo, 50))
+    ingest(first, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        report_ready_studies(settings, session=s)
+    ingest(xa_dataset(real_frame(rubo, 60), study_uid=first.StudyInstanceUID), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        assert new.predecessor_id == old.id and new.series_instance_uid == old.series_instance_uid
+        assert new.n_instances == 2
+        states = {d.report_id: d.state for d in s.scalars(select(Delivery))}
+        assert states == {old.id: "superseded", new.id: "pending"}
+        sr = pydicom.dcmread(new.path)
+        assert sr.InstanceNumber == 2
+        ref = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == old.sop_instance_uid
+
+
+def test_a_study_whose_jobs_all_failed_gets_no_sr(settings, sessions, tiny_classifier, rubo):
+    bad = xa_dataset([real_frame(rubo, 0)] * 2)
+    bad.PixelData = bad.PixelData[:10]
+    ingest(bad, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 0
+        assert not s.scalars(select(Study)).one().needs_report

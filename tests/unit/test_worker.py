@@ -1,0 +1,51 @@
+from arcade_pacs.db.tables import FrameScore, Instance, Job, Result
+from arcade_pacs.jobs import JobState
+from arcade_pacs.worker import ModelHolder, Worker
+from tests.factory import real_frame, xa_dataset
+from tests.ingest import ingest
+
+
+def test_worker_analyses_a_real_cine_and_records_per_frame_scores(settings, sessions, tiny_classifier, rubo):
+    instance_id = ingest(rubo, settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
+    assert worker.run_once() is True
+    assert worker.run_once() is False  # queue empty
+    with sessions() as s:
+        inst = s.get(Instance, instance_id)
+        assert inst.job.state == JobState.DONE.value
+        r = inst.result
+        assert r.model_version == "tiny-1" and len(r.keyframes) == settings.pipeline.keyframes
+        assert 0 <= r.probability <= 1 and r.present == (r.probability >= r.threshold)
+        frames = s.query(FrameScore).filter_by(result_id=r.id).order_by(FrameScore.frame_number).all()
+        assert [f.frame_number for f in frames] == list(range(1, 97))
+        scored = [f.frame_number for f in frames if f.probability is not None]
+        assert scored == r.keyframes and all(len(f.window_scores) == 9 for f in frames if f.probability is not None)
+
+
+def test_undecodable_pixels_fail_the_job_with_a_reason_and_others_go_on(settings, sessions, tiny_classifier, rubo):
+    bad = xa_dataset([real_frame(rubo, 0)] * 2)
+    bad.PixelData = bad.PixelData[:1000]  # shorter than declared
+    bad_id = ingest(bad, settings, sessions)
+    good_id = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        bad_job = s.query(Job).filter_by(instance_id=bad_id).one()
+        assert bad_job.state == JobState.FAILED.value and bad_job.attempts == 1
+        assert bad_job.last_error.startswith("PermanentError: pixel data")
+        assert s.query(Job).filter_by(instance_id=good_id).one().state == JobState.DONE.value
+        assert s.query(Result).count() == 1
+
+
+def test_a_missing_file_fails_the_job_permanently(settings, sessions, tiny_classifier, rubo):
+    instance_id = ingest(rubo, settings, sessions)
+    with sessions() as s:
+        stored = s.get(Instance, instance_id).path
+    import os
+
+    os.remove(stored)
+    Worker(settings, sessions, ModelHolder(tiny_classifier)).run_once()
+    with sessions() as s:
+        job = s.query(Job).one()
+        assert job.state == "failed" and "stored file missing" in job.last_error
