@@ -1,0 +1,72 @@
+"""A real Orthanc (Debian's package) started for one test, with its REST API on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import free_port, stop, tool, wait_for_port
+
+
+class Orthanc:
+    """Orthanc with its own DICOM and HTTP ports and storage in a temporary folder."""
+
+    def __init__(self, folder: Path, aet: str = "PACS", modalities: dict | None = None):
+        self.folder = folder
+        self.aet = aet
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.config = folder / "orthanc.json"
+        self.config.write_text(json.dumps({
+            "Name": "arcade-test-pacs",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "DicomAet": aet,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomModalities": modalities or {},
+            "Plugins": [],
+            "StorageCompression": False,
+        }))
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Orthanc":
+        self.log = (self.folder / "orthanc.log").open("w")
+        self.proc = subprocess.Popen([tool("Orthanc"), str(self.config)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.http_port, proc=self.proc)
+        wait_for_port(self.dicom_port, proc=self.proc)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop(self.proc)
+        self.log.close()
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
+            return json.load(r)
+
+    def file(self, instance_id: str) -> bytes:
+        """The stored Part 10 file of an instance."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/instances/{instance_id}/file", timeout=30) as r:
+            return r.read()
+
+    def post(self, path: str, body):
+        data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return json.load(r)
+
+    def instances_of_class(self, sop_class: str) -> list[dict]:
+        """Every stored instance of ``sop_class`` with its tags (simplified)."""
+        found = []
+        for iid in self.get("/instances"):
+            tags = self.get(f"/instances/{iid}/simplified-tags")
+            if tags.get("SOPClassUID") == sop_class:
+                found.append(tags | {"_id": iid, "_parent_study": self.get(f"/instances/{iid}/study")["ID"]})
+        return found
