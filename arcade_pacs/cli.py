@@ -134,6 +134,35 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from arcade_pacs.bench import bench_cine
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    result = bench_cine(
+        settings.data_dir, Path(args.model or settings.model.path), args.frames, args.size, args.bits,
+        settings.pipeline.keyframes,
+    )
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_keyframes(args) -> int:
+    from arcade_pacs.pipeline.frames import decode_frames
+    from arcade_pacs.pipeline.keyframes import opacification, plot_opacification, select_keyframes
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    frames = decode_frames(args.file)
+    scores = opacification(frames.data, frames.valid)
+    chosen = select_keyframes(scores, args.k or settings.pipeline.keyframes)
+    print(json.dumps({"frames": len(scores), "keyframes": [i + 1 for i in chosen],
+                      "opacification": [round(float(v), 4) for v in scores]}))
+    if args.plot:
+        plot_opacification(scores, chosen, Path(args.plot), title=Path(args.file).name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arcade-pacs", description=__doc__)
     parser.add_argument("--config", help="config TOML (default: ARCADE_CONFIG or config/arcade.toml)")
@@ -177,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="first N images only (smoke tests)")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="measure memory and time (see arcade_pacs/bench.py)")
+    p.add_argument("what", choices=["cine"])
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--bits", type=int, default=12)
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("keyframes", help="show which frames of a cine are classified, and why")
+    p.add_argument("file")
+    p.add_argument("-k", type=int, help="number of keyframes (default: pipeline.keyframes)")
+    p.add_argument("--plot", help="write the opacification curve with the keyframes marked (PNG)")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_keyframes)
     return parser
 
 

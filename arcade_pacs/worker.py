@@ -13,7 +13,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import pydicom
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import jobs, metrics
@@ -46,14 +45,10 @@ class ModelHolder:
 
 def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analysis:
     """Read a stored instance and analyse it; bad pixel data raises :class:`jobs.PermanentError`."""
+    if not os.path.isfile(path):
+        raise jobs.PermanentError(f"stored file missing: {path}")
     try:
-        ds = pydicom.dcmread(path)
-    except FileNotFoundError as exc:
-        raise jobs.PermanentError(f"stored file missing: {exc.filename}") from exc
-    except Exception as exc:
-        raise jobs.PermanentError(f"stored file unreadable: {type(exc).__name__}: {exc}"[:500]) from exc
-    try:
-        frames = decode_frames(ds, max_frames=settings.pipeline.max_frames)
+        frames = decode_frames(path, max_frames=settings.pipeline.max_frames)
     except FrameError as exc:
         raise jobs.PermanentError(str(exc)) from exc
     return analyse_frames(

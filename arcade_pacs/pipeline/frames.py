@@ -16,6 +16,7 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
@@ -124,16 +125,28 @@ def shutter_mask(ds: Dataset, rows: int, cols: int) -> np.ndarray:
     return mask
 
 
-def decode_frames(ds: Dataset, max_frames: int | None = None) -> Frames:
-    """Decode every frame of ``ds`` to :class:`Frames` (see the module docstring).
+def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> Frames:
+    """Decode every frame of a data set or a Part 10 file to :class:`Frames` (module docstring).
+
+    Given a path, the header is read with the pixel data deferred and frames are read from the
+    file one at a time, so memory holds one source frame plus the 512x512 stack.
 
     Raises
     ------
     FrameError
         When the pixel data is absent, truncated, colour, or otherwise undecodable.
     """
+    import pydicom
     from pydicom.pixels import iter_pixels
 
+    if isinstance(src, Dataset):
+        ds = src
+    else:
+        src = str(src)
+        try:
+            ds = pydicom.dcmread(src, defer_size="64 KB")
+        except Exception as exc:
+            raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:500]) from exc
     if "PixelData" not in ds:
         raise FrameError("no Pixel Data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
@@ -155,7 +168,7 @@ def decode_frames(ds: Dataset, max_frames: int | None = None) -> Frames:
     padded_any = np.zeros((rows, cols), dtype=bool)
     decoded = 0
     try:
-        for i, raw in enumerate(iter_pixels(ds)):
+        for i, raw in enumerate(iter_pixels(src)):
             decoded = i + 1
             if i >= n_frames:
                 raise FrameError(f"pixel data holds more frames than Number of Frames ({n_frames})")
