@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
 
@@ -145,6 +146,8 @@ def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> F
         src = str(src)
         try:
             ds = pydicom.dcmread(src, defer_size="64 KB")
+            if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                ds = src = pydicom.dcmread(src)  # frames cannot be read lazily from a deflated file
         except Exception as exc:
             raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:500]) from exc
     if "PixelData" not in ds:

@@ -1,0 +1,125 @@
+"""Every transfer syntax and SOP class a cath lab sends: received over the network, decoded right."""
+
+import copy
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE
+from sqlalchemy import select
+
+from arcade_pacs.db.tables import Instance, Job
+from arcade_pacs.pipeline.frames import decode_frames
+from arcade_pacs.worker import ModelHolder, Worker
+from tests.dicom.test_scp import PROPOSE, SAMPLES, storescu
+from tests.factory import real_frame, xa_dataset
+
+
+def send(port, ds):
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCADE")
+    assert assoc.is_established
+    status = assoc.send_c_store(ds).Status
+    assoc.release()
+    return status
+
+
+@pytest.fixture(scope="module")
+def reference(dicom_dir):
+    ds = pydicom.dcmread(dicom_dir / "xa1_wg04_uncompressed_reference.dcm")
+    return ds, ds.pixel_array
+
+
+@pytest.mark.parametrize(
+    "syntax, lossless",
+    [
+        (JPEGLSLossless, True),
+        (JPEGLSNearLossless, False),
+        (JPEG2000Lossless, True),
+        (JPEG2000, False),
+        (RLELossless, True),
+        (DeflatedExplicitVRLittleEndian, True),
+        (ImplicitVRLittleEndian, True),
+    ],
+)
+def test_encodings_survive_the_network_and_decode(scp, reference, syntax, lossless):
+    ds, pixels = reference
+    ds = copy.deepcopy(ds)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    if syntax.is_compressed:
+        kwargs = {"jls_error": 2} if syntax == JPEGLSNearLossless else {}
+        if syntax == JPEG2000:
+            kwargs = {"j2k_cr": [20]}
+        ds.compress(syntax, **kwargs)
+    else:  # re-encode through a file in the new syntax
+        ds.file_meta.TransferSyntaxUID = syntax
+        buffer = io.BytesIO()
+        ds.save_as(buffer, implicit_vr=syntax.is_implicit_VR, little_endian=True)
+        buffer.seek(0)
+        ds = pydicom.dcmread(buffer)
+    assert send(scp.port, ds) == 0
+    with scp.sessions() as s:
+        row = s.scalars(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID)).one()
+        assert row.transfer_syntax_uid == syntax
+    stored = pydicom.dcmread(row.path)
+    decoded = stored.pixel_array
+    if lossless:
+        np.testing.assert_array_equal(decoded, pixels)
+    else:
+        assert np.abs(decoded.astype(int) - pixels).mean() < 4  # 10-bit data, small lossy error
+    frames = decode_frames(row.path)
+    assert frames.data.shape == (1, 512, 512)
+
+
+def test_enhanced_xa_multiframe_with_functional_groups(scp, rubo):
+    from pydicom.dataset import Dataset
+
+    ds = xa_dataset([real_frame(rubo, i) for i in (0, 30, 60)], sop_class="1.2.840.10008.5.1.4.1.1.12.1.1")
+    transform = Dataset()
+    transform.RescaleIntercept, transform.RescaleSlope, transform.RescaleType = 0, 1, "US"
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = 128, 256
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [transform]
+    shared.FrameVOILUTSequence = [voi]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    assert send(scp.port, ds) == 0
+    with scp.sessions() as s:
+        row = s.scalars(select(Instance)).one()
+        assert row.sop_class_uid == "1.2.840.10008.5.1.4.1.1.12.1.1"
+    frames = decode_frames(row.path)
+    assert frames.data.shape == (3, 512, 512)
+    expected = np.clip((real_frame(rubo, 30) - 127.5) / 255 + 0.5, 0, 1)
+    np.testing.assert_allclose(frames.data[1], expected, atol=1e-5)
+
+
+def test_every_sample_file_is_analysed_from_receipt_to_scores(scp, dicom_dir, tiny_classifier):
+    for name, syntax in SAMPLES.items():
+        out = storescu(scp.port, dicom_dir / name, extra=[PROPOSE[syntax]])
+        assert out.returncode == 0, out.stdout + out.stderr
+    # Deflated on the wire too: storescu deflates the uncompressed RF image itself.
+    out = storescu(scp.port, dicom_dir / "rf_siemens_karstenhilbert_uncompressed.dcm", extra=["-xd"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    worker = Worker(scp.settings, scp.sessions, ModelHolder(tiny_classifier))
+    while worker.run_once():
+        pass
+    with scp.sessions() as s:
+        jobs = s.scalars(select(Job)).all()
+        assert len(jobs) == len(SAMPLES) and all(j.state == "done" for j in jobs), [j.last_error for j in jobs]
+        for inst in s.scalars(select(Instance)):
+            assert inst.result is not None and 0.0 <= inst.result.probability <= 1.0
+            frames = int(pydicom.dcmread(inst.path, stop_before_pixels=True).get("NumberOfFrames", 1))
+            assert len(inst.result.frames) == frames
+        rf = s.scalars(select(Instance).where(Instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.12.2")).one()
+        assert rf.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
