@@ -36,6 +36,7 @@ from arcade_pacs.model.classifier import MODEL_NAME, ModelInfo, configure_tensor
 from arcade_pacs.model.data import DatasetError, Split, load_split, window_labels
 from arcade_pacs.model.evaluate import metrics, score_split, window_auc
 from arcade_pacs.model.metrics import threshold_for_fpr
+from arcade_pacs.pipeline.keyframes import vessel_map
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, sample_windows, window_transforms
 
 
@@ -56,6 +57,8 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     window_min: int = 192
     window_max: int = 320
+    scale_windows: bool = True
+    hard_negative_fraction: float = 0.5
     max_rotation_deg: float = 12.0
     target_fpr: float = 0.10
     seed: int = 0
@@ -95,23 +98,43 @@ class Progress:
 class WindowSampler:
     """Draws balanced, augmented window parameters for a batch (pure numpy, seeded)."""
 
+    CELL = 16  # pixels of the 512 frame per cell of the vessel map
+
     def __init__(self, split: Split, cfg: TrainConfig):
         self.split = split
         self.cfg = cfg
         self.with_boxes = [i for i, b in enumerate(split.boxes) if len(b)]
         if not self.with_boxes:
             raise DatasetError(f"split {split.name!r} holds no stenosis annotation")
+        # Summed-area tables of each image's vessel map: vessel content of any window in O(1),
+        # to draw hard negatives (vessel-rich windows without a stenosis), not just background.
+        maps = np.stack([vessel_map(img.astype(np.float32) / 255.0, self.CELL) for img in split.images])
+        self.vessel_sat = np.pad(maps.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
 
-    def _sizes(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        lo, hi = math.log(self.cfg.window_min), math.log(self.cfg.window_max)
+    def _sizes(self, rng: np.random.Generator, n: int, out_size: int = MODEL_INPUT) -> np.ndarray:
+        """Window sides; with ``scale_windows`` they shrink with the input size, so a low-resolution
+        epoch sees less context at the serving pixel scale instead of a smaller picture."""
+        scale = out_size / MODEL_INPUT if self.cfg.scale_windows else 1.0
+        lo, hi = math.log(self.cfg.window_min * scale), math.log(self.cfg.window_max * scale)
         return np.exp(rng.uniform(lo, hi, n))
 
-    def _positives(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _vessel_content(self, images: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        c = self.CELL
+        x0 = np.clip(np.round(windows[:, 0] / c).astype(int), 0, 512 // c)
+        y0 = np.clip(np.round(windows[:, 1] / c).astype(int), 0, 512 // c)
+        x1 = np.clip(np.round((windows[:, 0] + windows[:, 2]) / c).astype(int), 0, 512 // c)
+        y1 = np.clip(np.round((windows[:, 1] + windows[:, 2]) / c).astype(int), 0, 512 // c)
+        sat = self.vessel_sat[images]
+        rows = np.arange(len(images))
+        total = sat[rows, y1, x1] - sat[rows, y0, x1] - sat[rows, y1, x0] + sat[rows, y0, x0]
+        return total / np.maximum((x1 - x0) * (y1 - y0), 1)
+
+    def _positives(self, rng: np.random.Generator, n: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         images, windows = [], []
         while len(images) < n:
             m = 4 * (n - len(images))
             idx = rng.choice(self.with_boxes, m)
-            sizes = self._sizes(rng, m)
+            sizes = self._sizes(rng, m, out_size)
             for i, s in zip(idx, sizes):
                 boxes = self.split.boxes[i]
                 x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
@@ -126,28 +149,31 @@ class WindowSampler:
                         break
         return np.array(images), np.array(windows)
 
-    def _negatives(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        images, windows = [], []
-        while len(images) < n:
-            m = 4 * (n - len(images))
+    def _negatives(self, rng: np.random.Generator, n: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` windows touching no stenosis: a share drawn uniformly, the rest (the hard ones)
+        from the candidates in the top quarter of vessel content."""
+        images, windows = np.zeros(0, int), np.zeros((0, 3))
+        while len(images) < 8 * n:
+            m = 16 * n
             idx = rng.integers(len(self.split), size=m)
-            sizes = self._sizes(rng, m)
-            xs = rng.uniform(0, 1, m) * (FRAME_SIZE - sizes)
-            ys = rng.uniform(0, 1, m) * (FRAME_SIZE - sizes)
-            for i, x, y, s in zip(idx, xs, ys, sizes):
-                win = np.array([[x, y, s]])
-                if window_labels(win, self.split.boxes[i])[0] == 0:
-                    images.append(i)
-                    windows.append(win[0])
-                    if len(images) == n:
-                        break
-        return np.array(images), np.array(windows)
+            sizes = self._sizes(rng, m, out_size)
+            cand = np.stack([rng.uniform(0, 1, m) * (FRAME_SIZE - sizes), rng.uniform(0, 1, m) * (FRAME_SIZE - sizes), sizes], 1)
+            ok = np.array([window_labels(cand[j : j + 1], self.split.boxes[i])[0] == 0 for j, i in enumerate(idx)])
+            images, windows = np.concatenate([images, idx[ok]]), np.concatenate([windows, cand[ok]])
+        n_hard = int(round(self.cfg.hard_negative_fraction * n))
+        content = self._vessel_content(images, windows)
+        rich = np.flatnonzero(content >= np.quantile(content, 0.75))
+        hard = rng.choice(rich, n_hard, replace=False)
+        rest = np.setdiff1d(np.arange(len(images)), hard)
+        easy = rng.choice(rest, n - n_hard, replace=False)
+        pick = np.concatenate([hard, easy])
+        return images[pick], windows[pick]
 
     def batch(self, rng: np.random.Generator, size: int, out_size: int) -> dict:
         """Parameters of one batch: image indices, transforms, photometric draws and labels."""
         n_pos = size // 2
-        pi, pw = self._positives(rng, n_pos)
-        ni, nw = self._negatives(rng, size - n_pos)
+        pi, pw = self._positives(rng, n_pos, out_size)
+        ni, nw = self._negatives(rng, size - n_pos, out_size)
         images = np.concatenate([pi, ni])
         windows = np.concatenate([pw, nw])
         labels = np.concatenate([np.ones(len(pi)), np.zeros(len(ni))]).astype(np.float32)

@@ -17,6 +17,21 @@ TOPHAT_SIZE = 7
 TOP_FRACTION = 0.02
 
 
+def black_tophat(frame: np.ndarray) -> np.ndarray:
+    """Dark thin structures (contrast-filled vessels) of a 2-D frame: grey closing minus frame."""
+    from scipy import ndimage
+
+    return ndimage.grey_closing(frame, size=(TOPHAT_SIZE, TOPHAT_SIZE)) - frame
+
+
+def vessel_map(frame512: np.ndarray, cell: int = 16) -> np.ndarray:
+    """Mean dark-ridge response per ``cell`` x ``cell`` block of a 512x512 frame (at 256x256)."""
+    small = np.asarray(frame512, np.float32).reshape(256, 2, 256, 2).mean(axis=(1, 3))
+    tophat = black_tophat(small)
+    k = cell // 2
+    return tophat.reshape(256 // k, k, 256 // k, k).mean(axis=(1, 3))
+
+
 def opacification(frames: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Opacification score per frame of ``(T, 512, 512)`` frames in [0, 1]; higher = more contrast."""
     from scipy import ndimage
@@ -31,7 +46,7 @@ def opacification(frames: np.ndarray, valid: np.ndarray | None = None) -> np.nda
     mask = ndimage.binary_erosion(mask, iterations=TOPHAT_SIZE) if mask.any() else mask
     scores = np.zeros(t, dtype=np.float64)
     for i in range(t):
-        tophat = ndimage.grey_closing(small[i], size=(TOPHAT_SIZE, TOPHAT_SIZE)) - small[i]
+        tophat = black_tophat(small[i])
         values = tophat[mask] if mask.any() else tophat.ravel()
         n = max(1, int(TOP_FRACTION * values.size))
         scores[i] = float(np.partition(values, values.size - n)[-n:].mean())
