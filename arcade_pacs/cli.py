@@ -71,6 +71,7 @@ def cmd_predict(args) -> int:
 
 def cmd_train(args) -> int:
     from arcade_pacs.model.data import DatasetError
+    from arcade_pacs.model.retrain import retrain
     from arcade_pacs.model.train import TrainConfig, train
     from arcade_pacs.settings import load_settings
 
@@ -90,13 +91,21 @@ def cmd_train(args) -> int:
         limit_val=args.limit_val,
         resume=args.resume,
     )
+    show = lambda p: print(p.line(), flush=True)  # noqa: E731
     try:
-        info = train(cfg, progress=lambda p: print(p.line(), flush=True))
+        if args.promote:
+            outcome = retrain(cfg, settings.model.path, progress=show)
+            info = outcome.candidate_info
+        else:
+            info = train(cfg, progress=show)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"model": str(cfg.out), "version": info.version, "threshold": info.threshold,
-                      "val": info.metrics.get("val", {})}, indent=2))
+    summary = {"model": str(cfg.out), "version": info.version, "threshold": info.threshold,
+               "val": info.metrics.get("val", {})}
+    if args.promote:
+        summary |= {"promoted": outcome.promoted, "serving_val_auc": outcome.serving_val_auc}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -194,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--promote", action="store_true",
+                   help="replace the serving model if the candidate's val AUC is at least its own")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 

@@ -17,6 +17,7 @@ import threading
 
 from arcade_pacs.db import make_engine, make_session_factory, migrate
 from arcade_pacs.model.classifier import Classifier, configure_tensorflow
+from arcade_pacs.model.retrain import RetrainManager
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.contexts import load_contexts
 from arcade_pacs.receive.handlers import StoreContext
@@ -47,6 +48,8 @@ class Service:
         self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[lambda _id: self.worker.wake.set()])
         self.scp_ae = make_scp_ae(settings, self.contexts)
         self.scu = StoreSCU(settings, self.contexts)
+        self.retrain = RetrainManager(self.sessions, settings.data_dir / "arcade", settings.model.path, self.model.swap)
+        self.retrain.recover()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
@@ -96,7 +99,7 @@ class Service:
         from arcade_pacs.admin.app import AdminState, create_app
 
         self.start()
-        app = create_app(AdminState(self.settings, self.sessions, self.model))
+        app = create_app(AdminState(self.settings, self.sessions, self.model, self.retrain))
         try:
             uvicorn.run(app, host=self.settings.admin.host, port=self.settings.admin.port, log_level="warning")
         finally:

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from fastapi import Depends, FastAPI, File, Header, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import __version__, jobs
 from arcade_pacs import metrics as metrics_module
-from arcade_pacs.db.tables import Delivery, Instance, Report, Result
+from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Result
+from arcade_pacs.model.retrain import RetrainManager
 from arcade_pacs.pipeline.frames import FrameError
 from arcade_pacs.pipeline.predict import predict_bytes
 from arcade_pacs.send import outbox
@@ -36,7 +38,22 @@ class AdminState:
     settings: Settings
     sessions: sessionmaker[Session]
     model: ModelHolder
+    retrain: RetrainManager | None = None
     started_at: float = field(default_factory=time.time)
+
+
+class RetrainRequest(BaseModel):
+    """Parameters of a retraining run (the defaults are `arcade-pacs train`'s)."""
+
+    epochs: int = Field(8, ge=1, le=1000)
+    steps_per_epoch: int = Field(120, ge=1)
+    batch_size: int = Field(32, ge=2, le=256)
+    seed: int = 0
+    low_res: int = Field(160, ge=32, le=224)
+    low_res_fraction: float = Field(0.6, ge=0, le=1)
+    limit_train: int | None = Field(None, ge=1)
+    limit_val: int | None = Field(None, ge=1)
+    data_dir: str | None = None
 
 
 def create_app(state: AdminState) -> FastAPI:
@@ -133,8 +150,6 @@ def create_app(state: AdminState) -> FastAPI:
     @app.get("/jobs")
     def job_list(state_filter: str | None = None, limit: int = 100, s: Session = Depends(session)):
         """Jobs, newest first, with attempts and the last error (why a job failed)."""
-        from arcade_pacs.db.tables import Job
-
         q = select(Job).order_by(Job.id.desc()).limit(min(limit, 1000))
         if state_filter:
             q = q.where(Job.state == state_filter)
@@ -184,6 +199,30 @@ def create_app(state: AdminState) -> FastAPI:
         except FrameError as exc:
             raise HTTPException(422, str(exc)) from exc
         return body | {"model_version": classifier.info.version, "notice": RESEARCH_NOTICE}
+
+    @app.post("/retrain", status_code=202, dependencies=[Depends(require_token)])
+    def retrain(request: RetrainRequest):
+        """Start retraining in the background (one at a time); poll ``GET /retrain/{id}``."""
+        if state.retrain is None:
+            raise HTTPException(503, "retraining is not available in this process")
+        params = request.model_dump(exclude_none=True)
+        if "data_dir" not in params:
+            params["data_dir"] = str(state.settings.data_dir / "arcade")
+        try:
+            run_id = state.retrain.start(params)
+        except RuntimeError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"id": run_id, "state": "queued"}
+
+    @app.get("/retrain/{run_id}")
+    def retrain_status(run_id: int):
+        """Progress and outcome of a retraining run."""
+        if state.retrain is None:
+            raise HTTPException(503, "retraining is not available in this process")
+        body = state.retrain.get(run_id)
+        if body is None:
+            raise HTTPException(404, "no such retraining run")
+        return body
 
     @app.get("/metrics")
     def metrics():

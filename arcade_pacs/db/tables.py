@@ -158,3 +158,23 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
+
+
+class RetrainRun(Base):
+    """One retraining request: its parameters, progress and outcome (candidate promoted or not)."""
+
+    __tablename__ = "retrain_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    progress: Mapped[dict | None] = mapped_column(JSON)
+    candidate_path: Mapped[str | None] = mapped_column(Text)
+    candidate_version: Mapped[str | None] = mapped_column(String(64))
+    candidate_val_auc: Mapped[float | None] = mapped_column(Float)
+    serving_version: Mapped[str | None] = mapped_column(String(64))
+    serving_val_auc: Mapped[float | None] = mapped_column(Float)
+    promoted: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

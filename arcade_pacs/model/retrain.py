@@ -1,0 +1,199 @@
+"""Retraining as a feature: train a candidate, promote it only if it is at least as good.
+
+``arcade-pacs train --promote`` and ``POST /retrain`` run the same :func:`retrain`: the
+candidate gets its own version and Device UID (from :func:`arcade_pacs.model.train.train`),
+is written under ``models/candidates/``, and replaces the serving model only when its
+validation window AUC (TTA, the fixed protocol) is at least the serving model's. Promotion
+copies the files atomically, loads the new model and swaps it into the running worker: a job
+already running finishes with the model it started with, the next one uses the new model, and
+every result records the model version that produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from arcade_pacs.db.tables import RetrainRun, utcnow
+from arcade_pacs.model.classifier import Classifier, ModelInfo
+from arcade_pacs.model.data import DatasetError, split_paths
+from arcade_pacs.model.train import Progress, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+class RetrainState(str, Enum):
+    """Every state of a retraining run."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a retraining produced and whether it now serves."""
+
+    candidate: Path
+    candidate_info: ModelInfo
+    serving_val_auc: float | None
+    promoted: bool
+
+
+def val_auc(info: ModelInfo) -> float | None:
+    """The validation window AUC recorded with a model, if any."""
+    value = info.metrics.get("val", {}).get("window_auc")
+    return None if value is None else float(value)
+
+
+def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bool:
+    """A candidate replaces the serving model when its val AUC is known and not lower."""
+    return candidate_auc is not None and (serving_auc is None or candidate_auc >= serving_auc)
+
+
+def check_dataset(data_dir: Path) -> None:
+    """Fail early, naming what is missing, before any time is spent training."""
+    for split in ("train", "val"):
+        images, annotations = split_paths(data_dir, split)
+        if not images.is_dir():
+            raise DatasetError(f"missing images folder: {images}")
+        if not annotations.is_file():
+            raise DatasetError(f"missing annotation file: {annotations}")
+
+
+def model_files(path: Path) -> list[Path]:
+    """The files that make up a model: weights, metadata sidecar, training curves."""
+    path = Path(path)
+    return [path, ModelInfo.sidecar(path), path.with_name(path.stem + "_training.png")]
+
+
+def promote(candidate: Path, serving: Path) -> None:
+    """Copy the candidate's files over the serving ones, each atomically (copy, then rename)."""
+    for src, dst in zip(model_files(candidate), model_files(serving)):
+        if src.is_file():
+            tmp = dst.with_name(dst.name + ".promote.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+
+
+def retrain(
+    cfg: TrainConfig,
+    serving: Path,
+    on_promote: Callable[[Classifier], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> Outcome:
+    """Train a candidate to ``cfg.out``; promote it over ``serving`` if its val AUC is not lower.
+
+    The serving model is untouched unless the candidate wins; ``on_promote`` receives the
+    loaded new classifier (the running service swaps it in).
+    """
+    check_dataset(cfg.data_dir)
+    info = train(cfg, progress=progress)
+    current = val_auc(ModelInfo.read(serving)) if ModelInfo.sidecar(serving).is_file() else None
+    candidate = val_auc(info)
+    better = should_promote(candidate, current)
+    if better:
+        promote(cfg.out, serving)
+        if on_promote is not None:
+            on_promote(Classifier.load(serving))
+        log.info("model %s promoted (val AUC %.4f >= %s)", info.version, candidate, current)
+    else:
+        log.info("model %s kept as a candidate (val AUC %s < %s)", info.version, candidate, current)
+    return Outcome(cfg.out, info, current, better)
+
+
+class RetrainManager:
+    """Runs one retraining at a time in a background thread; its state lives in the database."""
+
+    def __init__(self, sessions: sessionmaker[Session], data_dir: Path, serving: Path,
+                 on_promote: Callable[[Classifier], None]):
+        self.sessions = sessions
+        self.data_dir = Path(data_dir)
+        self.serving = Path(serving)
+        self.on_promote = on_promote
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, params: dict) -> int:
+        """Queue a run with ``params`` (TrainConfig fields); raises RuntimeError if one is running."""
+        with self._lock:
+            if self.busy():
+                raise RuntimeError("a retraining is already running")
+            with self.sessions() as s:
+                run = RetrainRun(state=RetrainState.QUEUED.value, params=params)
+                s.add(run)
+                s.commit()
+                run_id = run.id
+            self._thread = threading.Thread(target=self._run, args=(run_id, params), name="retrain", daemon=True)
+            self._thread.start()
+            return run_id
+
+    def _update(self, run_id: int, **values) -> None:
+        with self.sessions() as s:
+            run = s.get(RetrainRun, run_id)
+            for key, value in values.items():
+                setattr(run, key, value)
+            s.commit()
+
+    def _run(self, run_id: int, params: dict) -> None:
+        data_dir = Path(params.get("data_dir") or self.data_dir)
+        out = self.serving.parent / "candidates" / f"run{run_id}" / self.serving.name
+        fields = {k: v for k, v in params.items() if k in TrainConfig.__dataclass_fields__ and k not in ("data_dir", "out")}
+        serving = ModelInfo.read(self.serving).version if ModelInfo.sidecar(self.serving).is_file() else None
+        self._update(run_id, state=RetrainState.RUNNING.value, candidate_path=str(out), serving_version=serving)
+        try:
+            cfg = TrainConfig(data_dir=data_dir, out=out, **fields)
+            outcome = retrain(
+                cfg, self.serving, on_promote=self.on_promote,
+                progress=lambda p: self._update(run_id, progress={
+                    "epoch": p.epoch, "epochs": p.epochs, "step": p.step, "steps": p.steps,
+                    "loss": round(p.loss, 5), "val_auc": p.val_auc, "eta_s": round(p.eta_s, 1),
+                }),
+            )
+            self._update(
+                run_id,
+                state=(RetrainState.PROMOTED if outcome.promoted else RetrainState.REJECTED).value,
+                candidate_version=outcome.candidate_info.version,
+                candidate_val_auc=val_auc(outcome.candidate_info),
+                serving_val_auc=outcome.serving_val_auc,
+                promoted=outcome.promoted,
+                finished_at=utcnow(),
+            )
+        except Exception as exc:
+            log.warning("retraining %s failed: %s", run_id, exc)
+            log.debug(traceback.format_exc())
+            self._update(run_id, state=RetrainState.FAILED.value, error=f"{type(exc).__name__}: {exc}"[:2000],
+                         finished_at=utcnow())
+
+    def get(self, run_id: int) -> dict | None:
+        with self.sessions() as s:
+            run = s.get(RetrainRun, run_id)
+            if run is None:
+                return None
+            return {c: getattr(run, c) for c in (
+                "id", "state", "params", "progress", "candidate_version", "candidate_val_auc",
+                "serving_version", "serving_val_auc", "promoted", "error", "created_at", "finished_at")}
+
+    def recover(self) -> None:
+        """Runs left queued/running by a stopped process are marked failed (a restart does not resume them)."""
+        with self.sessions() as s:
+            for run in s.scalars(select(RetrainRun).where(
+                    RetrainRun.state.in_([RetrainState.QUEUED.value, RetrainState.RUNNING.value]))):
+                run.state = RetrainState.FAILED.value
+                run.error = "interrupted: the service stopped during training"
+                run.finished_at = utcnow()
+            s.commit()
