@@ -84,6 +84,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         low_res=args.low_res,
         low_res_fraction=args.low_res_fraction,
+        low_res_val_every=args.low_res_val_every,
         learning_rate=args.learning_rate,
         seed=args.seed,
         imagenet_weights=Path(args.imagenet_weights) if args.imagenet_weights else None,
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--low-res", type=int, default=160)
     p.add_argument("--low-res-fraction", type=float, default=0.6)
+    p.add_argument("--low-res-val-every", type=int, default=1, help="validate every N low-resolution epochs")
     p.add_argument("--learning-rate", type=float, default=1.5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imagenet-weights", help="local Keras EfficientNetB0 no-top weights file")

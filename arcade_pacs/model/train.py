@@ -61,6 +61,7 @@ class TrainConfig:
     hard_negative_fraction: float = 0.5
     max_rotation_deg: float = 12.0
     target_fpr: float = 0.10
+    low_res_val_every: int = 1
     seed: int = 0
     imagenet_weights: Path | None = None
     limit_train: int | None = None
@@ -261,7 +262,8 @@ def plot_history(history: list[dict], path: Path) -> Path:
     a.plot(epochs, [h["loss"] for h in history], marker="o")
     a.set_xlabel("epoch")
     a.set_ylabel("training loss (BCE)")
-    b.plot(epochs, [h["val_auc"] for h in history], marker="o", c="tab:green")
+    validated = [h for h in history if h["val_auc"] is not None]
+    b.plot([h["epoch"] for h in validated], [h["val_auc"] for h in validated], marker="o", c="tab:green")
     b.set_xlabel("epoch")
     b.set_ylabel("val window AUC (no TTA)")
     for ax in (a, b):
@@ -357,8 +359,10 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
             step_times.append((time.time() - t0) * (MODEL_INPUT / out_size) ** 2)
             if progress and (step % 10 == 9 or step == cfg.steps_per_epoch - 1):
                 progress(_progress(cfg, epoch, step, losses, started, step_times, None, history))
-        val_scores = score_split(predict, val_split, tta=False)
-        val_auc = window_auc(val_scores)
+        # Validation picks the checkpoint, so it runs after every serving-resolution epoch;
+        # during the low-resolution phase every `low_res_val_every` epochs is enough to watch.
+        validate = out_size == MODEL_INPUT or (epoch + 1) % cfg.low_res_val_every == 0
+        val_auc = window_auc(score_split(predict, val_split, tta=False)) if validate else None
         record = {
             "epoch": epoch + 1,
             "size": out_size,
