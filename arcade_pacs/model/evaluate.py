@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arcade_pacs import figures
 from arcade_pacs.model.data import Split, window_labels
 from arcade_pacs.model.metrics import roc_auc, roc_curve
 from arcade_pacs.pipeline.scores import frame_probabilities
@@ -101,17 +102,12 @@ def metrics(scores: SplitScores, threshold: float) -> dict:
 
 def plot_roc(scores: SplitScores, threshold: float, title: str, path: Path) -> Path:
     """Write the window ROC curve with the operating point marked, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keep = scores.labels >= 0
     y, s = scores.labels[keep] == 1, scores.window_scores[keep]
     fpr, tpr, _ = roc_curve(y, s)
     op_fpr = float((s[~y] >= threshold).mean())
     op_tpr = float((s[y] >= threshold).mean())
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = figures.subplots(figsize=(5, 5), dpi=100)
     ax.plot(fpr, tpr, label=f"windows (AUC {roc_auc(y, s):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax.scatter([op_fpr], [op_tpr], c="red", zorder=3, label=f"threshold {threshold:.3f}")
@@ -119,9 +115,4 @@ def plot_roc(scores: SplitScores, threshold: float, title: str, path: Path) -> P
     ax.set_ylabel("true-positive rate (positive windows)")
     ax.set_title(title)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path)

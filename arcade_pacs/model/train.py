@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arcade_pacs import figures
 from arcade_pacs.model.classifier import MODEL_NAME, ModelInfo, configure_tensorflow
 from arcade_pacs.model.data import DatasetError, Split, load_split, window_labels
 from arcade_pacs.model.evaluate import metrics, score_split, window_auc
@@ -252,13 +253,8 @@ def _save_serving_model(train_model, path: Path) -> None:
 
 def plot_history(history: list[dict], path: Path) -> Path:
     """Training curves (loss per epoch, validation window AUC per epoch) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    fig, (a, b) = figures.subplots(1, 2, figsize=(9, 3.5), dpi=100)
     a.plot(epochs, [h["loss"] for h in history], marker="o")
     a.set_xlabel("epoch")
     a.set_ylabel("training loss (BCE)")
@@ -268,12 +264,7 @@ def plot_history(history: list[dict], path: Path) -> Path:
     b.set_ylabel("val window AUC (no TTA)")
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path)
 
 
 def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> ModelInfo:

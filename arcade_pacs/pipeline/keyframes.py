@@ -64,13 +64,10 @@ def select_keyframes(scores: np.ndarray, k: int) -> list[int]:
 
 def plot_opacification(scores: np.ndarray, chosen: list[int], path, title: str = "") -> None:
     """Write the per-frame opacification curve with the keyframes marked, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from arcade_pacs import figures
 
     numbers = np.arange(1, len(scores) + 1)
-    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    fig, ax = figures.subplots(figsize=(7, 3), dpi=100)
     ax.plot(numbers, scores, c="tab:blue", lw=1.2, label="opacification (dark-ridge top-hat)")
     ax.scatter(numbers[chosen], np.asarray(scores)[chosen], c="tab:red", zorder=3, label=f"keyframes (k={len(chosen)})")
     ax.set_xlabel("frame number")
@@ -78,6 +75,4 @@ def plot_opacification(scores: np.ndarray, chosen: list[int], path, title: str =
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    figures.save(fig, path)

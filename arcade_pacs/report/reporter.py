@@ -70,6 +70,15 @@ def _instance_results(study: Study) -> list[InstanceResult]:
     return results
 
 
+def _reported(study_id: int, seen_received, *, session: Session) -> None:
+    """Clear the study's flag, unless an instance arrived meanwhile (then the next pass reports again)."""
+    session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.last_received_at == seen_received)
+        .values(needs_report=False)
+    )
+
+
 def sr_path(root: Path, study_uid: str, sop_uid: str) -> Path:
     """Where a produced SR is kept: ``root/reports/<study>/<sop>.dcm``."""
     return Path(root) / "reports" / safe_uid(study_uid) / f"{safe_uid(sop_uid)}.dcm"
@@ -81,11 +90,7 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
     results = _instance_results(study)
     if not results:
         log.warning("study id=%s has no analysed instance; no SR written", study.id)
-        session.execute(
-            update(Study)
-            .where(Study.id == study.id, Study.last_received_at == seen_received)
-            .values(needs_report=False)
-        )
+        _reported(study.id, seen_received, session=session)
         session.commit()
         return None
     previous = study.reports[-1] if study.reports else None
@@ -129,12 +134,7 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
                 state=DeliveryState.PENDING.value,
             )
         )
-    # Clear the flag only if no instance arrived meanwhile (else the next pass reports again).
-    session.execute(
-        update(Study)
-        .where(Study.id == study.id, Study.last_received_at == seen_received)
-        .values(needs_report=False)
-    )
+    _reported(study.id, seen_received, session=session)
     session.commit()
     metrics.REPORTS.inc()
     log.info("report id=%s written for study id=%s (%d instances)", report.id, study.id, len(results))
