@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
+from pydicom.uid import UID
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,8 +69,12 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings) -> None:
+def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_syntax: str | None = None) -> None:
     """Refuse at receipt what can be refused without decoding pixels.
+
+    For native (uncompressed) pixel data the length is checked against Rows x Columns x
+    Number of Frames x Bits Allocated (PS3.5 8.1.1); encapsulated data can only be checked
+    by decoding it, which the analysis job does.
 
     Raises
     ------
@@ -92,11 +97,22 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings) -> None:
         raise Refusal(CANNOT_UNDERSTAND, f"unsupported Photometric Interpretation {photometric[:16]!r}")
     limits = settings.pipeline
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = ds.get("NumberOfFrames")
+    frames = 1 if frames in (None, "") else int(frames)
     if rows < 1 or cols < 1:
         raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Rows or Columns missing or zero")
+    if frames < 1:
+        raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Number of Frames is zero")
     if rows > limits.max_rows or cols > limits.max_columns or frames > limits.max_frames:
         raise Refusal(OUT_OF_RESOURCES, f"image {rows}x{cols}x{frames} exceeds configured limits")
+    if transfer_syntax and not UID(transfer_syntax).is_encapsulated and "PixelData" in ds:
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        frame_bytes = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8
+        actual = len(ds.PixelData)
+        if actual < frame_bytes * frames:
+            raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Pixel Data shorter than Rows x Columns x Frames")
+        if actual - frame_bytes * frames >= frame_bytes:
+            raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Pixel Data holds more frames than Number of Frames")
 
 
 def record_instance(
@@ -151,7 +167,7 @@ def _store(event, ctx: StoreContext) -> Dataset | int:
     except Exception as exc:
         raise Refusal(CANNOT_UNDERSTAND, f"data set cannot be decoded: {type(exc).__name__}") from exc
     try:
-        check_dataset(ds, sop_class, ctx.settings)
+        check_dataset(ds, sop_class, ctx.settings, transfer_syntax)
     except Refusal:
         raise
     except Exception as exc:  # malformed element values

@@ -127,6 +127,20 @@ def test_colour_image_gets_c210(scp, rubo):
     assert scu_store(scp.port, ds) == 0xC210
 
 
+@pytest.mark.parametrize("defect", ["short", "extra_frame", "zero_frames"])
+def test_native_pixel_data_that_disagrees_with_its_header_gets_a900(scp, rubo, defect):
+    ds = xa_dataset([real_frame(rubo, i) for i in range(3)])
+    if defect == "short":
+        ds.PixelData = ds.PixelData[:-1000]
+    elif defect == "extra_frame":
+        ds.NumberOfFrames = 2
+    else:
+        ds.NumberOfFrames = 0
+    assert scu_store(scp.port, ds) == 0xA900
+    with scp.sessions() as s:
+        assert s.query(Instance).count() == 0
+
+
 def test_image_over_the_configured_limits_gets_a700(scp, rubo):
     scp.settings.pipeline.max_frames = 2
     ds = xa_dataset([real_frame(rubo, i) for i in range(3)])
