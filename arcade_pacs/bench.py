@@ -101,7 +101,7 @@ def bench_cine(data_dir: Path, model_path: Path, frames: int, size: int, bits: i
         )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return {"frames": frames, "size": size, "bits_stored": bits, "file_mb": round(file_mb, 1),
-            "decoded_float32_mb": round(frames * size * size * 4 / 2**20, 1)} | result
+            "full_resolution_float32_mb": round(frames * size * size * 4 / 2**20, 1)} | result
 
 
 if __name__ == "__main__":  # the measured child process

@@ -189,23 +189,27 @@ def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> F
 
     valid_src = field & ~padded_any
     valid = resize_frame(valid_src.astype(np.float32)) > 0.5
+    # Frame by frame and in place: the stack is the only large array ever held.
     window = _window(ds)
     voi_lut = ds.get("VOILUTSequence")
     if voi_lut:
         from pydicom.pixels import apply_voi_lut
 
-        descriptor = voi_lut[0].LUTDescriptor
-        top = float(2 ** int(descriptor[2]) - 1)
-        stack = apply_voi_lut(np.rint(stack).astype(np.int64), ds).astype(np.float32) / top
+        top = float(2 ** int(voi_lut[0].LUTDescriptor[2]) - 1)
+        for frame in stack:
+            frame[...] = apply_voi_lut(np.rint(frame).astype(np.int64), ds) / top
     elif window is not None:
-        stack = apply_window(stack, *window).astype(np.float32)
+        for frame in stack:
+            frame[...] = apply_window(frame, *window)
     else:
-        inside = stack[:, valid] if valid.any() else stack
-        lo, hi = float(inside.min()), float(inside.max())
-        stack = (stack - lo) / (hi - lo) if hi > lo else np.zeros_like(stack)
-    stack = np.clip(stack, 0.0, 1.0, out=stack)
+        inside = valid if valid.any() else np.ones_like(valid)
+        lo = min(float(frame[inside].min()) for frame in stack)
+        hi = max(float(frame[inside].max()) for frame in stack)
+        stack -= lo
+        stack *= 1.0 / (hi - lo) if hi > lo else 0.0
+    np.clip(stack, 0.0, 1.0, out=stack)
     if photometric == "MONOCHROME1":
-        stack = 1.0 - stack
+        np.subtract(1.0, stack, out=stack)
     stack[:, ~valid] = 0.0
     return Frames(data=stack, valid=valid, rows=rows, columns=cols)
 
