@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from arcade_pacs import jobs, metrics
 from arcade_pacs.db.tables import FrameScore, Job, Result
 from arcade_pacs.model.classifier import Classifier
-from arcade_pacs.pipeline.analyse import Analysis, analyse_frames
-from arcade_pacs.pipeline.frames import FrameError, decode_frames
+from arcade_pacs.pipeline.analyse import Analysis, analyse_source
+from arcade_pacs.pipeline.frames import FrameError, FrameSource
 from arcade_pacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,14 @@ def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analy
     if not os.path.isfile(path):
         raise jobs.PermanentError(f"stored file missing: {path}")
     try:
-        frames = decode_frames(path, max_frames=settings.pipeline.max_frames)
+        return analyse_source(
+            FrameSource(path, max_frames=settings.pipeline.max_frames),
+            classifier.predict,
+            classifier.info.threshold,
+            keyframes=settings.pipeline.keyframes,
+        )
     except FrameError as exc:
         raise jobs.PermanentError(str(exc)) from exc
-    return analyse_frames(
-        frames,
-        classifier.predict,
-        classifier.info.threshold,
-        keyframes=settings.pipeline.keyframes,
-    )
 
 
 def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds: float, *, session: Session) -> Result:

@@ -1,6 +1,8 @@
 """The analysis of one instance, composed from the pure stages.
 
 frames -> opacification -> keyframes -> tensors (grid windows) -> TTA scores -> Finding.
+A stored instance is read in two passes (:func:`analyse_source`): every frame is scored, then
+only the keyframes are decoded, so memory does not grow with the length of the run.
 ``predict`` is injected (the loaded classifier's batch prediction), so this stays a pure
 function of its inputs and is tested with a tiny model as easily as with the shipped one.
 """
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arcade_pacs.pipeline.frames import Frames
-from arcade_pacs.pipeline.keyframes import opacification, select_keyframes
+from arcade_pacs.pipeline.frames import Frames, FrameSource
+from arcade_pacs.pipeline.keyframes import frame_opacification, opacification, select_keyframes
 from arcade_pacs.pipeline.scores import (
     INSTANCE_TOP_K,
     Finding,
@@ -44,12 +46,40 @@ def analyse_frames(
     keyframes: int = 8,
     top_k: int = INSTANCE_TOP_K,
 ) -> Analysis:
-    """Analyse decoded frames; see the module docstring for the stages."""
+    """Analyse frames already in memory (an uploaded picture, a short run)."""
     opac = opacification(frames.data, frames.valid)
     chosen = select_keyframes(opac, keyframes)
-    tensors = np.concatenate([frame_tensors(frames.data[i]) for i in chosen], axis=0)
+    subset = Frames(frames.data[chosen], frames.valid, frames.rows, frames.columns,
+                    numbers=[frames.frame_numbers[i] for i in chosen])
+    return classify_keyframes(subset, opac, chosen, predict, threshold, top_k)
+
+
+def analyse_source(
+    source: FrameSource,
+    predict: Callable[[np.ndarray], np.ndarray],
+    threshold: float,
+    keyframes: int = 8,
+    top_k: int = INSTANCE_TOP_K,
+) -> Analysis:
+    """Analyse a stored instance in two passes: score every frame, decode only the keyframes."""
+    opac = source.scan(frame_opacification)
+    chosen = select_keyframes(opac, keyframes)
+    return classify_keyframes(source.read(chosen), opac, chosen, predict, threshold, top_k)
+
+
+def classify_keyframes(
+    keyframes: Frames,
+    opac: np.ndarray,
+    chosen: list[int],
+    predict: Callable[[np.ndarray], np.ndarray],
+    threshold: float,
+    top_k: int = INSTANCE_TOP_K,
+) -> Analysis:
+    """Grid windows of each keyframe, TTA scores, aggregation, regions: the :class:`Finding`."""
+    numbers = keyframes.frame_numbers
+    tensors = np.concatenate([frame_tensors(frame) for frame in keyframes.data], axis=0)
     tta = tta_scores(predict, tensors)
-    shape = (len(chosen), len(GRID))
+    shape = (len(numbers), len(GRID))
     mean = tta.mean.reshape(shape)
     frame_probs = frame_probabilities(mean)
     # The two TTA views of exactly the windows behind the probability (each top frame's best
@@ -59,18 +89,18 @@ def analyse_frames(
     view = lambda scores: float(scores.reshape(shape)[top, best[top]].mean())  # noqa: E731
     regions = [
         Region(
-            frame_number=chosen[f] + 1,
-            box=frames.to_source((w.x0, w.y0, w.x1, w.y1)),
+            frame_number=numbers[f],
+            box=keyframes.to_source((w.x0, w.y0, w.x1, w.y1)),
             probability=float(mean[f, j]),
         )
-        for f in range(len(chosen))
+        for f in range(len(numbers))
         for j, w in enumerate(GRID)
         if mean[f, j] >= threshold
     ]
     finding = Finding(
         probability=instance_probability(frame_probs, top_k),
         threshold=float(threshold),
-        frame_numbers=[i + 1 for i in chosen],
+        frame_numbers=list(numbers),
         frame_probabilities=[float(p) for p in frame_probs],
         tta_original=view(tta.original),
         tta_flipped=view(tta.flipped),
@@ -79,7 +109,7 @@ def analyse_frames(
     return Analysis(
         finding=finding,
         opacification=opac,
-        keyframes=chosen,
+        keyframes=list(chosen),
         window_scores=mean,
         disagreement=tta.disagreement.reshape(shape),
     )

@@ -4,7 +4,8 @@ The steps follow the grayscale pipeline of PS3.3 C.11 (Modality LUT, then VOI LU
 then Presentation: MONOCHROME1 inverted so that bright always means bright):
 
 1. Decode one frame at a time (``pydicom.pixels.iter_pixels``), so a long 1024x1024 cine is
-   never held at full resolution; each frame is area-resized to 512x512 at once.
+   never held at full resolution; each frame is area-resized to 512x512 at once. A first pass
+   scores every frame; a second decodes only the frames to classify (:class:`FrameSource`).
 2. Modality LUT / Rescale Slope and Intercept (top level or Enhanced functional groups).
 3. VOI: a VOI LUT Sequence or the first Window Center/Width when present (PS3.3 C.11.2.1.2,
    linear function); otherwise the instance's actual range of values (min to max over all
@@ -36,22 +37,25 @@ class Frames:
     Attributes
     ----------
     data
-        ``(T, 512, 512)`` float32 in [0, 1].
+        ``(T, 512, 512)`` float32 in [0, 1] (all frames, or the ones read).
     valid
         ``(512, 512)`` bool: pixels inside the exposed field (not padding, not shuttered).
     rows, columns
         Size of the source frames, to map 512x512 coordinates back to source pixels.
+    numbers
+        1-based DICOM frame numbers of ``data`` when not all frames were read.
     """
 
     data: np.ndarray
     valid: np.ndarray
     rows: int
     columns: int
+    numbers: list[int] | None = None
 
     @property
     def frame_numbers(self) -> list[int]:
         """1-based DICOM frame numbers, one per frame in ``data``."""
-        return list(range(1, len(self.data) + 1))
+        return self.numbers if self.numbers is not None else list(range(1, len(self.data) + 1))
 
     def to_source(self, box512: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """Map ``(x0, y0, x1, y1)`` on the 512x512 frame to source pixel coordinates."""
@@ -126,92 +130,137 @@ def shutter_mask(ds: Dataset, rows: int, cols: int) -> np.ndarray:
     return mask
 
 
-def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> Frames:
-    """Decode every frame of a data set or a Part 10 file to :class:`Frames` (module docstring).
+class FrameSource:
+    """One instance's pixel data, read in two passes so memory stays bounded.
 
-    Given a path, the header is read with the pixel data deferred and frames are read from the
-    file one at a time, so memory holds one source frame plus the 512x512 stack.
+    :meth:`scan` streams every frame once (one source frame in memory at a time), learns the
+    instance's value range and scores each frame with ``measure``; :meth:`read` then decodes
+    only the frames asked for (the keyframes) and normalises them. A 2000-frame run costs the
+    same memory as an 8-frame one.
 
-    Raises
-    ------
-    FrameError
-        When the pixel data is absent, truncated, colour, or otherwise undecodable.
+    Between the passes, frames are held in *display polarity* (bright = bright) but, when no
+    VOI is given, not yet scaled to [0, 1]; since that scaling is one positive linear map for
+    the whole instance, a scale-equivariant ``measure`` ranks frames identically before and
+    after it, and :meth:`scan` rescales its scores to the [0, 1] picture.
     """
-    import pydicom
-    from pydicom.pixels import iter_pixels
 
-    if isinstance(src, Dataset):
-        ds = src
-    else:
-        src = str(src)
+    def __init__(self, src: Dataset | str | Path, max_frames: int | None = None):
+        import pydicom
+
+        if isinstance(src, Dataset):
+            ds = src
+        else:
+            src = str(src)
+            try:
+                ds = pydicom.dcmread(src, defer_size="64 KB")
+                if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                    ds = src = pydicom.dcmread(src)  # frames cannot be read lazily from a deflated file
+            except Exception as exc:
+                raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:500]) from exc
+        self.src, self.ds = src, ds
+        if "PixelData" not in ds:
+            raise FrameError("no Pixel Data")
+        self.photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+        if self.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+            raise FrameError(f"unsupported Photometric Interpretation {self.photometric!r} (grayscale only)")
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise FrameError("more than one sample per pixel (grayscale only)")
+        self.rows, self.columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        self.n_frames = number_of_frames(ds)
+        if self.rows < 1 or self.columns < 1 or self.n_frames < 1:
+            raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
+        if max_frames is not None and self.n_frames > max_frames:
+            raise FrameError(f"{self.n_frames} frames exceed the configured limit of {max_frames}")
+        self.slope, self.intercept = _rescale(ds)
+        self.padding = ds.get("PixelPaddingValue")
+        self.window = _window(ds)
+        self.voi_lut = ds.get("VOILUTSequence") or None
+        self.field = shutter_mask(ds, self.rows, self.columns)
+        self.field512 = resize_frame(self.field.astype(np.float32)) > 0.5
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.valid: np.ndarray | None = None
+
+    @property
+    def scaled_by_range(self) -> bool:
+        """True when no VOI is given: the instance's own range maps to [0, 1]."""
+        return self.voi_lut is None and self.window is None
+
+    def _display(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A source frame to (512x512 display-polarity values, 512x512 valid mask)."""
+        values = raw.astype(np.float32) * self.slope + self.intercept
+        valid = self.field
+        if self.padding is not None:
+            valid = valid & (raw != self.padding)
+        frame = resize_frame(values)
+        if self.voi_lut is not None:
+            from pydicom.pixels import apply_voi_lut
+
+            top = float(2 ** int(self.voi_lut[0].LUTDescriptor[2]) - 1)
+            frame = (apply_voi_lut(np.rint(frame).astype(np.int64), self.ds) / top).astype(np.float32)
+        elif self.window is not None:
+            frame = apply_window(frame, *self.window).astype(np.float32)
+        if self.photometric == "MONOCHROME1":
+            frame = (1.0 - frame) if not self.scaled_by_range else -frame
+        return frame, resize_frame(valid.astype(np.float32)) > 0.5
+
+    def _frames(self, indices: list[int] | None = None):
+        """Yield ``(index, raw frame)`` with the checks every decoded frame must pass."""
+        from pydicom.pixels import iter_pixels
+
+        wanted = list(range(self.n_frames)) if indices is None else list(indices)
+        seen = 0
         try:
-            ds = pydicom.dcmread(src, defer_size="64 KB")
-            if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                ds = src = pydicom.dcmread(src)  # frames cannot be read lazily from a deflated file
+            for index, raw in zip(wanted, iter_pixels(self.src, indices=None if indices is None else wanted)):
+                seen += 1
+                if raw.shape != (self.rows, self.columns):
+                    raise FrameError(f"frame {index + 1} has shape {raw.shape}, expected {(self.rows, self.columns)}")
+                yield index, raw
+        except FrameError:
+            raise
         except Exception as exc:
-            raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:500]) from exc
-    if "PixelData" not in ds:
-        raise FrameError("no Pixel Data")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise FrameError(f"unsupported Photometric Interpretation {photometric!r} (grayscale only)")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise FrameError("more than one sample per pixel (grayscale only)")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    n_frames = number_of_frames(ds)
-    if rows < 1 or cols < 1 or n_frames < 1:
-        raise FrameError(f"empty image: {rows} rows, {cols} columns, {n_frames} frames")
-    if max_frames is not None and n_frames > max_frames:
-        raise FrameError(f"{n_frames} frames exceed the configured limit of {max_frames}")
+            raise FrameError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}"[:500]) from exc
+        if seen != len(wanted):
+            raise FrameError(f"pixel data holds {seen} frames, Number of Frames says {self.n_frames}")
 
-    slope, intercept = _rescale(ds)
-    padding = ds.get("PixelPaddingValue")
-    field = shutter_mask(ds, rows, cols)
-    stack = np.empty((n_frames, FRAME_SIZE, FRAME_SIZE), dtype=np.float32)
-    padded_any = np.zeros((rows, cols), dtype=bool)
-    decoded = 0
-    try:
-        for i, raw in enumerate(iter_pixels(src)):
-            decoded = i + 1
-            if i >= n_frames:
-                raise FrameError(f"pixel data holds more frames than Number of Frames ({n_frames})")
-            if raw.shape != (rows, cols):
-                raise FrameError(f"frame {i + 1} has shape {raw.shape}, expected {(rows, cols)}")
-            if padding is not None:
-                padded_any |= raw == padding
-            stack[i] = resize_frame(raw.astype(np.float32) * slope + intercept)
-    except FrameError:
-        raise
-    except Exception as exc:
-        raise FrameError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}"[:500]) from exc
-    if decoded != n_frames:
-        raise FrameError(f"pixel data holds {decoded} frames, Number of Frames says {n_frames}")
+    def scan(self, measure=None) -> np.ndarray:
+        """Pass 1: every frame once; returns ``measure(frame, valid)`` per frame (zeros without one)."""
+        scores = np.zeros(self.n_frames, dtype=np.float64)
+        lo, hi = np.inf, -np.inf
+        valid_all = self.field512.copy()
+        for index, raw in self._frames():
+            frame, valid = self._display(raw)
+            valid_all &= valid
+            inside = frame[valid] if valid.any() else frame.ravel()
+            lo, hi = min(lo, float(inside.min())), max(hi, float(inside.max()))
+            if measure is not None:
+                scores[index] = measure(frame, valid)
+        self.lo, self.hi, self.valid = lo, hi, valid_all
+        if self.scaled_by_range:
+            scores *= 1.0 / (hi - lo) if hi > lo else 0.0
+        return scores
 
-    valid_src = field & ~padded_any
-    valid = resize_frame(valid_src.astype(np.float32)) > 0.5
-    # Frame by frame and in place: the stack is the only large array ever held.
-    window = _window(ds)
-    voi_lut = ds.get("VOILUTSequence")
-    if voi_lut:
-        from pydicom.pixels import apply_voi_lut
+    def read(self, indices: list[int] | None = None) -> Frames:
+        """Pass 2: the frames at 0-based ``indices`` (all when None), display-ready in [0, 1]."""
+        if self.valid is None:
+            self.scan()
+        indices = list(range(self.n_frames)) if indices is None else sorted(indices)
+        stack = np.empty((len(indices), FRAME_SIZE, FRAME_SIZE), dtype=np.float32)
+        position = {index: k for k, index in enumerate(indices)}
+        for index, raw in self._frames(indices):
+            stack[position[index]] = self._display(raw)[0]
+        if self.scaled_by_range:
+            stack -= self.lo
+            stack *= 1.0 / (self.hi - self.lo) if self.hi > self.lo else 0.0
+        np.clip(stack, 0.0, 1.0, out=stack)
+        stack[:, ~self.valid] = 0.0
+        return Frames(data=stack, valid=self.valid, rows=self.rows, columns=self.columns,
+                      numbers=[i + 1 for i in indices])
 
-        top = float(2 ** int(voi_lut[0].LUTDescriptor[2]) - 1)
-        for frame in stack:
-            frame[...] = apply_voi_lut(np.rint(frame).astype(np.int64), ds) / top
-    elif window is not None:
-        for frame in stack:
-            frame[...] = apply_window(frame, *window)
-    else:
-        inside = valid if valid.any() else np.ones_like(valid)
-        lo = min(float(frame[inside].min()) for frame in stack)
-        hi = max(float(frame[inside].max()) for frame in stack)
-        stack -= lo
-        stack *= 1.0 / (hi - lo) if hi > lo else 0.0
-    np.clip(stack, 0.0, 1.0, out=stack)
-    if photometric == "MONOCHROME1":
-        np.subtract(1.0, stack, out=stack)
-    stack[:, ~valid] = 0.0
-    return Frames(data=stack, valid=valid, rows=rows, columns=cols)
+
+def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> Frames:
+    """Every frame of a data set or Part 10 file as :class:`Frames` (see :class:`FrameSource`)."""
+    return FrameSource(src, max_frames).read()
 
 
 def frames_from_image(data: bytes) -> Frames:

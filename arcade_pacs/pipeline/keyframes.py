@@ -32,25 +32,32 @@ def vessel_map(frame512: np.ndarray, cell: int = 16) -> np.ndarray:
     return tophat.reshape(256 // k, k, 256 // k, k).mean(axis=(1, 3))
 
 
-def opacification(frames: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Opacification score per frame of ``(T, 512, 512)`` frames in [0, 1]; higher = more contrast."""
+def frame_opacification(frame: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Opacification of one 512x512 display frame: mean of the strongest 2 % of the black
+    top-hat at 256x256, inside the exposed field (eroded: the closing reaches past its edge).
+
+    Scale-equivariant (a frame multiplied by ``a > 0`` scores ``a`` times as much), which lets
+    :meth:`arcade_pacs.pipeline.frames.FrameSource.scan` score frames before normalising them.
+    """
     from scipy import ndimage
 
-    frames = np.asarray(frames, dtype=np.float32)
-    t, h, w = frames.shape
-    small = frames.reshape(t, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    frame = np.asarray(frame, dtype=np.float32)
+    h, w = frame.shape
+    small = frame.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
     mask = np.ones((h // 2, w // 2), bool) if valid is None else (
         np.asarray(valid).reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
     )
-    # Keep the field's border out: the closing reaches past the shutter edge.
-    mask = ndimage.binary_erosion(mask, iterations=TOPHAT_SIZE) if mask.any() else mask
-    scores = np.zeros(t, dtype=np.float64)
-    for i in range(t):
-        tophat = black_tophat(small[i])
-        values = tophat[mask] if mask.any() else tophat.ravel()
-        n = max(1, int(TOP_FRACTION * values.size))
-        scores[i] = float(np.partition(values, values.size - n)[-n:].mean())
-    return scores
+    if mask.any():
+        mask = ndimage.binary_erosion(mask, iterations=TOPHAT_SIZE)
+    values = black_tophat(small)
+    values = values[mask] if mask.any() else values.ravel()
+    n = max(1, int(TOP_FRACTION * values.size))
+    return float(np.partition(values, values.size - n)[-n:].mean())
+
+
+def opacification(frames: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Opacification score per frame of ``(T, 512, 512)`` frames in [0, 1]; higher = more contrast."""
+    return np.array([frame_opacification(frame, valid) for frame in frames], dtype=np.float64)
 
 
 def select_keyframes(scores: np.ndarray, k: int) -> list[int]:

@@ -1,5 +1,6 @@
 import numpy as np
 import pydicom
+import pytest
 
 from arcade_pacs.pipeline.analyse import analyse_frames
 from arcade_pacs.pipeline.frames import decode_frames
@@ -25,3 +26,29 @@ def test_regions_map_back_to_source_pixels():
     a = analyse_frames(frames, lambda x: np.ones(len(x)), threshold=0.5, keyframes=8)
     boxes = {r.box for r in a.finding.regions}
     assert (0.0, 0.0, 512.0, 512.0) in boxes and (512.0, 512.0, 1024.0, 1024.0) in boxes
+
+
+def test_two_pass_source_analysis_equals_the_in_memory_one(rubo, tiny_classifier):
+    from arcade_pacs.pipeline.analyse import analyse_source
+    from arcade_pacs.pipeline.frames import FrameSource
+
+    in_memory = analyse_frames(decode_frames(rubo), tiny_classifier.predict, 0.5, keyframes=8)
+    source = FrameSource(rubo)
+    streamed = analyse_source(source, tiny_classifier.predict, 0.5, keyframes=8)
+    assert streamed.keyframes == in_memory.keyframes
+    np.testing.assert_allclose(streamed.opacification, in_memory.opacification, rtol=1e-4)
+    assert streamed.finding.probability == pytest.approx(in_memory.finding.probability, abs=1e-5)
+    assert len(source.read([3, 7]).data) == 2  # the second pass decodes only what is asked
+
+
+def test_two_pass_scaling_for_monochrome1_and_12_bit(rubo):
+    from arcade_pacs.pipeline.frames import FrameSource
+    from arcade_pacs.pipeline.keyframes import frame_opacification, opacification
+    from tests.factory import real_frame, xa_dataset
+
+    frames = np.stack([real_frame(rubo, i) for i in (0, 50)]).astype(np.uint16)
+    source = FrameSource(xa_dataset(4095 - frames * 16, bits_stored=12, photometric="MONOCHROME1"))
+    scores = source.scan(frame_opacification)
+    reference = decode_frames(xa_dataset(frames.astype(np.uint8)))
+    np.testing.assert_allclose(source.read().data, reference.data, atol=1e-3)
+    np.testing.assert_allclose(scores, opacification(reference.data, reference.valid), rtol=1e-3)
