@@ -23,6 +23,20 @@ def write_config(path: Path, values: dict) -> Path:
     return path
 
 
+def plugin_config(tmp_path: Path, scp_port: int, admin_port: int, pacs_port: int,
+                  allowed: list[str], model: Path) -> Path:
+    """A config for one test: loopback ports, its own storage and database, one PACS (AE PACS)."""
+    return write_config(tmp_path / "arcade.toml", {
+        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": allowed},
+        "storage": {"root": str(tmp_path / "store")},
+        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
+        "model": {"path": str(model)},
+        "pipeline": {"study_quiet_seconds": 1},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}],
+    })
+
+
 def _toml(value):
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -11,20 +11,12 @@ import pydicom
 
 from tests.conftest import SHIPPED_MODEL
 from tests.helpers import free_port, run, stop, tool, wait_until
-from tests.integration.conftest import start_plugin, write_config
+from tests.integration.conftest import plugin_config, start_plugin
 
 
 def test_cine_in_sr_out(tmp_path, storescp, rubo):
     scp_port, admin_port = free_port(), free_port()
-    config = write_config(tmp_path / "arcade.toml", {
-        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
-        "storage": {"root": str(tmp_path / "store")},
-        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
-        "model": {"path": str(SHIPPED_MODEL)},
-        "pipeline": {"study_quiet_seconds": 1},
-        "admin": {"host": "127.0.0.1", "port": admin_port},
-        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": storescp.port}],
-    })
+    config = plugin_config(tmp_path, scp_port, admin_port, storescp.port, ["STORESCU"], SHIPPED_MODEL)
     log = tmp_path / "plugin.log"
     plugin = start_plugin(config, log, scp_port, admin_port)
     try:

@@ -6,7 +6,7 @@ import pydicom
 
 from tests.conftest import SHIPPED_MODEL
 from tests.helpers import free_port, run, stop, tool, wait_until
-from tests.integration.conftest import start_plugin, write_config
+from tests.integration.conftest import plugin_config, start_plugin
 from tests.integration.orthanc import Orthanc
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -19,16 +19,7 @@ FILES = {  # file -> storescu option proposing its transfer syntax
 def test_sr_lands_in_orthanc_in_the_source_study(tmp_path, dicom_dir):
     scp_port, admin_port = free_port(), free_port()
     with Orthanc(tmp_path, modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]}) as pacs:
-        config = write_config(tmp_path / "arcade.toml", {
-            "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port,
-                    "allowed_calling_aets": ["STORESCU", "PACS"]},
-            "storage": {"root": str(tmp_path / "store")},
-            "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
-            "model": {"path": str(SHIPPED_MODEL)},
-            "pipeline": {"study_quiet_seconds": 1},
-            "admin": {"host": "127.0.0.1", "port": admin_port},
-            "destinations": [{"name": "orthanc", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.dicom_port}],
-        })
+        config = plugin_config(tmp_path, scp_port, admin_port, pacs.dicom_port, ["STORESCU", "PACS"], SHIPPED_MODEL)
         plugin = start_plugin(config, tmp_path / "plugin.log", scp_port, admin_port)
         try:
             sources = {}
