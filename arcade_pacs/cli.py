@@ -240,9 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
     _logging(args.verbose)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValidationError, OSError) as exc:
+        # A missing model or config, an invalid setting, a port in use: say it in one line.
+        print(f"arcade-pacs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The command line, run as a user runs it (a separate process)."""
+
+import json
+import subprocess
+import sys
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "arcade_pacs.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_predict_json_one_object_per_file(rubo, tiny_model, tmp_path):
+    from PIL import Image
+
+    from tests.factory import real_frame
+
+    png = tmp_path / "frame.png"
+    Image.fromarray(real_frame(rubo, 50)).save(png)
+    out = cli("predict", rubo, png, tmp_path / "missing.dcm", "--json", "--model", tiny_model)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(rubo), str(png), str(tmp_path / "missing.dcm")]
+    assert {"diagnosis", "confidence", "raw_score", "is_abnormal", "tta_details"} <= lines[0].keys()
+    assert len(lines[0]["keyframes"]) == 8 and lines[1]["keyframes"] == [1]
+    assert "error" in lines[2] and out.returncode == 1
+
+
+def test_evaluate_json_is_the_only_thing_on_stdout(arcade_dir, tiny_model):
+    out = cli("evaluate", "--data", arcade_dir, "--split", "val", "--limit", "3", "--model", tiny_model, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("window_auc", "threshold", "image_sensitivity", "negative_window_fpr", "lesion_recall",
+                "n_images", "n_positive_windows", "n_negative_windows", "model_version"):
+        assert key in result
+    assert result["n_images"] == 3 and result["model_version"] == "tiny-1"
+
+
+def test_evaluate_names_a_missing_dataset(tmp_path, tiny_model):
+    out = cli("evaluate", "--data", tmp_path, "--split", "test", "--model", tiny_model)
+    assert out.returncode == 2 and "missing images folder" in out.stderr
+
+
+def test_keyframes_plot(rubo, tmp_path):
+    out = cli("keyframes", rubo, "--plot", tmp_path / "k.png")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["keyframes"]) == 8 and (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_serve_with_a_missing_model_says_so(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[model]\npath = "{tmp_path}/none.keras"\n[storage]\nroot = "{tmp_path}/s"\n'
+                   f'[database]\nurl = "sqlite:///{tmp_path}/a.db"\n')
+    out = cli("--config", cfg, "serve", timeout=120)
+    assert out.returncode == 2 and "model file not found" in out.stderr
