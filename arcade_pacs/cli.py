@@ -136,6 +136,8 @@ def cmd_evaluate(args) -> int:
     }
     if args.roc:
         plot_roc(scores, classifier.info.threshold, f"ARCADE {args.split}: {classifier.info.version}", Path(args.roc))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
     else:
@@ -170,6 +172,17 @@ def cmd_keyframes(args) -> int:
                       "opacification": [round(float(v), 4) for v in scores]}))
     if args.plot:
         plot_opacification(scores, chosen, Path(args.plot), title=Path(args.file).name)
+    return 0
+
+
+def cmd_card(args) -> int:
+    from arcade_pacs.model.card import render
+    from arcade_pacs.settings import load_settings
+
+    model = Path(args.model or load_settings(args.config).model.path)
+    out = Path(args.out) if args.out else model.parent / "MODEL_CARD.md"
+    out.write_text(render(model))
+    print(out)
     return 0
 
 
@@ -217,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--roc", help="write the ROC curve PNG here")
     p.add_argument("--limit", type=int, help="first N images only (smoke tests)")
+    p.add_argument("--out", help="also write the JSON result to this file (the model card reads it)")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
@@ -229,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("card", help="write models/MODEL_CARD.md from the model's measurements")
+    p.add_argument("--model")
+    p.add_argument("--out")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("keyframes", help="show which frames of a cine are classified, and why")
     p.add_argument("file")

@@ -1,0 +1,121 @@
+"""The model card, rendered from measurements only.
+
+Numbers in ``models/MODEL_CARD.md`` come from the model's metadata sidecar (training history,
+validation metrics, threshold) and from the saved output of ``arcade-pacs evaluate --split test
+--json --out ...``; prose that no command can measure (what was tried, why) comes from a notes
+file written by hand. ``arcade-pacs card`` writes the card; a test checks it is up to date.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from arcade_pacs.model.classifier import ModelInfo
+
+TEMPLATE = Path(__file__).with_name("card_template.md")
+TARGETS = {"window_auc": (">=", 0.90), "image_sensitivity": (">=", 0.90), "negative_window_fpr": ("<=", 0.15)}
+METRICS = ("window_auc", "image_sensitivity", "negative_window_fpr", "positive_window_tpr", "lesion_recall",
+           "n_images", "n_positive_windows", "n_negative_windows", "n_lesions")
+
+
+def test_results_path(model_path: Path) -> Path:
+    """Where the saved test-split evaluation of a model lives."""
+    return Path(model_path).with_name(Path(model_path).stem + "_test.json")
+
+
+def notes_path(model_path: Path) -> Path:
+    return Path(model_path).with_name(Path(model_path).stem + "_notes.md")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metrics_table(val: dict, test: dict) -> str:
+    lines = ["| metric | val | test |", "|---|---|---|"]
+    for key in METRICS:
+        lines.append(f"| `{key}` | {_fmt(val.get(key, '-'))} | {_fmt(test.get(key, '-'))} |")
+    return "\n".join(lines)
+
+
+def verdict(test: dict) -> str:
+    met, missed = [], []
+    for key, (op, bound) in TARGETS.items():
+        ok = test[key] >= bound if op == ">=" else test[key] <= bound
+        (met if ok else missed).append(f"`{key}` {_fmt(test[key])} ({op} {bound})")
+    if not missed:
+        return "All targets are met on test: " + ", ".join(met) + "."
+    text = "**Not all targets are met.** Missed: " + ", ".join(missed) + "."
+    if met:
+        text += " Met: " + ", ".join(met) + "."
+    return text + " See *Training* for what was tried."
+
+
+def training_section(info: ModelInfo) -> str:
+    t = info.training
+    cfg = t.get("config", {})
+    history = t.get("history", [])
+    windows = sum(cfg.get("steps_per_epoch", 0) * cfg.get("batch_size", 0) for _ in history)
+    flags = (
+        f"--epochs {cfg.get('epochs')} --steps-per-epoch {cfg.get('steps_per_epoch')} "
+        f"--batch-size {cfg.get('batch_size')} --low-res {cfg.get('low_res')} "
+        f"--low-res-fraction {cfg.get('low_res_fraction')} --low-res-val-every {cfg.get('low_res_val_every', 1)} "
+        f"--learning-rate {cfg.get('learning_rate')} --seed {cfg.get('seed')}"
+    )
+    best = max((h for h in history if h.get("val_auc") is not None and h.get("size") == 224),
+               key=lambda h: h["val_auc"], default=None)
+    lines = [
+        "```sh",
+        f"arcade-pacs train {flags}",
+        "```",
+        "",
+        f"- Wall time: {t.get('minutes')} min on the project's 2-core CPU machine (TensorFlow CPU), "
+        f"{len(history)} epochs, {windows:,} training windows seen.",
+        f"- Resolution: the first {cfg.get('low_res_fraction')} of the epochs at {cfg.get('low_res')} px "
+        "(windows scaled to keep the serving pixel scale), the rest at 224 px; only 224-px epochs "
+        "can become the shipped checkpoint.",
+        f"- Windows: side {cfg.get('window_min')}-{cfg.get('window_max')} px (log-uniform) around 256, "
+        "half positive, half negative; of the negatives, "
+        f"{cfg.get('hard_negative_fraction')} drawn from the most vessel-rich candidate windows "
+        "(hard negatives), the rest uniformly.",
+        f"- Augmentation: rotation up to +-{cfg.get('max_rotation_deg')} deg, horizontal and vertical "
+        "flips, contrast 0.75-1.3, brightness +-0.08, gamma 0.7-1.45, Gaussian noise sigma <= 0.03. "
+        "Windows are cut by the same function the product uses at inference.",
+        f"- Optimiser: AdamW (peak learning rate {cfg.get('learning_rate')}, weight decay "
+        f"{cfg.get('weight_decay')}, gradient clipping 2.0), one-cycle schedule (linear warm-up "
+        f"{cfg.get('warmup_fraction')}, cosine decay); batch-norm momentum 0.9; binary cross-entropy.",
+        f"- Checkpoint: the 224-px epoch with the best validation window AUC (no TTA)"
+        + (f": epoch {best['epoch']}, {best['val_auc']:.4f}." if best else "."),
+        f"- Threshold: the lowest score at which at most {cfg.get('target_fpr')} of val's negative "
+        "windows are positive (TTA scores), i.e. chosen for a 10 % window false-positive rate on val.",
+        f"- ImageNet initialisation: {'yes' if t.get('imagenet_init') else 'no (from scratch)'}.",
+        "",
+        "| epoch | input px | training loss | val window AUC (no TTA) |",
+        "|---|---|---|---|",
+    ]
+    for h in history:
+        auc = "-" if h.get("val_auc") is None else f"{h['val_auc']:.4f}"
+        lines.append(f"| {h['epoch']} | {h['size']} | {h['loss']:.4f} | {auc} |")
+    return "\n".join(lines)
+
+
+def render(model_path: Path) -> str:
+    """The card's Markdown for the model at ``model_path`` (its test evaluation must be saved)."""
+    model_path = Path(model_path)
+    info = ModelInfo.read(model_path)
+    test = json.loads(test_results_path(model_path).read_text())
+    if test.get("model_version") != info.version:
+        raise ValueError(f"{test_results_path(model_path)} is for {test.get('model_version')}, not {info.version}")
+    notes = notes_path(model_path)
+    return TEMPLATE.read_text().format(
+        version=info.version,
+        device_uid=info.device_uid,
+        sha=info.training.get("weights_sha256", "?"),
+        created=info.created,
+        threshold=info.threshold,
+        training=training_section(info),
+        metrics_table=metrics_table(info.metrics.get("val", {}), test),
+        verdict=verdict(test),
+        notes=notes.read_text().strip() if notes.is_file() else "(none)",
+    )
