@@ -85,6 +85,8 @@ def cmd_train(args) -> int:
         low_res=args.low_res,
         low_res_fraction=args.low_res_fraction,
         low_res_val_every=args.low_res_val_every,
+        hard_negative_fraction=args.hard_negative_fraction,
+        scale_windows=not args.no_scale_windows,
         learning_rate=args.learning_rate,
         seed=args.seed,
         imagenet_weights=Path(args.imagenet_weights) if args.imagenet_weights else None,
@@ -212,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low-res", type=int, default=160)
     p.add_argument("--low-res-fraction", type=float, default=0.6)
     p.add_argument("--low-res-val-every", type=int, default=1, help="validate every N low-resolution epochs")
+    p.add_argument("--hard-negative-fraction", type=float, default=0.5,
+                   help="share of negative windows drawn from the most vessel-rich candidates")
+    p.add_argument("--no-scale-windows", action="store_true",
+                   help="keep window sizes at low resolution (default: scale them with the input)")
     p.add_argument("--learning-rate", type=float, default=1.5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imagenet-weights", help="local Keras EfficientNetB0 no-top weights file")

@@ -19,7 +19,7 @@ METRICS = ("window_auc", "image_sensitivity", "negative_window_fpr", "positive_w
            "n_images", "n_positive_windows", "n_negative_windows", "n_lesions")
 
 
-def test_results_path(model_path: Path) -> Path:
+def evaluation_path(model_path: Path) -> Path:
     """Where the saved test-split evaluation of a model lives."""
     return Path(model_path).with_name(Path(model_path).stem + "_test.json")
 
@@ -61,7 +61,9 @@ def training_section(info: ModelInfo) -> str:
         f"--epochs {cfg.get('epochs')} --steps-per-epoch {cfg.get('steps_per_epoch')} "
         f"--batch-size {cfg.get('batch_size')} --low-res {cfg.get('low_res')} "
         f"--low-res-fraction {cfg.get('low_res_fraction')} --low-res-val-every {cfg.get('low_res_val_every', 1)} "
-        f"--learning-rate {cfg.get('learning_rate')} --seed {cfg.get('seed')}"
+        f"--learning-rate {cfg.get('learning_rate')} --seed {cfg.get('seed')} "
+        f"--hard-negative-fraction {cfg.get('hard_negative_fraction', 0.0)}"
+        + ("" if cfg.get("scale_windows", False) else " --no-scale-windows")
     )
     best = max((h for h in history if h.get("val_auc") is not None and h.get("size") == 224),
                key=lambda h: h["val_auc"], default=None)
@@ -73,12 +75,14 @@ def training_section(info: ModelInfo) -> str:
         f"- Wall time: {t.get('minutes')} min on the project's 2-core CPU machine (TensorFlow CPU), "
         f"{len(history)} epochs, {windows:,} training windows seen.",
         f"- Resolution: the first {cfg.get('low_res_fraction')} of the epochs at {cfg.get('low_res')} px "
-        "(windows scaled to keep the serving pixel scale), the rest at 224 px; only 224-px epochs "
-        "can become the shipped checkpoint.",
+        + ("(windows scaled to keep the serving pixel scale)" if cfg.get("scale_windows") else
+           "(same window sizes, so a smaller picture)")
+        + ", the rest at 224 px; only 224-px epochs can become the shipped checkpoint.",
         f"- Windows: side {cfg.get('window_min')}-{cfg.get('window_max')} px (log-uniform) around 256, "
-        "half positive, half negative; of the negatives, "
-        f"{cfg.get('hard_negative_fraction')} drawn from the most vessel-rich candidate windows "
-        "(hard negatives), the rest uniformly.",
+        "half positive, half negative; "
+        + (f"of the negatives, {cfg['hard_negative_fraction']} drawn from the most vessel-rich quarter of "
+           "candidate windows (hard negatives), the rest uniformly."
+           if cfg.get("hard_negative_fraction") else "negatives drawn uniformly (no hard-negative sampling)."),
         f"- Augmentation: rotation up to +-{cfg.get('max_rotation_deg')} deg, horizontal and vertical "
         "flips, contrast 0.75-1.3, brightness +-0.08, gamma 0.7-1.45, Gaussian noise sigma <= 0.03. "
         "Windows are cut by the same function the product uses at inference.",
@@ -104,9 +108,9 @@ def render(model_path: Path) -> str:
     """The card's Markdown for the model at ``model_path`` (its test evaluation must be saved)."""
     model_path = Path(model_path)
     info = ModelInfo.read(model_path)
-    test = json.loads(test_results_path(model_path).read_text())
+    test = json.loads(evaluation_path(model_path).read_text())
     if test.get("model_version") != info.version:
-        raise ValueError(f"{test_results_path(model_path)} is for {test.get('model_version')}, not {info.version}")
+        raise ValueError(f"{evaluation_path(model_path)} is for {test.get('model_version')}, not {info.version}")
     notes = notes_path(model_path)
     return TEMPLATE.read_text().format(
         version=info.version,

@@ -1,10 +1,10 @@
-from arcade_pacs.model.card import render, test_results_path, verdict
+from arcade_pacs.model.card import render, evaluation_path, verdict
 from tests.conftest import SHIPPED_MODEL
 
 
 def test_the_model_card_is_rendered_from_the_shipped_models_measurements():
     card = SHIPPED_MODEL.parent / "MODEL_CARD.md"
-    assert test_results_path(SHIPPED_MODEL).is_file(), "run: arcade-pacs evaluate --split test --out ..."
+    assert evaluation_path(SHIPPED_MODEL).is_file(), "run: arcade-pacs evaluate --split test --out ..."
     assert card.read_text() == render(SHIPPED_MODEL), "models/MODEL_CARD.md is stale: run `arcade-pacs card`"
 
 
