@@ -42,17 +42,22 @@ class Service:
         migrate(self.engine)
         self.sessions = make_session_factory(self.engine)
         configure_tensorflow(settings.model.threads or None)
-        self.model = ModelHolder(Classifier.load(settings.model.path))
+        self.model = ModelHolder(Classifier.load(settings.model.path, settings.model.batch_size))
         self.contexts = load_contexts()
         self.worker = Worker(settings, self.sessions, self.model)
         self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[lambda _id: self.worker.wake.set()])
         self.scp_ae = make_scp_ae(settings, self.contexts)
         self.scu = StoreSCU(settings, self.contexts)
-        self.retrain = RetrainManager(self.sessions, settings.data_dir / "arcade", settings.model.path, self.model.swap)
+        self.retrain = RetrainManager(self.sessions, settings.data_dir / "arcade", settings.model.path, self._promoted)
         self.retrain.recover()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
+
+    def _promoted(self, classifier: Classifier) -> None:
+        """A retrained model won: serve it from the next job on, with this service's batch size."""
+        classifier.batch_size = self.settings.model.batch_size
+        self.model.swap(classifier)
 
     def dispatch_once(self) -> None:
         """Write the SRs of ready studies, then attempt due deliveries."""

@@ -67,6 +67,7 @@ class ModelSettings(BaseModel):
 
     path: Path = Path("models/arcade_effb0.keras")
     threads: int = Field(0, ge=0)  # 0 = TensorFlow's default (all cores)
+    batch_size: int = Field(16, ge=1, le=256)  # windows per inference call (memory vs speed)
 
 
 class PipelineSettings(BaseModel):
