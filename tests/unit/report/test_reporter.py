@@ -6,6 +6,7 @@ from arcade_pacs.report.reporter import ready_studies, report_ready_studies
 from arcade_pacs.settings import Destination
 from arcade_pacs.worker import ModelHolder, Worker
 from tests.factory import real_frame, xa_dataset
+from tests.helpers import run, tool
 from tests.ingest import ingest
 
 
@@ -50,6 +51,8 @@ def test_a_late_instance_makes_a_replacement_sr_that_supersedes_unsent_deliverie
         assert states == {old.id: "superseded", new.id: "pending"}
         sr = pydicom.dcmread(new.path)
         assert sr.InstanceNumber == 2
+        check = run([tool("dciodvfy"), new.path])
+        assert not [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
         ref = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
         assert ref.ReferencedSOPInstanceUID == old.sop_instance_uid
 
