@@ -8,6 +8,7 @@ file written by hand. ``arcade-pacs card`` writes the card; a test checks it is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def render(model_path: Path) -> str:
     return TEMPLATE.read_text().format(
         version=info.version,
         device_uid=info.device_uid,
-        sha=info.training.get("weights_sha256", "?"),
+        sha=hashlib.sha256(model_path.read_bytes()).hexdigest(),
         created=info.created,
         threshold=info.threshold,
         training=training_section(info),

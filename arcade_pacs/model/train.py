@@ -225,11 +225,11 @@ class OneCycle:
         return self.peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _file_sha256(path: Path) -> str:
+def weights_sha256(model) -> str:
+    """SHA-256 of the weights themselves (a ``.keras`` file also holds the date it was saved)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for array in model.get_weights():
+        h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
 
@@ -397,8 +397,11 @@ def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[
     """Choose the threshold on ``val`` with TTA, write model + sidecar + curves to ``cfg.out``."""
     from arcade_pacs.model.classifier import Classifier
 
+    import keras
+
     out = Path(cfg.out)
-    sha = _file_sha256(best_path)
+    model = keras.models.load_model(best_path, compile=False)
+    sha = weights_sha256(model)
     now = datetime.now(timezone.utc)
     info = ModelInfo(
         name=MODEL_NAME,
@@ -406,9 +409,7 @@ def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[
         device_uid=device_uid_for(sha),
         created=now.isoformat(timespec="seconds"),
     )
-    import keras
-
-    clf = Classifier(keras.models.load_model(best_path, compile=False), info, best_path)
+    clf = Classifier(model, info, best_path)
     val_scores = score_split(clf.predict, val_split, tta=True)
     threshold = threshold_for_fpr(val_scores.window_scores[val_scores.labels == 0], cfg.target_fpr)
     info.threshold = threshold

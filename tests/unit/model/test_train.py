@@ -62,3 +62,12 @@ def test_training_on_a_missing_dataset_fails_clearly_and_writes_nothing(tmp_path
     with pytest.raises(DatasetError, match="missing images folder"):
         train(TrainConfig(data_dir=tmp_path / "nowhere", out=out))
     assert not out.exists()
+
+
+def test_training_is_deterministic_given_the_seed(arcade_dir, tmp_path):
+    shas = []
+    for run in ("a", "b"):
+        cfg = TrainConfig(data_dir=arcade_dir, out=tmp_path / run / "m.keras", epochs=1, steps_per_epoch=2,
+                          batch_size=4, limit_train=6, limit_val=1, low_res=64, low_res_fraction=1.0, seed=7)
+        shas.append(train(cfg).training["weights_sha256"])
+    assert shas[0] == shas[1]
