@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import jobs, metrics
 from arcade_pacs.db.tables import Instance, Study, utcnow
+from arcade_pacs.pipeline.frames import number_of_frames
 from arcade_pacs.receive.contexts import Contexts
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import atomic_write, instance_path, safe_uid
@@ -97,8 +98,7 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_
         raise Refusal(CANNOT_UNDERSTAND, f"unsupported Photometric Interpretation {photometric[:16]!r}")
     limits = settings.pipeline
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = ds.get("NumberOfFrames")
-    frames = 1 if frames in (None, "") else int(frames)
+    frames = number_of_frames(ds)
     if rows < 1 or cols < 1:
         raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Rows or Columns missing or zero")
     if frames < 1:
@@ -170,7 +170,7 @@ def _store(event, ctx: StoreContext) -> Dataset | int:
         check_dataset(ds, sop_class, ctx.settings, transfer_syntax)
     except Refusal:
         raise
-    except Exception as exc:  # malformed element values
+    except Exception as exc:  # malformed element values (FrameError included)
         raise Refusal(CANNOT_UNDERSTAND, f"data set cannot be parsed: {type(exc).__name__}") from exc
     if len(data) > ctx.settings.scp.max_instance_bytes:
         raise Refusal(OUT_OF_RESOURCES, "instance exceeds the configured size limit")
