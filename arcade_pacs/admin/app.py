@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from arcade_pacs import __version__, jobs
 from arcade_pacs import metrics as metrics_module
 from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Result
+from arcade_pacs.admin.pictures import render_keyframe
 from arcade_pacs.model.retrain import RetrainManager
 from arcade_pacs.pipeline.frames import FrameError
 from arcade_pacs.pipeline.predict import predict_bytes
@@ -146,6 +147,19 @@ def create_app(state: AdminState) -> FastAPI:
                 ],
             }
         return body
+
+    @app.get("/results/{instance_id}/frames/{frame_number}.png", response_class=Response)
+    def keyframe_picture(instance_id: int, frame_number: int, s: Session = Depends(session)):
+        """A keyframe with the window scores the model gave it (explainability picture)."""
+        instance = s.get(Instance, instance_id)
+        if instance is None or instance.result is None:
+            raise HTTPException(404, "no result for this instance")
+        scored = {f.frame_number: f for f in instance.result.frames if f.window_scores is not None}
+        if frame_number not in scored:
+            raise HTTPException(404, f"frame {frame_number} is not a keyframe of this result")
+        png = render_keyframe(instance.path, frame_number, scored[frame_number].window_scores,
+                              instance.result.threshold)
+        return Response(png, media_type="image/png")
 
     @app.get("/jobs")
     def job_list(state_filter: str | None = None, limit: int = 100, s: Session = Depends(session)):

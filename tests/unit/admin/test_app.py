@@ -40,6 +40,12 @@ def test_status_counts_and_model(client, settings, sessions, tiny_classifier, ru
     detail = client.get(f"/results/{results[0]['instance_id']}").json()
     assert detail["job"]["state"] == "done" and len(detail["result"]["frames"]) == 96
     assert client.get("/results/999").status_code == 404
+    key = detail["result"]["keyframes"][0]
+    picture = client.get(f"/results/{results[0]['instance_id']}/frames/{key}.png")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(picture.content)).size == (512, 512)
+    not_key = next(n for n in range(1, 97) if n not in detail["result"]["keyframes"])
+    assert client.get(f"/results/{results[0]['instance_id']}/frames/{not_key}.png").status_code == 404
 
 
 def test_predict_png_and_dicom_answer_with_the_original_keys(client, rubo):
