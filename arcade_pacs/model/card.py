@@ -66,7 +66,8 @@ def training_section(info: ModelInfo) -> str:
         f"--hard-negative-fraction {cfg.get('hard_negative_fraction', 0.0)}"
         + ("" if cfg.get("scale_windows", False) else " --no-scale-windows")
     )
-    best = max((h for h in history if h.get("val_auc") is not None and h.get("size") == 224),
+    best = max((h for h in history if h.get("val_auc") is not None
+                and (cfg.get("checkpoint_any_resolution") or h.get("size") == 224)),
                key=lambda h: h["val_auc"], default=None)
     lines = [
         "```sh",
@@ -78,7 +79,9 @@ def training_section(info: ModelInfo) -> str:
         f"- Resolution: the first {cfg.get('low_res_fraction')} of the epochs at {cfg.get('low_res')} px "
         + ("(windows scaled to keep the serving pixel scale)" if cfg.get("scale_windows") else
            "(same window sizes, so a smaller picture)")
-        + ", the rest at 224 px; only 224-px epochs can become the shipped checkpoint.",
+        + ", the rest at 224 px; "
+        + ("any validated epoch (validation always runs at 224 px) can become the shipped checkpoint."
+           if cfg.get("checkpoint_any_resolution") else "only 224-px epochs could become the shipped checkpoint."),
         f"- Windows: side {cfg.get('window_min')}-{cfg.get('window_max')} px (log-uniform) around 256, "
         "half positive, half negative; "
         + (f"of the negatives, {cfg['hard_negative_fraction']} drawn from the most vessel-rich quarter of "
@@ -90,7 +93,7 @@ def training_section(info: ModelInfo) -> str:
         f"- Optimiser: AdamW (peak learning rate {cfg.get('learning_rate')}, weight decay "
         f"{cfg.get('weight_decay')}, gradient clipping 2.0), one-cycle schedule (linear warm-up "
         f"{cfg.get('warmup_fraction')}, cosine decay); batch-norm momentum 0.9; binary cross-entropy.",
-        f"- Checkpoint: the 224-px epoch with the best validation window AUC (no TTA)"
+        "- Checkpoint: the eligible epoch with the best validation window AUC (no TTA)"
         + (f": epoch {best['epoch']}, {best['val_auc']:.4f}." if best else "."),
         f"- Threshold: the lowest score at which at most {cfg.get('target_fpr')} of val's negative "
         "windows are positive (TTA scores), i.e. chosen for a 10 % window false-positive rate on val.",

@@ -63,6 +63,7 @@ class TrainConfig:
     max_rotation_deg: float = 12.0
     target_fpr: float = 0.10
     low_res_val_every: int = 1
+    checkpoint_any_resolution: bool = True
     seed: int = 0
     imagenet_weights: Path | None = None
     limit_train: int | None = None
@@ -363,8 +364,10 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
             "elapsed_s": round(time.time() - started, 1),
         }
         history.append(record)
-        # Only epochs at the serving resolution may become the shipped model.
-        if out_size == MODEL_INPUT and val_auc > best_auc:
+        # Validation always runs the serving path (224 px windows), so any validated epoch may
+        # become the shipped model (unless `checkpoint_any_resolution` is off).
+        eligible = out_size == MODEL_INPUT or cfg.checkpoint_any_resolution
+        if eligible and val_auc is not None and val_auc > best_auc:
             best_auc = val_auc
             _save_serving_model(model, best_path)
         saved = ckpt.write(str(workdir / "ckpt"))
