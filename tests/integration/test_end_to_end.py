@@ -23,7 +23,14 @@ def test_cine_in_sr_out(tmp_path, storescp, rubo):
         sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(scp_port), str(rubo)])
         assert sent.returncode == 0, sent.stdout + sent.stderr
 
-        srs = wait_until(lambda: list(storescp.folder.glob("SR*")), timeout=180, message="SR at the PACS")
+        # storescp writes the file as the data arrives, so the file is complete only once the
+        # plugin has the peer's success status for it: wait for that, not for the file name.
+        def sent():
+            status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status"))
+            return status["deliveries"].get("sent", 0) >= 1
+
+        wait_until(sent, timeout=180, message="SR delivered to the PACS")
+        srs = list(storescp.folder.glob("SR*"))
         assert len(srs) == 1
         sr = pydicom.dcmread(srs[0])
         source = pydicom.dcmread(rubo, stop_before_pixels=True)
