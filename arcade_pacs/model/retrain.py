@@ -3,7 +3,10 @@
 ``arcade-pacs train --promote`` and ``POST /retrain`` run the same :func:`retrain`: the
 candidate gets its own version and Device UID (from :func:`arcade_pacs.model.train.train`),
 is written under ``models/candidates/``, and replaces the serving model only when its
-validation window AUC (TTA, the fixed protocol) is at least the serving model's. Promotion
+validation window AUC (TTA, the fixed protocol) is at least the serving model's, both measured
+on the same validation images: the AUC stored with the serving model may come from another
+data folder or a ``limit_val``, so the serving model is scored again on the candidate's own
+validation split before the two are compared. Promotion
 copies the files atomically, loads the new model and swaps it into the running worker: a job
 already running finishes with the model it started with, the next one uses the new model, and
 every result records the model version that produced it.
@@ -12,6 +15,7 @@ every result records the model version that produced it.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 import traceback
@@ -25,7 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs.db.tables import RetrainRun, utcnow
 from arcade_pacs.model.classifier import Classifier, ModelInfo
-from arcade_pacs.model.data import DatasetError, split_paths
+from arcade_pacs.model.data import DatasetError, load_split, split_paths
+from arcade_pacs.model.evaluate import score_split, window_auc
 from arcade_pacs.model.train import Progress, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,20 @@ def val_auc(info: ModelInfo) -> float | None:
     """The validation window AUC recorded with a model, if any."""
     value = info.metrics.get("val", {}).get("window_auc")
     return None if value is None else float(value)
+
+
+def serving_val_auc(serving: Path, cfg: TrainConfig) -> float | None:
+    """The serving model's val window AUC, measured now on the images the candidate was judged on.
+
+    Same split, same ``limit_val``, same TTA protocol as the candidate's own figure
+    (:func:`arcade_pacs.model.train.finalize`), so the comparison is like for like. ``None``
+    when there is no serving model or the split has only one class of windows.
+    """
+    if not Path(serving).is_file():
+        return None
+    split = load_split(cfg.data_dir, "val", cfg.limit_val)
+    auc = window_auc(score_split(Classifier.load(serving).predict, split, tta=True))
+    return auc if math.isfinite(auc) else None
 
 
 def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bool:
@@ -100,7 +119,7 @@ def retrain(
     """
     check_dataset(cfg.data_dir)
     info = train(cfg, progress=progress)
-    current = val_auc(ModelInfo.read(serving)) if ModelInfo.sidecar(serving).is_file() else None
+    current = serving_val_auc(serving, cfg)
     candidate = val_auc(info)
     better = should_promote(candidate, current)
     if better:

@@ -1,5 +1,6 @@
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -7,7 +8,9 @@ from fastapi.testclient import TestClient
 from arcade_pacs.admin.app import AdminState, create_app
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.model.retrain import RetrainManager, model_files, should_promote
+from arcade_pacs.model.train import TrainConfig, train
 from arcade_pacs.worker import ModelHolder
+from tests.conftest import SHIPPED_MODEL
 
 TINY_RUN = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "limit_train": 6, "limit_val": 2,
             "low_res_fraction": 0.0}
@@ -18,22 +21,46 @@ def test_promotion_rule():
     assert not should_promote(0.79, 0.80) and not should_promote(None, 0.5)
 
 
-@pytest.fixture
-def serving(tmp_path, tiny_model):
-    path = tmp_path / "models" / "arcade_effb0.keras"
-    path.parent.mkdir()
-    for src, dst in zip(model_files(tiny_model), model_files(path)):
+def _install(source: Path, folder: Path, version: str | None = None, val_auc: float | None = None) -> Path:
+    """Copy a model's files to ``folder`` as the serving model, optionally relabelled."""
+    path = folder / "models" / "arcade_effb0.keras"
+    path.parent.mkdir(parents=True)
+    for src, dst in zip(model_files(source), model_files(path)):
         if src.is_file():
             shutil.copyfile(src, dst)
+    info = ModelInfo.read(path)
+    if version is not None:
+        info.version = version
+    if val_auc is not None:
+        info.metrics = {"val": {"window_auc": val_auc}}
+    info.write(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def twin(arcade_dir, tmp_path_factory) -> Path:
+    """What the API's TINY_RUN will train, trained here first: training is deterministic."""
+    out = tmp_path_factory.mktemp("twin") / "arcade_effb0.keras"
+    train(TrainConfig(data_dir=arcade_dir, out=out, **TINY_RUN))
+    return out
+
+
+def _client(settings, sessions, serving, arcade_dir):
+    settings.admin.token = "t"
+    holder = ModelHolder(Classifier.load(serving))
+    manager = RetrainManager(sessions, arcade_dir, serving, holder.swap)
+    return TestClient(create_app(AdminState(settings, sessions, holder, manager))), holder
+
+
+@pytest.fixture
+def serving(tmp_path, tiny_model):
+    return _install(tiny_model, tmp_path)
 
 
 @pytest.fixture
 def client(settings, sessions, serving, arcade_dir):
-    settings.admin.token = "t"
-    holder = ModelHolder(Classifier.load(serving))
-    manager = RetrainManager(sessions, arcade_dir, serving, holder.swap)
-    with TestClient(create_app(AdminState(settings, sessions, holder, manager))) as c:
+    c, holder = _client(settings, sessions, serving, arcade_dir)
+    with c:
         yield c, holder
 
 
@@ -47,8 +74,16 @@ def _wait(c, run_id, timeout=300):
     raise TimeoutError(body)
 
 
-def test_retrain_via_api_promotes_a_better_candidate_without_restart(client, serving, arcade_dir):
-    c, holder = client
+def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, sessions, twin, arcade_dir, tmp_path):
+    # The serving model is the candidate's twin, but its metadata claims a val AUC of 1.0
+    # measured elsewhere: only a comparison on the same images finds them equal (promote).
+    serving = _install(twin, tmp_path, version="serving-1", val_auc=1.0)
+    c, holder = _client(settings, sessions, serving, arcade_dir)
+    with c:
+        _promotes(c, holder, serving, arcade_dir)
+
+
+def _promotes(c, holder, serving, arcade_dir):
     assert c.post("/retrain", json=TINY_RUN).status_code == 401  # token required
     auth = {"Authorization": "Bearer t"}
     r = c.post("/retrain", json=TINY_RUN | {"data_dir": str(arcade_dir)}, headers=auth)
@@ -56,7 +91,8 @@ def test_retrain_via_api_promotes_a_better_candidate_without_restart(client, ser
     assert c.post("/retrain", json=TINY_RUN, headers=auth).status_code in (409, 202)  # one at a time
     body = _wait(c, r.json()["id"])
     assert body["state"] == "promoted", body
-    assert body["serving_version"] == "tiny-1" and body["candidate_version"].startswith("effb0-")
+    assert body["serving_val_auc"] == body["candidate_val_auc"] < 1.0  # re-measured, not read back
+    assert body["serving_version"] == "serving-1" and body["candidate_version"].startswith("effb0-")
     assert holder.get().info.version == body["candidate_version"]  # swapped in the running process
     assert ModelInfo.read(serving).version == body["candidate_version"]  # and on disk
     assert c.get("/status").json()["model"]["version"] == body["candidate_version"]
@@ -69,3 +105,17 @@ def test_a_missing_dataset_fails_clearly_and_leaves_the_serving_model(client, se
     body = _wait(c, r.json()["id"])
     assert body["state"] == "failed" and "missing images folder" in body["error"]
     assert serving.read_bytes() == before and holder.get().info.version == "tiny-1"
+
+
+def test_a_worse_candidate_is_kept_aside_and_the_serving_model_stays(settings, sessions, arcade_dir, tmp_path):
+    # The shipped model against a two-step candidate, on the same validation images.
+    serving = _install(SHIPPED_MODEL, tmp_path)
+    before = serving.read_bytes()
+    c, holder = _client(settings, sessions, serving, arcade_dir)
+    with c:
+        r = c.post("/retrain", json=TINY_RUN, headers={"Authorization": "Bearer t"})
+        body = _wait(c, r.json()["id"])
+    assert body["state"] == "rejected", body
+    assert body["candidate_val_auc"] < body["serving_val_auc"]
+    assert serving.read_bytes() == before and holder.get().info.version == ModelInfo.read(SHIPPED_MODEL).version
+    assert (serving.parent / "candidates" / f"run{body['id']}" / serving.name).is_file()  # kept, not lost
