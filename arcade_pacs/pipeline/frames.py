@@ -6,12 +6,15 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 1. Decode one frame at a time (``pydicom.pixels.iter_pixels``), so a long 1024x1024 cine is
    never held at full resolution; each frame is area-resized to 512x512 at once. A first pass
    scores every frame; a second decodes only the frames to classify (:class:`FrameSource`).
-2. Modality LUT / Rescale Slope and Intercept (top level or Enhanced functional groups).
+2. Modality LUT: a Modality LUT Sequence (PS3.3 C.11.1), else Rescale Slope and Intercept,
+   from the top level or, in Enhanced IODs, the frame's own Per-Frame Functional Group or
+   the Shared one (PS3.3 C.7.6.16).
 3. VOI: a VOI LUT Sequence or the first Window Center/Width when present (PS3.3 C.11.2.1.2,
-   linear function); otherwise the instance's actual range of values (min to max over all
-   frames, padding excluded) maps to [0, 1], whatever Bits Stored is.
-4. MONOCHROME1 inverted; Pixel Padding Value and regions outside a Display Shutter
-   (PS3.3 C.7.6.11: rectangular, circular, polygonal) set to black, as a viewer shows them.
+   linear function; per frame in Enhanced IODs); otherwise the instance's actual range of
+   values (min to max over all frames, padding excluded) maps to [0, 1], whatever Bits Stored is.
+4. MONOCHROME1 inverted; Pixel Padding Value (or the range it spans with Pixel Padding Range
+   Limit, PS3.3 C.7.5.1.1.2) and regions outside a Display Shutter (PS3.3 C.7.6.11:
+   rectangular, circular, polygonal) set to black, as a viewer shows them.
 """
 
 from __future__ import annotations
@@ -75,21 +78,25 @@ def number_of_frames(ds: Dataset) -> int:
         raise FrameError(f"invalid Number of Frames: {ds.get('NumberOfFrames')!r}") from exc
 
 
-def _functional_group(ds: Dataset, sequence: str):
-    """The first item of ``sequence`` in the Shared Functional Groups (Enhanced IODs), or None."""
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    if shared and sequence in shared[0] and shared[0][sequence]:
-        return shared[0][sequence][0]
+def _functional_group(ds: Dataset, sequence: str, index: int = 0):
+    """The item of ``sequence`` for frame ``index`` (0-based) in an Enhanced IOD, or None.
+
+    A Per-Frame Functional Group overrides the Shared one (PS3.3 C.7.6.16).
+    """
+    for groups, position in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and position < len(items) and sequence in items[position] and items[position][sequence]:
+            return items[position][sequence][0]
     return None
 
 
-def _rescale(ds: Dataset) -> tuple[float, float]:
-    item = _functional_group(ds, "PixelValueTransformationSequence") or ds
+def _rescale(ds: Dataset, index: int = 0) -> tuple[float, float]:
+    item = _functional_group(ds, "PixelValueTransformationSequence", index) or ds
     return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
 
 
-def _window(ds: Dataset) -> tuple[float, float] | None:
-    item = _functional_group(ds, "FrameVOILUTSequence") or ds
+def _window(ds: Dataset, index: int = 0) -> tuple[float, float] | None:
+    item = _functional_group(ds, "FrameVOILUTSequence", index) or ds
     center, width = item.get("WindowCenter"), item.get("WindowWidth")
     if center is None or width is None:
         return None
@@ -171,9 +178,13 @@ class FrameSource:
             raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
         if max_frames is not None and self.n_frames > max_frames:
             raise FrameError(f"{self.n_frames} frames exceed the configured limit of {max_frames}")
-        self.slope, self.intercept = _rescale(ds)
-        self.padding = ds.get("PixelPaddingValue")
-        self.window = _window(ds)
+        self.modality_lut = ds.get("ModalityLUTSequence") or None
+        self.rescale = [_rescale(ds, i) for i in range(self.n_frames)]
+        padding, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
+        self.padding = None if padding is None else tuple(sorted((padding, padding if limit is None else limit)))
+        windows = [_window(ds, i) for i in range(self.n_frames)]
+        # A window for every frame, or none at all: then the instance's own range is used.
+        self.windows = windows if all(w is not None for w in windows) else None
         self.voi_lut = ds.get("VOILUTSequence") or None
         self.field = shutter_mask(ds, self.rows, self.columns)
         self.field512 = resize_frame(self.field.astype(np.float32)) > 0.5
@@ -184,22 +195,28 @@ class FrameSource:
     @property
     def scaled_by_range(self) -> bool:
         """True when no VOI is given: the instance's own range maps to [0, 1]."""
-        return self.voi_lut is None and self.window is None
+        return self.voi_lut is None and self.windows is None
 
-    def _display(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A source frame to (512x512 display-polarity values, 512x512 valid mask)."""
-        values = raw.astype(np.float32) * self.slope + self.intercept
+    def _display(self, raw: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source frame ``index`` to (512x512 display-polarity values, 512x512 valid mask)."""
+        if self.modality_lut is not None:
+            from pydicom.pixels import apply_modality_lut
+
+            values = apply_modality_lut(raw, self.ds).astype(np.float32)
+        else:
+            slope, intercept = self.rescale[index]
+            values = raw.astype(np.float32) * slope + intercept
         valid = self.field
         if self.padding is not None:
-            valid = valid & (raw != self.padding)
+            valid = valid & ~((raw >= self.padding[0]) & (raw <= self.padding[1]))
         frame = resize_frame(values)
         if self.voi_lut is not None:
             from pydicom.pixels import apply_voi_lut
 
             top = float(2 ** int(self.voi_lut[0].LUTDescriptor[2]) - 1)
             frame = (apply_voi_lut(np.rint(frame).astype(np.int64), self.ds) / top).astype(np.float32)
-        elif self.window is not None:
-            frame = apply_window(frame, *self.window).astype(np.float32)
+        elif self.windows is not None:
+            frame = apply_window(frame, *self.windows[index]).astype(np.float32)
         if self.photometric == "MONOCHROME1":
             frame = (1.0 - frame) if not self.scaled_by_range else -frame
         return frame, resize_frame(valid.astype(np.float32)) > 0.5
@@ -229,7 +246,7 @@ class FrameSource:
         lo, hi = np.inf, -np.inf
         valid_all = self.field512.copy()
         for index, raw in self._frames():
-            frame, valid = self._display(raw)
+            frame, valid = self._display(raw, index)
             valid_all &= valid
             inside = frame[valid] if valid.any() else frame.ravel()
             lo, hi = min(lo, float(inside.min())), max(hi, float(inside.max()))
@@ -248,7 +265,7 @@ class FrameSource:
         stack = np.empty((len(indices), FRAME_SIZE, FRAME_SIZE), dtype=np.float32)
         position = {index: k for k, index in enumerate(indices)}
         for index, raw in self._frames(indices):
-            stack[position[index]] = self._display(raw)[0]
+            stack[position[index]] = self._display(raw, index)[0]
         if self.scaled_by_range:
             stack -= self.lo
             stack *= 1.0 / (self.hi - self.lo) if self.hi > self.lo else 0.0

@@ -36,6 +36,7 @@ CANNOT_UNDERSTAND = 0xC210
 
 PIXEL_DATA_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 class Refusal(Exception):
@@ -91,6 +92,10 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_
             safe_uid(ds.get(keyword, ""))
         except ValueError:
             raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing or invalid {keyword}") from None
+    if sop_class_uid == SECONDARY_CAPTURE and str(ds.get("Modality", "")).strip().upper() != "XA":
+        # A screenshot or scanned document is not an angiogram; only XA secondary captures
+        # (e.g. exported cine frames) are analysed. PS3.3 A.8.1: Modality describes the source.
+        raise Refusal(CANNOT_UNDERSTAND, "Secondary Capture is analysed only with Modality XA")
     if not any(tag in ds for tag in PIXEL_DATA_TAGS):
         raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()

@@ -23,6 +23,7 @@ from arcade_pacs.pipeline.frames import decode_frames
 from arcade_pacs.worker import ModelHolder, Worker
 from tests.dicom.test_scp import PROPOSE, SAMPLES, storescu
 from tests.factory import real_frame, xa_dataset
+from tests.helpers import run, tool
 
 
 def send(port, ds):
@@ -82,6 +83,47 @@ def test_encodings_survive_the_network_and_decode(scp, reference, syntax, lossle
     assert frames.data.shape == (1, 512, 512)
 
 
+@pytest.mark.parametrize(
+    "option, syntax, lossless",
+    [
+        ("+el", "1.2.840.10008.1.2.4.57", True),  # JPEG Lossless, Non-Hierarchical (Process 14), SV 6
+        ("+ee", "1.2.840.10008.1.2.4.51", False),  # JPEG Extended (Process 2 & 4), 12-bit lossy
+    ],
+)
+def test_dcmtk_jpeg_processes_survive_the_network_and_decode(scp, reference, dicom_dir, tmp_path, option, syntax, lossless):
+    """Encoded by DCMTK's dcmcjpeg, as a modality would, not by the library that decodes them."""
+    encoded = tmp_path / "encoded.dcm"
+    out = run([tool("dcmcjpeg"), option, str(dicom_dir / "xa1_wg04_uncompressed_reference.dcm"), str(encoded)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    ds = pydicom.dcmread(encoded)
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert send(scp.port, ds) == 0
+    with scp.sessions() as s:
+        row = s.scalars(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID)).one()
+        assert row.transfer_syntax_uid == syntax
+    decoded = pydicom.dcmread(row.path).pixel_array
+    _, pixels = reference
+    if lossless:
+        np.testing.assert_array_equal(decoded, pixels)
+    else:  # DCMTK stretches the 10-bit data to 12 bits: compare with its own decoder
+        plain = tmp_path / "decoded.dcm"
+        assert run([tool("dcmdjpeg"), str(encoded), str(plain)]).returncode == 0
+        assert np.abs(decoded.astype(int) - pydicom.dcmread(plain).pixel_array).mean() < 1
+    frames = decode_frames(row.path).data
+    # Either way, the picture the model sees is the reference's (range scaling undoes the stretch).
+    assert np.abs(frames - decode_frames(dicom_dir / "xa1_wg04_uncompressed_reference.dcm").data).mean() < 0.01
+
+
+@pytest.mark.parametrize("modality, accepted", [("XA", True), ("OT", False)])
+def test_secondary_capture_is_analysed_only_as_an_angiogram(scp, rubo, modality, accepted):
+    ds = xa_dataset(real_frame(rubo, 50), sop_class="1.2.840.10008.5.1.4.1.1.7", Modality=modality,
+                    ConversionType="WSD")
+    status = send(scp.port, ds)
+    assert status == (0x0000 if accepted else 0xC210)
+    with scp.sessions() as s:
+        assert len(s.scalars(select(Instance)).all()) == (1 if accepted else 0)
+
+
 def test_enhanced_xa_multiframe_with_functional_groups(scp, rubo):
     from pydicom.dataset import Dataset
 
@@ -123,3 +165,8 @@ def test_every_sample_file_is_analysed_from_receipt_to_scores(scp, dicom_dir, ti
             assert len(inst.result.frames) == frames
         rf = s.scalars(select(Instance).where(Instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.12.2")).one()
         assert rf.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+
+
+def test_the_sample_table_names_every_file_in_the_data_folder(dicom_dir):
+    """A file added to the data folder must join the end-to-end test (with its transfer syntax)."""
+    assert set(SAMPLES) == {p.name for p in dicom_dir.glob("*.dcm")}

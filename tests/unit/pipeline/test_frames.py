@@ -1,6 +1,7 @@
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from arcade_pacs.pipeline.frames import FrameError, decode_frames, frames_from_bytes, shutter_mask
 from tests.factory import real_frame, xa_dataset
@@ -62,6 +63,56 @@ def test_rescale_is_applied_before_scaling(rubo):
     plain = decode_frames(xa_dataset(frame)).data
     rescaled = decode_frames(xa_dataset(frame, RescaleSlope=2, RescaleIntercept=-100)).data
     np.testing.assert_allclose(rescaled, plain, atol=1e-5)  # linear: same picture after range scaling
+
+
+def _lut(values: np.ndarray, bits: int) -> Dataset:
+    item = Dataset()
+    item.LUTDescriptor = [len(values), 0, bits]
+    item.LUTData = [int(v) for v in values]
+    return item
+
+
+def test_modality_lut_sequence_is_applied(rubo):
+    frame = real_frame(rubo, 50)
+    lut = np.arange(256) ** 2 // 16  # non-linear: Rescale Slope could not express it
+    mapped = decode_frames(xa_dataset(frame, ModalityLUTSequence=[_lut(lut, 16)])).data[0]
+    values = lut[frame].astype(np.float64)
+    expected = (values - values.min()) / (values.max() - values.min())
+    np.testing.assert_allclose(mapped, expected, atol=1e-5)
+
+
+def test_voi_lut_sequence_is_applied(rubo):
+    frame = real_frame(rubo, 50)
+    inverse = decode_frames(xa_dataset(frame, VOILUTSequence=[_lut(255 - np.arange(256), 8)])).data[0]
+    np.testing.assert_allclose(inverse, (255 - frame) / 255, atol=1e-5)
+
+
+def test_enhanced_per_frame_windows_override_the_shared_one(rubo):
+    frames = [real_frame(rubo, i) for i in (30, 60)]
+
+    def group(center, width):
+        voi = Dataset()
+        voi.WindowCenter, voi.WindowWidth = center, width
+        item = Dataset()
+        item.FrameVOILUTSequence = [voi]
+        return item
+
+    ds = xa_dataset(frames, sop_class="1.2.840.10008.5.1.4.1.1.12.1.1",
+                    SharedFunctionalGroupsSequence=[group(128, 256)],
+                    PerFrameFunctionalGroupsSequence=[Dataset(), group(100, 51)])
+    data = decode_frames(ds).data
+    np.testing.assert_allclose(data[0], np.clip((frames[0] - 127.5) / 255 + 0.5, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(data[1], np.clip((frames[1] - 99.5) / 50 + 0.5, 0, 1), atol=1e-5)
+
+
+def test_pixel_padding_range_is_excluded(rubo):
+    frame = real_frame(rubo, 50).copy()
+    frame[:, :40] = 0
+    frame[:, 40:80] = 10  # padding too: within Pixel Padding Value .. Pixel Padding Range Limit
+    frame[:, 80:] = np.maximum(frame[:, 80:], 11)
+    frames = decode_frames(xa_dataset(frame, PixelPaddingValue=0, PixelPaddingRangeLimit=10))
+    assert not frames.valid[:, :80].any() and frames.valid[:, 90:].all()
+    assert frames.data[0][:, :80].max() == 0.0
 
 
 def test_pixel_padding_and_shutter_are_black_and_excluded(rubo):
