@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from arcade_pacs.model.classifier import ModelInfo
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
@@ -76,6 +78,10 @@ def training_section(info: ModelInfo) -> str:
         "",
         f"- Wall time: {t.get('minutes')} min on the project's 2-core CPU machine (TensorFlow CPU), "
         f"{len(history)} epochs, {windows:,} training windows seen.",
+        *([f"- Data loading: drawing and labelling a batch took {np.mean([h['sample_ms'] for h in timed]):.0f} ms "
+           f"of a {np.mean([h['step_ms'] for h in timed]):.0f} ms training step on average (window cutting and "
+           "augmentation run inside the TensorFlow graph), so the model, not the data, sets the pace."]
+          if (timed := [h for h in history if "sample_ms" in h]) else []),
         f"- Resolution: the first {cfg.get('low_res_fraction')} of the epochs at {cfg.get('low_res')} px "
         + ("(windows scaled to keep the serving pixel scale)" if cfg.get("scale_windows") else
            "(same window sizes, so a smaller picture)")

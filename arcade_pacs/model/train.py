@@ -91,9 +91,11 @@ class Progress:
 
     def line(self) -> str:
         val = f" val_auc {self.val_auc:.4f}" if self.val_auc is not None else ""
+        last = self.history[-1] if self.history and self.history[-1]["epoch"] == self.epoch else {}
+        data = f" data {last['sample_ms']:.0f} of {last['step_ms']:.0f} ms/step" if "sample_ms" in last else ""
         return (
             f"epoch {self.epoch}/{self.epochs} step {self.step}/{self.steps} "
-            f"loss {self.loss:.4f}{val} elapsed {self.elapsed_s / 60:.1f} min "
+            f"loss {self.loss:.4f}{val}{data} elapsed {self.elapsed_s / 60:.1f} min "
             f"left ~{self.eta_s / 60:.1f} min"
         )
 
@@ -336,11 +338,12 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
         out_size = cfg.epoch_size(epoch)
-        losses = []
+        losses, sample_s, epoch_t0 = [], 0.0, time.time()
         for step in range(cfg.steps_per_epoch):
             t0 = time.time()
             optimizer.learning_rate.assign(schedule(epoch * cfg.steps_per_epoch + step))
             b = sampler.batch(rng, cfg.batch_size, out_size)
+            sample_s += time.time() - t0  # the data side: must stay a small share of a step
             loss = train_step(
                 tf.constant(b["images"], tf.int32), tf.constant(b["transforms"]),
                 tf.constant(b["contrast"]), tf.constant(b["brightness"]), tf.constant(b["gamma"]),
@@ -353,6 +356,7 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
                 progress(_progress(cfg, epoch, step, losses, started, step_times, None, history))
         # Validation picks the checkpoint, so it runs after every serving-resolution epoch;
         # during the low-resolution phase every `low_res_val_every` epochs is enough to watch.
+        step_ms = 1000 * (time.time() - epoch_t0) / cfg.steps_per_epoch
         validate = out_size == MODEL_INPUT or (epoch + 1) % cfg.low_res_val_every == 0
         val_auc = window_auc(score_split(predict, val_split, tta=False)) if validate else None
         record = {
@@ -361,6 +365,8 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
             "loss": float(np.mean(losses)),
             "val_auc": val_auc,
             "lr_end": float(optimizer.learning_rate.numpy()),
+            "step_ms": round(step_ms, 1),
+            "sample_ms": round(1000 * sample_s / cfg.steps_per_epoch, 2),
             "elapsed_s": round(time.time() - started, 1),
         }
         history.append(record)

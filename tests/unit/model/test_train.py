@@ -52,6 +52,9 @@ def test_short_training_run_writes_a_loadable_candidate(arcade_dir, tmp_path):
     assert meta["version"] == info.version and meta["device_uid"].startswith("1.2.826.0.1.3680043.8.498.")
     assert 0.0 <= meta["threshold"] <= 1.0
     assert [h["size"] for h in meta["training"]["history"]] == [96, 224]
+    # The data side is timed every epoch and is a fraction of the step it feeds.
+    assert all(0 < h["sample_ms"] < h["step_ms"] for h in meta["training"]["history"])
+    assert any("ms/step" in line for line in lines)
     clf = Classifier.load(out)
     assert clf.model.input_shape == (None, 224, 224, 3)
     assert clf.predict(np.zeros((2, 224, 224, 3), np.float32)).shape == (2,)
