@@ -36,6 +36,15 @@ def test_undecodable_pixels_fail_the_job_with_a_reason_and_others_go_on(settings
         assert bad_job.last_error.startswith("PermanentError: pixel data")
         assert s.query(Job).filter_by(instance_id=good_id).one().state == JobState.DONE.value
         assert s.query(Result).count() == 1
+    # The admin shows why: GET /jobs carries the reason.
+    from fastapi.testclient import TestClient
+
+    from arcade_pacs.admin.app import AdminState, create_app
+
+    with TestClient(create_app(AdminState(settings, sessions, ModelHolder(tiny_classifier)))) as client:
+        listed = {j["instance_id"]: j for j in client.get("/jobs").json()}
+    assert listed[bad_id]["state"] == "failed" and "pixel data" in listed[bad_id]["last_error"]
+    assert listed[good_id]["state"] == "done" and listed[good_id]["last_error"] is None
 
 
 def test_a_missing_file_fails_the_job_permanently(settings, sessions, tiny_classifier, rubo):
@@ -49,3 +58,27 @@ def test_a_missing_file_fails_the_job_permanently(settings, sessions, tiny_class
     with sessions() as s:
         job = s.query(Job).one()
         assert job.state == "failed" and "stored file missing" in job.last_error
+
+
+def test_a_model_swapped_mid_job_serves_the_next_job_and_the_running_one_finishes(settings, sessions, tiny_classifier, rubo):
+    """Retraining promotes while a job runs: that job ends with the model it started with."""
+    from arcade_pacs.model.classifier import Classifier, ModelInfo
+
+    new = Classifier(tiny_classifier.model, ModelInfo(name="tiny", version="tiny-2", device_uid="1.2.3.4", threshold=0.5))
+    holder = ModelHolder(tiny_classifier)
+
+    class SwapsDuringPredict(Classifier):
+        def predict(self, tensors):
+            holder.swap(new)  # as RetrainManager's on_promote does, from another thread
+            return tiny_classifier.predict(tensors)
+
+    holder.swap(SwapsDuringPredict(tiny_classifier.model, tiny_classifier.info))
+    first = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    second = ingest(xa_dataset(real_frame(rubo, 60)), settings, sessions)
+    worker = Worker(settings, sessions, holder)
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert s.query(Job).filter(Job.state != JobState.DONE.value).count() == 0
+        versions = {i: s.get(Instance, i).result.model_version for i in (first, second)}
+    assert versions == {first: "tiny-1", second: "tiny-2"}

@@ -84,6 +84,10 @@ def test_values_round_trip_through_highdicom(sr_file, dicom_dir):
 
     versions = hd.sr.utils.find_content_items(run_cine[0], name=dcm_codes.DCM.AlgorithmVersion)
     assert versions[0].TextValue == MODEL.version
+    parameters = [i.TextValue for i in hd.sr.utils.find_content_items(run_cine[0], name=dcm_codes.DCM.AlgorithmParameters)]
+    assert {"threshold=0.4000", "tta_original=0.8000", "tta_flipped=0.8600"} <= set(parameters)
+    assert any(p.startswith("tta=") for p in parameters)
+    assert "keyframes=40,55,56,80" in parameters
     (region_group,) = groups
     region = region_group.roi
     assert region.GraphicType == "POLYLINE"
