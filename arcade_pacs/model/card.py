@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.classifier import ModelInfo
+from arcade_pacs.model.train import checkpoint_eligible
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 TARGETS = {"window_auc": (">=", 0.90), "image_sensitivity": (">=", 0.90), "negative_window_fpr": ("<=", 0.15)}
@@ -69,7 +70,7 @@ def training_section(info: ModelInfo) -> str:
         + ("" if cfg.get("scale_windows", False) else " --no-scale-windows")
     )
     best = max((h for h in history if h.get("val_auc") is not None
-                and (cfg.get("checkpoint_any_resolution") or h.get("size") == 224)),
+                and checkpoint_eligible(h.get("size"), bool(cfg.get("checkpoint_any_resolution")))),
                key=lambda h: h["val_auc"], default=None)
     lines = [
         "```sh",

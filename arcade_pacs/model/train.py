@@ -270,6 +270,15 @@ def plot_history(history: list[dict], path: Path) -> Path:
     return figures.save(fig, path)
 
 
+def checkpoint_eligible(size: int, any_resolution: bool) -> bool:
+    """Whether an epoch trained at ``size`` px may become the shipped checkpoint.
+
+    Validation always runs the serving path (224 px windows), so any validated epoch may,
+    unless ``checkpoint_any_resolution`` is off. The model card applies the same rule.
+    """
+    return size == MODEL_INPUT or any_resolution
+
+
 def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> ModelInfo:
     """Train a candidate model and write it (``cfg.out`` + sidecar + training curves).
 
@@ -370,10 +379,7 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
             "elapsed_s": round(time.time() - started, 1),
         }
         history.append(record)
-        # Validation always runs the serving path (224 px windows), so any validated epoch may
-        # become the shipped model (unless `checkpoint_any_resolution` is off).
-        eligible = out_size == MODEL_INPUT or cfg.checkpoint_any_resolution
-        if eligible and val_auc is not None and val_auc > best_auc:
+        if checkpoint_eligible(out_size, cfg.checkpoint_any_resolution) and val_auc is not None and val_auc > best_auc:
             best_auc = val_auc
             _save_serving_model(model, best_path)
         saved = ckpt.write(str(workdir / "ckpt"))

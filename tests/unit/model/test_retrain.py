@@ -80,22 +80,19 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     serving = _install(twin, tmp_path, version="serving-1", val_auc=1.0)
     c, holder = _client(settings, sessions, serving, arcade_dir)
     with c:
-        _promotes(c, holder, serving, arcade_dir)
-
-
-def _promotes(c, holder, serving, arcade_dir):
-    assert c.post("/retrain", json=TINY_RUN).status_code == 401  # token required
-    auth = {"Authorization": "Bearer t"}
-    r = c.post("/retrain", json=TINY_RUN | {"data_dir": str(arcade_dir)}, headers=auth)
-    assert r.status_code == 202
-    assert c.post("/retrain", json=TINY_RUN, headers=auth).status_code in (409, 202)  # one at a time
-    body = _wait(c, r.json()["id"])
+        assert c.post("/retrain", json=TINY_RUN).status_code == 401  # token required
+        auth = {"Authorization": "Bearer t"}
+        r = c.post("/retrain", json=TINY_RUN | {"data_dir": str(arcade_dir)}, headers=auth)
+        assert r.status_code == 202
+        assert c.post("/retrain", json=TINY_RUN, headers=auth).status_code in (409, 202)  # one at a time
+        body = _wait(c, r.json()["id"])
+        status = c.get("/status").json()
     assert body["state"] == "promoted", body
     assert body["serving_val_auc"] == body["candidate_val_auc"] < 1.0  # re-measured, not read back
     assert body["serving_version"] == "serving-1" and body["candidate_version"].startswith("effb0-")
     assert holder.get().info.version == body["candidate_version"]  # swapped in the running process
     assert ModelInfo.read(serving).version == body["candidate_version"]  # and on disk
-    assert c.get("/status").json()["model"]["version"] == body["candidate_version"]
+    assert status["model"]["version"] == body["candidate_version"]
 
 
 def test_a_missing_dataset_fails_clearly_and_leaves_the_serving_model(client, serving, tmp_path):
