@@ -70,10 +70,10 @@ def cmd_predict(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from arcade_pacs.model.data import DatasetError
-    from arcade_pacs.model.retrain import retrain
-    from arcade_pacs.model.train import TrainConfig, train
     from arcade_pacs.settings import load_settings
+    from arcade_pacs.training.data import DatasetError
+    from arcade_pacs.training.retrain import retrain
+    from arcade_pacs.training.train import TrainConfig, train
 
     settings = load_settings(args.config)
     cfg = TrainConfig(
@@ -114,9 +114,9 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from arcade_pacs.model.classifier import Classifier
-    from arcade_pacs.model.data import DatasetError, load_split
-    from arcade_pacs.model.evaluate import metrics, plot_roc, score_split
     from arcade_pacs.settings import load_settings
+    from arcade_pacs.training.data import DatasetError, load_split
+    from arcade_pacs.training.evaluate import metrics, plot_roc, score_split
 
     settings = load_settings(args.config)
     data = Path(args.data) if args.data else settings.data_dir / "arcade"
@@ -178,8 +178,8 @@ def cmd_keyframes(args) -> int:
 
 
 def cmd_card(args) -> int:
-    from arcade_pacs.model.card import render
     from arcade_pacs.settings import load_settings
+    from arcade_pacs.training.card import render
 
     model = Path(args.model or load_settings(args.config).model.path)
     out = Path(args.out) if args.out else model.parent / "MODEL_CARD.md"
@@ -205,21 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_predict)
 
+    from arcade_pacs.training.train import TrainConfig as T  # the one source of training defaults
+
     p = sub.add_parser("train", help="train a candidate model on ARCADE")
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
     p.add_argument("--out", default="models/candidate/arcade_effb0.keras")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--steps-per-epoch", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--low-res", type=int, default=160)
-    p.add_argument("--low-res-fraction", type=float, default=0.6)
-    p.add_argument("--low-res-val-every", type=int, default=1, help="validate every N low-resolution epochs")
-    p.add_argument("--hard-negative-fraction", type=float, default=0.5,
+    p.add_argument("--epochs", type=int, default=T.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=T.steps_per_epoch)
+    p.add_argument("--batch-size", type=int, default=T.batch_size)
+    p.add_argument("--low-res", type=int, default=T.low_res)
+    p.add_argument("--low-res-fraction", type=float, default=T.low_res_fraction)
+    p.add_argument("--low-res-val-every", type=int, default=T.low_res_val_every,
+                   help="validate every N low-resolution epochs")
+    p.add_argument("--hard-negative-fraction", type=float, default=T.hard_negative_fraction,
                    help="share of negative windows drawn from the most vessel-rich candidates")
     p.add_argument("--no-scale-windows", action="store_true",
                    help="keep window sizes at low resolution (default: scale them with the input)")
-    p.add_argument("--learning-rate", type=float, default=1.5e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning-rate", type=float, default=T.learning_rate)
+    p.add_argument("--seed", type=int, default=T.seed)
     p.add_argument("--imagenet-weights", help="local Keras EfficientNetB0 no-top weights file")
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)

@@ -14,7 +14,7 @@ processes never run the same job. Retries and last errors are kept on the row fo
 from __future__ import annotations
 
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -23,17 +23,13 @@ from arcade_pacs.db import queries
 from arcade_pacs.db.tables import Instance, Job, utcnow
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Every state an analysis job can be in."""
 
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
-
-
-class RetryableError(Exception):
-    """A job failed for a reason that may pass (e.g. a resource was briefly unavailable)."""
 
 
 class PermanentError(Exception):
@@ -85,14 +81,14 @@ def claim(worker: str, *, session: Session) -> Job | None:
     return None
 
 
-def complete(job: Job, *, session: Session) -> None:
+def complete(job: Job) -> None:
     """Mark a running job done."""
     job.state = JobState.DONE.value
     job.finished_at = utcnow()
     job.last_error = None
 
 
-def fail(job: Job, error: BaseException, max_attempts: int, *, session: Session) -> JobState:
+def fail(job: Job, error: BaseException, max_attempts: int) -> JobState:
     """Record ``error`` on the job: re-queue it with back-off if it may pass, else mark it failed."""
     job.last_error = f"{type(error).__name__}: {error}"[:2000]
     retry = not isinstance(error, PermanentError) and job.attempts < max_attempts

@@ -15,17 +15,18 @@ from __future__ import annotations
 import logging
 import threading
 
+from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, migrate
 from arcade_pacs.model.classifier import Classifier, configure_tensorflow
-from arcade_pacs.model.retrain import RetrainManager
+from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
-from arcade_pacs.receive.contexts import load_contexts
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.settings import Settings
-from arcade_pacs.worker import ModelHolder, Worker
+from arcade_pacs.training.retrain import RetrainManager
+from arcade_pacs.worker import Worker
 
 log = logging.getLogger(__name__)
 

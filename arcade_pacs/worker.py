@@ -11,36 +11,18 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import jobs, metrics
 from arcade_pacs.db.tables import FrameScore, Job, Result
 from arcade_pacs.model.classifier import Classifier
+from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.analyse import Analysis, analyse_source
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
 from arcade_pacs.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelHolder:
-    """The serving classifier, swappable at run time without a restart (retraining)."""
-
-    classifier: Classifier
-
-    def __post_init__(self):
-        self._lock = threading.Lock()
-
-    def get(self) -> Classifier:
-        with self._lock:
-            return self.classifier
-
-    def swap(self, classifier: Classifier) -> None:
-        with self._lock:
-            self.classifier = classifier
 
 
 def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analysis:
@@ -73,10 +55,7 @@ def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds:
         tta_original=f.tta_original,
         tta_flipped=f.tta_flipped,
         keyframes=f.frame_numbers,
-        regions=[
-            {"frame_number": r.frame_number, "box": [round(v, 2) for v in r.box], "probability": r.probability}
-            for r in f.regions
-        ],
+        regions=[r.to_json() for r in f.regions],
         model_name=classifier.info.name,
         model_version=classifier.info.version,
         device_uid=classifier.info.device_uid,
@@ -119,7 +98,7 @@ class Worker:
             try:
                 analysis = analyse_file(job.instance.path, classifier, self.settings)
                 record_result(job, analysis, classifier, time.perf_counter() - started, session=session)
-                jobs.complete(job, session=session)
+                jobs.complete(job)
                 session.commit()
                 metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)
                 metrics.JOB_OUTCOMES.labels(outcome="done").inc()
@@ -127,7 +106,7 @@ class Worker:
             except Exception as exc:
                 session.rollback()
                 job = session.get(Job, job.id)
-                state = jobs.fail(job, exc, self.settings.pipeline.max_attempts, session=session)
+                state = jobs.fail(job, exc, self.settings.pipeline.max_attempts)
                 session.commit()
                 metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
                 log.warning("job id=%s %s: %s", job.id, state.value, job.last_error)

@@ -26,11 +26,11 @@ def render_keyframe(path: str, frame_number: int, window_scores: list[float], th
     overlay = Image.new("RGBA", grey.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     # Tint each window's own 128x128 centre cell region so overlapping windows stay readable.
-    for window, score in zip(GRID, window_scores):
+    for window, score in zip(GRID, window_scores, strict=True):
         cx, cy = window.x0 + window.size / 2, window.y0 + window.size / 2
         cell = (cx - 64, cy - 64, cx + 64, cy + 64)
         draw.rectangle(cell, fill=(255, 140, 0, int(110 * float(score))))
-    for window, score in zip(GRID, window_scores):
+    for window, score in zip(GRID, window_scores, strict=True):
         if score >= threshold:
             draw.rectangle((window.x0 + 2, window.y0 + 2, window.x1 - 3, window.y1 - 3), outline=(255, 0, 0, 255), width=3)
             draw.text((window.x0 + 8, window.y0 + 6), f"{score:.2f}", fill=(255, 255, 0, 255))

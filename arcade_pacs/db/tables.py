@@ -7,15 +7,17 @@ Times are naive UTC (:func:`utcnow`), the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from arcade_pacs.findings import Finding, Region
+
 
 def utcnow() -> datetime:
     """Current time as naive UTC (what every timestamp column holds)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -31,9 +33,14 @@ class Study(Base):
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     last_received_at: Mapped[datetime] = mapped_column(default=utcnow)
     needs_report: Mapped[bool] = mapped_column(default=True, index=True)
+    # Writing the SR failed this many times in a row (reset when one is written); the reason
+    # and when to try again, so a study that cannot be reported backs off instead of looping.
+    report_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    report_error: Mapped[str | None] = mapped_column(Text)
+    report_due_at: Mapped[datetime | None]
 
-    instances: Mapped[list["Instance"]] = relationship(back_populates="study")
-    reports: Mapped[list["Report"]] = relationship(back_populates="study", order_by="Report.id")
+    instances: Mapped[list[Instance]] = relationship(back_populates="study")
+    reports: Mapped[list[Report]] = relationship(back_populates="study", order_by="Report.id")
 
 
 class Instance(Base):
@@ -53,8 +60,8 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="instances")
-    job: Mapped["Job | None"] = relationship(back_populates="instance", uselist=False)
-    result: Mapped["Result | None"] = relationship(back_populates="instance", uselist=False)
+    job: Mapped[Job | None] = relationship(back_populates="instance", uselist=False)
+    result: Mapped[Result | None] = relationship(back_populates="instance", uselist=False)
 
 
 class Job(Base):
@@ -89,7 +96,7 @@ class Result(Base):
     tta_original: Mapped[float] = mapped_column(Float)
     tta_flipped: Mapped[float] = mapped_column(Float)
     keyframes: Mapped[list] = mapped_column(JSON)  # 1-based DICOM frame numbers
-    regions: Mapped[list] = mapped_column(JSON)  # [{"frame_number", "box": [x0,y0,x1,y1], "probability"}]
+    regions: Mapped[list] = mapped_column(JSON)  # [Region.to_json(), ...]
     model_name: Mapped[str] = mapped_column(String(128))
     model_version: Mapped[str] = mapped_column(String(64))
     device_uid: Mapped[str] = mapped_column(String(64))
@@ -97,9 +104,23 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     instance: Mapped[Instance] = relationship(back_populates="result")
-    frames: Mapped[list["FrameScore"]] = relationship(
+    frames: Mapped[list[FrameScore]] = relationship(
         back_populates="result", cascade="all, delete-orphan", order_by="FrameScore.frame_number"
     )
+
+    @property
+    def finding(self) -> Finding:
+        """The stored result as the pipeline's typed :class:`~arcade_pacs.findings.Finding`."""
+        by_frame = {f.frame_number: f.probability for f in self.frames}
+        return Finding(
+            probability=self.probability,
+            threshold=self.threshold,
+            frame_numbers=list(self.keyframes),
+            frame_probabilities=[by_frame.get(n) for n in self.keyframes],
+            tta_original=self.tta_original,
+            tta_flipped=self.tta_flipped,
+            regions=[Region.from_json(r) for r in self.regions],
+        )
 
 
 class FrameScore(Base):
@@ -134,7 +155,7 @@ class Report(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="reports")
-    deliveries: Mapped[list["Delivery"]] = relationship(back_populates="report")
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="report")
 
 
 class Delivery(Base):

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from arcade_pacs.pipeline.tta import TTAScores, tta_scores
+from arcade_pacs.settings import ModelSettings
 
 MODEL_NAME = "ARCADE EfficientNetB0 stenosis classifier"
-PREDICT_BATCH = 16
-"""Windows per inference call: 16 keeps a worker under ~1.1 GB peak RSS (``arcade-pacs bench cine``:
-1367 MB at 32, 1086 MB at 16, 949 MB at 8, with no loss of speed at 16 on 2 cores)."""
+PREDICT_BATCH = ModelSettings.model_fields["batch_size"].default
+"""Windows per inference call when none is configured: ``model.batch_size``'s default."""
 
 
 @dataclass
@@ -39,7 +38,7 @@ class ModelInfo:
         return Path(model_path).with_suffix(".json")
 
     @classmethod
-    def read(cls, model_path: Path) -> "ModelInfo":
+    def read(cls, model_path: Path) -> ModelInfo:
         path = cls.sidecar(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model metadata missing: {path}")
@@ -80,7 +79,7 @@ class Classifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, batch_size: int = PREDICT_BATCH) -> "Classifier":
+    def load(cls, path: Path, batch_size: int = PREDICT_BATCH) -> Classifier:
         """Load ``path`` (``.keras``) and its sidecar; raise ``FileNotFoundError`` when either is missing."""
         path = Path(path)
         if not path.is_file():
@@ -103,7 +102,3 @@ class Classifier:
                     self.model.predict_on_batch(batch)
                 ).reshape(-1)
         return out
-
-    def score(self, tensors: np.ndarray) -> TTAScores:
-        """TTA scores (original + horizontal flip) for ``tensors``."""
-        return tta_scores(self.predict, tensors)

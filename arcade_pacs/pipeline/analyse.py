@@ -14,16 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arcade_pacs.findings import Finding, Region
 from arcade_pacs.pipeline.frames import Frames, FrameSource
 from arcade_pacs.pipeline.keyframes import frame_opacification, opacification, select_keyframes
-from arcade_pacs.pipeline.scores import (
-    INSTANCE_TOP_K,
-    Finding,
-    Region,
-    frame_probabilities,
-    instance_probability,
-    top_frames,
-)
+from arcade_pacs.pipeline.scores import INSTANCE_TOP_K, frame_probabilities, instance_probability, top_frames
 from arcade_pacs.pipeline.tensors import GRID, frame_tensors
 from arcade_pacs.pipeline.tta import tta_scores
 

@@ -26,6 +26,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
 
 
@@ -65,17 +66,6 @@ class Frames:
         sx, sy = self.columns / FRAME_SIZE, self.rows / FRAME_SIZE
         x0, y0, x1, y1 = box512
         return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-
-
-def number_of_frames(ds: Dataset) -> int:
-    """Number of Frames (1 when absent)."""
-    value = ds.get("NumberOfFrames")
-    if value is None or value == "":
-        return 1
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise FrameError(f"invalid Number of Frames: {ds.get('NumberOfFrames')!r}") from exc
 
 
 def _functional_group(ds: Dataset, sequence: str, index: int = 0):
@@ -167,13 +157,15 @@ class FrameSource:
         self.src, self.ds = src, ds
         if "PixelData" not in ds:
             raise FrameError("no Pixel Data")
-        self.photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-        if self.photometric not in ("MONOCHROME1", "MONOCHROME2"):
-            raise FrameError(f"unsupported Photometric Interpretation {self.photometric!r} (grayscale only)")
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-            raise FrameError("more than one sample per pixel (grayscale only)")
+        problem = grayscale_problem(ds)
+        if problem:
+            raise FrameError(problem)
+        self.photometric = str(ds.PhotometricInterpretation).strip()
         self.rows, self.columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        self.n_frames = number_of_frames(ds)
+        try:
+            self.n_frames = number_of_frames(ds)
+        except InvalidAttribute as exc:
+            raise FrameError(str(exc)) from exc
         if self.rows < 1 or self.columns < 1 or self.n_frames < 1:
             raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
         if max_frames is not None and self.n_frames > max_frames:
@@ -228,7 +220,7 @@ class FrameSource:
         wanted = list(range(self.n_frames)) if indices is None else list(indices)
         seen = 0
         try:
-            for index, raw in zip(wanted, iter_pixels(self.src, indices=None if indices is None else wanted)):
+            for index, raw in zip(wanted, iter_pixels(self.src, indices=None if indices is None else wanted), strict=False):
                 seen += 1
                 if raw.shape != (self.rows, self.columns):
                     raise FrameError(f"frame {index + 1} has shape {raw.shape}, expected {(self.rows, self.columns)}")

@@ -37,8 +37,5 @@ def predict_bytes(
         "tta_details": {"original": round(f.tta_original, 6), "flipped": round(f.tta_flipped, 6)},
         "threshold": round(f.threshold, 6),
         "keyframes": f.frame_numbers,
-        "regions": [
-            {"frame_number": r.frame_number, "box": [round(v, 1) for v in r.box], "probability": round(r.probability, 6)}
-            for r in f.regions
-        ],
+        "regions": [r.to_json() for r in f.regions],
     }

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 INSTANCE_TOP_K = 3
@@ -37,33 +35,3 @@ def instance_probability(frame_probs: np.ndarray, top_k: int = INSTANCE_TOP_K) -
     """Mean of the ``top_k`` highest frame probabilities (all of them when fewer)."""
     frame_probs = np.asarray(frame_probs, dtype=np.float64).reshape(-1)
     return float(frame_probs[top_frames(frame_probs, top_k)].mean())
-
-
-@dataclass(frozen=True)
-class Region:
-    """A window at or above threshold: where the model saw a stenosis.
-
-    ``frame_number`` is the 1-based DICOM frame number; ``box`` is ``(x0, y0, x1, y1)`` in
-    pixel coordinates of the source image (columns, rows).
-    """
-
-    frame_number: int
-    box: tuple[float, float, float, float]
-    probability: float
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The result for one instance (cine run or single image)."""
-
-    probability: float
-    threshold: float
-    frame_numbers: list[int]
-    frame_probabilities: list[float]
-    tta_original: float
-    tta_flipped: float
-    regions: list[Region] = field(default_factory=list)
-
-    @property
-    def present(self) -> bool:
-        return self.probability >= self.threshold

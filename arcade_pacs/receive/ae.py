@@ -5,7 +5,7 @@ from __future__ import annotations
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from arcade_pacs.receive.contexts import Contexts
+from arcade_pacs.conformance import Contexts
 from arcade_pacs.receive.handlers import StoreContext, handle_echo, handle_store
 from arcade_pacs.settings import Settings
 

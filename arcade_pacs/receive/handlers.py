@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import jobs, metrics
+from arcade_pacs.conformance import Contexts
 from arcade_pacs.db.tables import Instance, Study, utcnow
-from arcade_pacs.pipeline.frames import number_of_frames
-from arcade_pacs.receive.contexts import Contexts
+from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import atomic_write, instance_path, safe_uid
 
@@ -35,7 +35,6 @@ CANNOT_UNDERSTAND = 0xC210
 """Error: cannot understand (not decodable as DICOM, or content the plugin cannot analyse)."""
 
 PIXEL_DATA_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
@@ -98,9 +97,9 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_
         raise Refusal(CANNOT_UNDERSTAND, "Secondary Capture is analysed only with Modality XA")
     if not any(tag in ds for tag in PIXEL_DATA_TAGS):
         raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric not in SUPPORTED_PHOTOMETRIC:
-        raise Refusal(CANNOT_UNDERSTAND, f"unsupported Photometric Interpretation {photometric[:16]!r}")
+    problem = grayscale_problem(ds)
+    if problem:
+        raise Refusal(CANNOT_UNDERSTAND, problem)
     limits = settings.pipeline
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     frames = number_of_frames(ds)

@@ -1,7 +1,8 @@
 """Writing a study's SR once the study is quiet, and queueing its deliveries.
 
-A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``
-and none of its jobs is still queued or running. The SR covers every instance with a result;
+A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``,
+none of its jobs is still queued or running, and an earlier failed attempt to write its SR is
+not still backing off (``report_due_at``). The SR covers every instance with a result;
 a later SR of the same study keeps the series, takes the next instance number and names the
 earlier one in the Predecessor Documents Sequence, and pending deliveries of the earlier one
 are superseded, so there is never more than one live SR for a study's content.
@@ -16,18 +17,21 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from arcade_pacs import metrics
-from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Study, utcnow
+from arcade_pacs.db.tables import Instance, Job, Report, Study, utcnow
 from arcade_pacs.jobs import JobState
 from arcade_pacs.report.sr import InstanceResult, ModelIdentity, build_sr
-from arcade_pacs.send.outbox import DeliveryState, supersede_pending
+from arcade_pacs.send import outbox
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import atomic_write, safe_uid
 
 log = logging.getLogger(__name__)
+
+REPORT_BACKOFF_BASE_S = 5.0
+REPORT_BACKOFF_CAP_S = 300.0
 
 
 def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
@@ -37,11 +41,13 @@ def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
         Instance.study_id == Study.id,
         Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
     )
-    cutoff = utcnow() - timedelta(seconds=quiet_seconds)
+    now = utcnow()
+    cutoff = now - timedelta(seconds=quiet_seconds)
+    due = or_(Study.report_due_at.is_(None), Study.report_due_at <= now)
     return list(
         session.scalars(
             select(Study)
-            .where(Study.needs_report, Study.last_received_at <= cutoff, ~busy)
+            .where(Study.needs_report, Study.last_received_at <= cutoff, ~busy, due)
             .order_by(Study.last_received_at)
         )
     )
@@ -54,19 +60,8 @@ def _instance_results(study: Study) -> list[InstanceResult]:
         if r is None:
             continue
         header = pydicom.dcmread(instance.path, stop_before_pixels=True)
-        results.append(
-            InstanceResult(
-                source=header,
-                probability=r.probability,
-                present=r.present,
-                threshold=r.threshold,
-                keyframes=list(r.keyframes),
-                regions=list(r.regions),
-                tta_original=r.tta_original,
-                tta_flipped=r.tta_flipped,
-                model=ModelIdentity(r.model_name, r.model_version, r.device_uid),
-            )
-        )
+        model = ModelIdentity(r.model_name, r.model_version, r.device_uid)
+        results.append(InstanceResult(source=header, finding=r.finding, model=model))
     return results
 
 
@@ -75,8 +70,23 @@ def _reported(study_id: int, seen_received, *, session: Session) -> None:
     session.execute(
         update(Study)
         .where(Study.id == study_id, Study.last_received_at == seen_received)
-        .values(needs_report=False)
+        .values(needs_report=False, report_attempts=0, report_error=None, report_due_at=None)
     )
+
+
+def report_backoff_s(attempts: int) -> float:
+    """Seconds before writing a study's SR is tried again after ``attempts`` failures in a row."""
+    return min(REPORT_BACKOFF_CAP_S, REPORT_BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
+
+
+def _report_failed(study_id: int, error: BaseException, *, session: Session) -> int:
+    """Remember a failed attempt (count, reason, next try); returns the number of attempts."""
+    study = session.get(Study, study_id)
+    study.report_attempts += 1
+    study.report_error = f"{type(error).__name__}: {error}"[:2000]
+    study.report_due_at = utcnow() + timedelta(seconds=report_backoff_s(study.report_attempts))
+    session.commit()
+    return study.report_attempts
 
 
 def sr_path(root: Path, study_uid: str, sop_uid: str) -> Path:
@@ -117,23 +127,13 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
         series_instance_uid=series_uid,
         predecessor_id=previous.id if previous else None,
         path=str(path),
-        present=any(r.present for r in results),
+        present=any(r.finding.present for r in results),
         n_instances=len(results),
     )
     session.add(report)
     if previous is not None:
-        supersede_pending(previous.id, session=session)
-    for dest in settings.destinations:
-        session.add(
-            Delivery(
-                report=report,
-                destination=dest.name,
-                ae_title=dest.ae_title,
-                host=dest.host,
-                port=dest.port,
-                state=DeliveryState.PENDING.value,
-            )
-        )
+        outbox.supersede_pending(previous.id, session=session)
+    outbox.enqueue(report, settings.destinations, session=session)
     _reported(study.id, seen_received, session=session)
     session.commit()
     metrics.REPORTS.inc()
@@ -145,9 +145,15 @@ def report_ready_studies(settings: Settings, *, session: Session) -> int:
     """Write the SR of every ready study; returns how many were written."""
     written = 0
     for study in ready_studies(settings.pipeline.study_quiet_seconds, session=session):
+        study_id = study.id
         try:
             written += write_report(study, settings, session=session) is not None
-        except Exception:
+        except Exception as exc:
             session.rollback()
-            log.exception("writing the SR of study id=%s failed; will retry", study.id)
+            attempts = _report_failed(study_id, exc, session=session)
+            log.warning(
+                "writing the SR of study id=%s failed (attempt %d, next in %.0f s): %s",
+                study_id, attempts, report_backoff_s(attempts), type(exc).__name__,
+            )
+            log.debug("SR failure of study id=%s", study_id, exc_info=True)
     return written

@@ -15,7 +15,7 @@ Built only from highdicom's typed templates, shaped as IHE AI Results (AIR) asks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
@@ -23,12 +23,23 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from arcade_pacs import __version__
+from arcade_pacs.findings import Finding, Region
+from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
+from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID, WINDOW_SIZE, WINDOW_STRIDE
 from arcade_pacs.report import codes
 
 MANUFACTURER = "ARCADE PACS"
 SERIES_DESCRIPTION = "ARCADE stenosis AI - research use, not for diagnosis"
 SERIES_NUMBER = 9901
 MAX_REGIONS_PER_INSTANCE = 6
+_GRID_SIDE = round(len(GRID) ** 0.5)
+TTA_PARAMETER = "tta=original+horizontal flip, mean"
+FRAME_PARAMETER = (
+    f"frame=max over {_GRID_SIDE}x{_GRID_SIDE} windows of {WINDOW_SIZE}px at stride {WINDOW_STRIDE} "
+    f"({FRAME_SIZE}px frame)"
+)
+INSTANCE_PARAMETER = f"instance=mean of top {INSTANCE_TOP_K} keyframe probabilities"
+"""Algorithm parameters (TID 4019) derived from the pipeline's own constants, never restated."""
 DISCLAIMER = (
     "Research use only: the ARCADE stenosis classifier has not been clinically validated; "
     "this result must not be used for diagnosis."
@@ -46,16 +57,10 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class InstanceResult:
-    """One analysed instance: its header (no pixels needed) and the stored result."""
+    """One analysed instance: its header (no pixels needed), its finding and the model behind it."""
 
     source: Dataset
-    probability: float
-    present: bool
-    threshold: float
-    keyframes: list[int]  # 1-based frame numbers
-    regions: list[dict] = field(default_factory=list)  # {"frame_number", "box", "probability"}
-    tta_original: float | None = None
-    tta_flipped: float | None = None
+    finding: Finding
     model: ModelIdentity | None = None
 
 
@@ -64,16 +69,16 @@ def _is_multiframe(ds: Dataset) -> bool:
 
 
 def _algorithm(result: InstanceResult, model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
+    f = result.finding
     params = [
-        f"threshold={result.threshold:.4f}",
-        "tta=original+horizontal flip, mean",
-        "frame=max over 3x3 windows of 256px at stride 128 (512px frame)",
-        "instance=mean of top 3 keyframe probabilities",
-        f"keyframes={','.join(str(f) for f in result.keyframes)}",
+        f"threshold={f.threshold:.4f}",
+        TTA_PARAMETER,
+        FRAME_PARAMETER,
+        INSTANCE_PARAMETER,
+        f"keyframes={','.join(str(n) for n in f.frame_numbers)}",
+        f"tta_original={f.tta_original:.4f}",
+        f"tta_flipped={f.tta_flipped:.4f}",
     ]
-    if result.tta_original is not None and result.tta_flipped is not None:
-        params.append(f"tta_original={result.tta_original:.4f}")
-        params.append(f"tta_flipped={result.tta_flipped:.4f}")
     return hd.sr.AlgorithmIdentification(
         name=model.name[:64], version=model.version[:64], parameters=params, manufacturer=MANUFACTURER
     )
@@ -101,18 +106,18 @@ def _label(ds: Dataset, index: int) -> str:
     return f"Run {index}"
 
 
-def _region_group(result: InstanceResult, region: dict, label: str, algorithm) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    x0, y0, x1, y1 = region["box"]
+def _region_group(result: InstanceResult, region: Region, label: str, algorithm) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    x0, y0, x1, y1 = region.box
     rows, cols = int(result.source.Rows), int(result.source.Columns)
     x0, x1 = float(np.clip(x0, 0, cols)), float(np.clip(x1, 0, cols))
     y0, y1 = float(np.clip(y0, 0, rows)), float(np.clip(y1, 0, rows))
     outline = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
     source = hd.sr.SourceImageForRegion.from_source_image(
-        result.source, referenced_frame_numbers=_frames(result.source, [region["frame_number"]])
+        result.source, referenced_frame_numbers=_frames(result.source, [region.frame_number])
     )
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{label} frame {region['frame_number']} region"[:64]
+            uid=generate_uid(), identifier=f"{label} frame {region.frame_number} region"[:64]
         ),
         referenced_region=hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline, source_image=source
@@ -120,16 +125,16 @@ def _region_group(result: InstanceResult, region: dict, label: str, algorithm) -
         finding_type=codes.STENOSIS,
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
-        measurements=[_probability(region["probability"])],
+        measurements=[_probability(region.probability)],
         qualitative_evaluations=[_finding(True)],
     )
 
 
-def _selected_regions(result: InstanceResult) -> list[dict]:
+def _selected_regions(result: InstanceResult) -> list[Region]:
     """The marked windows worth drawing: instance positive, strongest first, capped."""
-    if not result.present:
+    if not result.finding.present:
         return []
-    regions = sorted(result.regions, key=lambda r: -r["probability"])
+    regions = sorted(result.finding.regions, key=lambda r: -r.probability)
     return regions[:MAX_REGIONS_PER_INSTANCE]
 
 
@@ -160,18 +165,18 @@ def build_sr(
         name=model.name[:64], version=model.version[:64], manufacturer=MANUFACTURER,
         parameters=["study=present if any run is present", "probability=highest run probability"],
     )
-    any_present = any(r.present for r in results)
+    any_present = any(r.finding.present for r in results)
     groups: list = [
         hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Study summary"),
             finding_type=codes.STENOSIS,
             algorithm_id=summary_algorithm,
             finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
-            measurements=[_probability(max(r.probability for r in results))],
+            measurements=[_probability(max(r.finding.probability for r in results))],
             qualitative_evaluations=[_finding(any_present)],
             source_images=[
                 hd.sr.SourceImageForMeasurementGroup.from_source_image(
-                    r.source, referenced_frame_numbers=_frames(r.source, r.keyframes)
+                    r.source, referenced_frame_numbers=_frames(r.source, r.finding.frame_numbers)
                 )
                 for r in results
             ],
@@ -186,11 +191,11 @@ def build_sr(
                 finding_type=codes.STENOSIS,
                 algorithm_id=algorithm,
                 finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
-                measurements=[_probability(result.probability)],
-                qualitative_evaluations=[_finding(result.present)],
+                measurements=[_probability(result.finding.probability)],
+                qualitative_evaluations=[_finding(result.finding.present)],
                 source_images=[
                     hd.sr.SourceImageForMeasurementGroup.from_source_image(
-                        result.source, referenced_frame_numbers=_frames(result.source, result.keyframes)
+                        result.source, referenced_frame_numbers=_frames(result.source, result.finding.frame_numbers)
                     )
                 ],
             )

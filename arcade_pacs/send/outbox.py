@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arcade_pacs import metrics
 from arcade_pacs.db import queries
-from arcade_pacs.db.tables import Delivery, utcnow
+from arcade_pacs.db.tables import Delivery, Report, utcnow
+from arcade_pacs.settings import Destination
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +29,30 @@ MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 10.0
 
 
-class DeliveryState(str, Enum):
+class DeliveryState(StrEnum):
     """Every state of a delivery."""
 
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
     SUPERSEDED = "superseded"
+
+
+def enqueue(report: Report, destinations: Iterable[Destination], *, session: Session) -> list[Delivery]:
+    """Queue one delivery of ``report`` to each destination (sent by :func:`send_due`)."""
+    rows = [
+        Delivery(
+            report=report,
+            destination=dest.name,
+            ae_title=dest.ae_title,
+            host=dest.host,
+            port=dest.port,
+            state=DeliveryState.PENDING.value,
+        )
+        for dest in destinations
+    ]
+    session.add_all(rows)
+    return rows
 
 
 def due(*, session: Session, limit: int = 20) -> list[Delivery]:
@@ -48,7 +67,7 @@ def due(*, session: Session, limit: int = 20) -> list[Delivery]:
     )
 
 
-def record_outcome(delivery: Delivery, status: int | None, error: str | None, ok: bool, *, session: Session) -> None:
+def record_outcome(delivery: Delivery, status: int | None, error: str | None, ok: bool) -> None:
     """Record one attempt: sent, or back to pending with back-off, or failed when attempts are used."""
     delivery.attempts += 1
     delivery.last_status = status
@@ -86,7 +105,7 @@ def supersede_pending(report_id: int, *, session: Session) -> None:
 
 
 def counts_by_state(*, session: Session) -> dict[str, int]:
-    """Number of deliverys in each state (every state present, zero included)."""
+    """Number of deliveries in each state (every state present, zero included)."""
     return queries.counts_by_state(Delivery.state, DeliveryState, session=session)
 
 
@@ -95,7 +114,7 @@ def send_due(scu, *, session: Session) -> int:
     attempted = 0
     for delivery in due(session=session):
         outcome = scu.send(delivery.report.path, delivery.ae_title, delivery.host, delivery.port)
-        record_outcome(delivery, outcome.status, outcome.error, outcome.ok, session=session)
+        record_outcome(delivery, outcome.status, outcome.error, outcome.ok)
         session.commit()
         metrics.DELIVERY_ATTEMPTS.labels(outcome="sent" if outcome.ok else "failed").inc()
         attempted += 1

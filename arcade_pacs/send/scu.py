@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pynetdicom import AE
 
-from arcade_pacs.receive.contexts import Contexts
+from arcade_pacs.conformance import Contexts
 from arcade_pacs.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pynetdicom import AE
 
-from arcade_pacs.receive.contexts import CONTEXTS_FILE, load_contexts
+from arcade_pacs.conformance import CONTEXTS_FILE, load_contexts
 
 STATEMENT = Path(__file__).resolve().parents[2] / "scp" / "CONFORMANCE.md"
 UID = re.compile(r"`(1\.2\.840\.10008\.[0-9.]+)`")

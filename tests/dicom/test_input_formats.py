@@ -7,9 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
@@ -19,8 +19,9 @@ from pynetdicom import AE
 from sqlalchemy import select
 
 from arcade_pacs.db.tables import Instance, Job
+from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.frames import decode_frames
-from arcade_pacs.worker import ModelHolder, Worker
+from arcade_pacs.worker import Worker
 from tests.dicom.test_scp import PROPOSE, SAMPLES, storescu
 from tests.factory import real_frame, xa_dataset
 from tests.helpers import run, tool

@@ -73,5 +73,5 @@ def start_plugin(config: Path, log: Path, scp_port: int, admin_port: int) -> sub
         wait_for_port(admin_port, timeout=60, proc=proc)
     except Exception:
         stop(proc)
-        raise RuntimeError("plugin did not start:\n" + log.read_text()[-3000:])
+        raise RuntimeError("plugin did not start:\n" + log.read_text()[-3000:]) from None
     return proc

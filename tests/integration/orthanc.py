@@ -36,7 +36,7 @@ class Orthanc:
         }))
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Orthanc":
+    def __enter__(self) -> Orthanc:
         self.log = (self.folder / "orthanc.log").open("w")
         self.proc = subprocess.Popen([tool("Orthanc"), str(self.config)], stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.http_port, proc=self.proc)

@@ -21,7 +21,7 @@ def test_claim_complete(sessions):
         job = jobs.claim("w1", session=s)
         assert job.state == JobState.RUNNING.value and job.attempts == 1 and job.worker == "w1"
         assert jobs.claim("w2", session=s) is None  # nothing else queued
-        jobs.complete(job, session=s)
+        jobs.complete(job)
         s.commit()
         assert jobs.counts_by_state(session=s) == {"queued": 0, "running": 0, "done": 1, "failed": 0}
 
@@ -40,14 +40,14 @@ def test_retry_with_backoff_then_fail(sessions):
     with sessions() as s:
         _instance(s)
         job = jobs.claim("w", session=s)
-        assert jobs.fail(job, RuntimeError("db hiccup"), max_attempts=2, session=s) == JobState.QUEUED
+        assert jobs.fail(job, RuntimeError("db hiccup"), max_attempts=2) == JobState.QUEUED
         assert job.available_at > utcnow() and "db hiccup" in job.last_error
         s.commit()
         assert jobs.claim("w", session=s) is None  # not before its back-off
         job.available_at = utcnow() - timedelta(seconds=1)
         s.commit()
         job = jobs.claim("w", session=s)
-        assert jobs.fail(job, RuntimeError("again"), max_attempts=2, session=s) == JobState.FAILED
+        assert jobs.fail(job, RuntimeError("again"), max_attempts=2) == JobState.FAILED
 
 
 def test_permanent_errors_fail_at_once_and_running_jobs_recover(sessions):
@@ -55,7 +55,7 @@ def test_permanent_errors_fail_at_once_and_running_jobs_recover(sessions):
         _instance(s, 1)
         _instance(s, 2)
         job = jobs.claim("w", session=s)
-        assert jobs.fail(job, jobs.PermanentError("colour image"), max_attempts=5, session=s) == JobState.FAILED
+        assert jobs.fail(job, jobs.PermanentError("colour image"), max_attempts=5) == JobState.FAILED
         s.commit()
         jobs.claim("w", session=s)  # left running by a "crashed" worker
         assert jobs.recover_running(session=s) == 1

@@ -5,8 +5,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from arcade_pacs.admin.app import AdminState, create_app
-from arcade_pacs.worker import ModelHolder, Worker
-from tests.factory import real_frame
+from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.worker import Worker
+from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 
 ORIGINAL_KEYS = {"diagnosis", "confidence", "raw_score", "is_abnormal", "tta_details"}
@@ -79,3 +80,19 @@ def test_metrics_and_token_protected_retry(client):
 def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_jobs_list_says_why_a_job_failed(client, settings, sessions, tiny_classifier, rubo):
+    bad = xa_dataset([real_frame(rubo, 0)] * 2)
+    bad.PixelData = bad.PixelData[:1000]  # shorter than declared: undecodable
+    bad_id = ingest(bad, settings, sessions)
+    good_id = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
+    while worker.run_once():
+        pass
+    listed = {j["instance_id"]: j for j in client.get("/jobs").json()}
+    assert listed[bad_id]["state"] == "failed" and "pixel data" in listed[bad_id]["last_error"]
+    assert listed[good_id]["state"] == "done" and listed[good_id]["last_error"] is None
+    only_failed = client.get("/jobs", params={"state_filter": "failed"}).json()
+    assert [j["instance_id"] for j in only_failed] == [bad_id]
+    assert client.get("/jobs", params={"state_filter": "bogus"}).status_code == 422

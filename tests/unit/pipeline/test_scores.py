@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from arcade_pacs.pipeline.scores import Finding, frame_probabilities, instance_probability
+from arcade_pacs.findings import Finding
+from arcade_pacs.pipeline.scores import frame_probabilities, instance_probability
 
 
 def test_frame_probability_is_max_over_windows():

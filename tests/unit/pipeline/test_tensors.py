@@ -1,6 +1,13 @@
 import numpy as np
 
-from arcade_pacs.pipeline.tensors import GRID, MODEL_INPUT, frame_tensors, resize_frame, sample_windows, window_transforms
+from arcade_pacs.pipeline.tensors import (
+    GRID,
+    MODEL_INPUT,
+    frame_tensors,
+    resize_frame,
+    sample_windows,
+    window_transforms,
+)
 
 
 def test_grid_is_3x3_windows_of_256_at_stride_128():

@@ -1,10 +1,18 @@
+from pathlib import Path
+
 import pydicom
 from sqlalchemy import select
 
-from arcade_pacs.db.tables import Delivery, Report, Study
-from arcade_pacs.report.reporter import ready_studies, report_ready_studies
+from arcade_pacs.db.tables import Delivery, Instance, Report, Study, utcnow
+from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.report.reporter import (
+    REPORT_BACKOFF_CAP_S,
+    ready_studies,
+    report_backoff_s,
+    report_ready_studies,
+)
 from arcade_pacs.settings import Destination
-from arcade_pacs.worker import ModelHolder, Worker
+from arcade_pacs.worker import Worker
 from tests.factory import real_frame, xa_dataset
 from tests.helpers import run, tool
 from tests.ingest import ingest
@@ -65,3 +73,18 @@ def test_a_study_whose_jobs_all_failed_gets_no_sr(settings, sessions, tiny_class
     with sessions() as s:
         assert report_ready_studies(settings, session=s) == 0
         assert not s.scalars(select(Study)).one().needs_report
+
+
+def test_a_study_whose_sr_cannot_be_written_backs_off_and_remembers_why(settings, sessions, tiny_classifier, rubo):
+    instance_id = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        Path(s.get(Instance, instance_id).path).unlink()  # the header the SR needs is gone
+        assert report_ready_studies(settings, session=s) == 0
+        study = s.scalars(select(Study)).one()
+        assert study.needs_report and study.report_attempts == 1
+        assert study.report_error.startswith("FileNotFoundError")
+        assert study.report_due_at > utcnow()
+        assert ready_studies(0, session=s) == []  # backing off: not tried again every second
+        assert report_ready_studies(settings, session=s) == 0 and study.report_attempts == 1
+    assert report_backoff_s(1) < report_backoff_s(2) < report_backoff_s(3) <= report_backoff_s(50) == REPORT_BACKOFF_CAP_S

@@ -7,6 +7,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from arcade_pacs.findings import Finding, Region
 from arcade_pacs.report import codes
 from arcade_pacs.report.sr import InstanceResult, ModelIdentity, build_sr
 from tests.helpers import run, tool
@@ -18,12 +19,14 @@ def _results(dicom_dir):
     cine = pydicom.dcmread(dicom_dir / "xa_rubo0002_cine96_jpegbaseline.dcm", stop_before_pixels=True)
     single = pydicom.dcmread(dicom_dir / "xa1_wg04_rle.dcm", stop_before_pixels=True)
     single.StudyInstanceUID = cine.StudyInstanceUID  # one study, two runs
+    positive = Finding(probability=0.83, threshold=0.4, frame_numbers=[40, 55, 56, 80],
+                       frame_probabilities=[0.7, 0.91, 0.88, 0.7], tta_original=0.8, tta_flipped=0.86,
+                       regions=[Region(55, (128.0, 0.0, 384.0, 256.0), 0.91)])
+    negative = Finding(probability=0.12, threshold=0.4, frame_numbers=[1], frame_probabilities=[0.12],
+                       tta_original=0.1, tta_flipped=0.14)
     return [
-        InstanceResult(source=cine, probability=0.83, present=True, threshold=0.4, keyframes=[40, 55, 56, 80],
-                       regions=[{"frame_number": 55, "box": [128.0, 0.0, 384.0, 256.0], "probability": 0.91}],
-                       tta_original=0.8, tta_flipped=0.86, model=MODEL),
-        InstanceResult(source=single, probability=0.12, present=False, threshold=0.4, keyframes=[1],
-                       tta_original=0.1, tta_flipped=0.14, model=MODEL),
+        InstanceResult(source=cine, finding=positive, model=MODEL),
+        InstanceResult(source=single, finding=negative, model=MODEL),
     ]
 
 

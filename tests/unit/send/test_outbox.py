@@ -5,14 +5,15 @@ import subprocess
 import pytest
 from sqlalchemy import select
 
+from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Delivery, utcnow
-from arcade_pacs.receive.contexts import load_contexts
+from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.outbox import DeliveryState
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.settings import Destination
-from arcade_pacs.worker import ModelHolder, Worker
+from arcade_pacs.worker import Worker
 from tests.helpers import free_port, stop, tool, wait_for_port
 from tests.ingest import ingest
 

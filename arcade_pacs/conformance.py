@@ -1,6 +1,9 @@
-"""The presentation contexts the SCP declares, loaded from ``scp/presentation_contexts.toml``.
+"""The presentation contexts the plugin declares, as SCP (receive) and as SCU (send).
 
-That data file is the SCP's contract with the hospital network (see ``scp/CONFORMANCE.md``).
+They are loaded from ``arcade_pacs/presentation_contexts.toml``, package data shipped with the
+code, so an installed package and the container find it; that file is the SCP's contract with
+the hospital network, described for people in ``scp/CONFORMANCE.md`` (a test keeps the two in
+sync).
 A declared transfer syntax is negotiated only when an installed pixel-data decoder can decode
 it, so a context is never accepted and the data then refused (PS3.8 9.3.2.2 lets an SCP reject
 any transfer syntax it does not support).
@@ -12,8 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONTEXTS_FILE = PROJECT_ROOT / "scp" / "presentation_contexts.toml"
+CONTEXTS_FILE = Path(__file__).with_name("presentation_contexts.toml")
 
 
 @dataclass(frozen=True)

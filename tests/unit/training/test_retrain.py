@@ -6,10 +6,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from arcade_pacs.admin.app import AdminState, create_app
+from arcade_pacs.db.tables import RetrainRun
 from arcade_pacs.model.classifier import Classifier, ModelInfo
-from arcade_pacs.model.retrain import RetrainManager, model_files, should_promote
-from arcade_pacs.model.train import TrainConfig, train
-from arcade_pacs.worker import ModelHolder
+from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.training.retrain import RetrainManager, model_files, should_promote
+from arcade_pacs.training.train import TrainConfig, train
 from tests.conftest import SHIPPED_MODEL
 
 TINY_RUN = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "limit_train": 6, "limit_val": 2,
@@ -25,7 +26,7 @@ def _install(source: Path, folder: Path, version: str | None = None, val_auc: fl
     """Copy a model's files to ``folder`` as the serving model, optionally relabelled."""
     path = folder / "models" / "arcade_effb0.keras"
     path.parent.mkdir(parents=True)
-    for src, dst in zip(model_files(source), model_files(path)):
+    for src, dst in zip(model_files(source), model_files(path), strict=True):
         if src.is_file():
             shutil.copyfile(src, dst)
     info = ModelInfo.read(path)
@@ -82,9 +83,8 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     with c:
         assert c.post("/retrain", json=TINY_RUN).status_code == 401  # token required
         auth = {"Authorization": "Bearer t"}
-        r = c.post("/retrain", json=TINY_RUN | {"data_dir": str(arcade_dir)}, headers=auth)
+        r = c.post("/retrain", json=TINY_RUN, headers=auth)
         assert r.status_code == 202
-        assert c.post("/retrain", json=TINY_RUN, headers=auth).status_code in (409, 202)  # one at a time
         body = _wait(c, r.json()["id"])
         status = c.get("/status").json()
     assert body["state"] == "promoted", body
@@ -95,11 +95,31 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     assert status["model"]["version"] == body["candidate_version"]
 
 
-def test_a_missing_dataset_fails_clearly_and_leaves_the_serving_model(client, serving, tmp_path):
-    c, holder = client
+def test_one_retraining_at_a_time_even_across_processes(client, sessions):
+    """A run queued or running (here: by another process, seen only as its row) refuses a second."""
+    c, _ = client
+    auth = {"Authorization": "Bearer t"}
+    with sessions() as s:
+        s.add(RetrainRun(state="running", params={}))
+        s.commit()
+    r = c.post("/retrain", json=TINY_RUN, headers=auth)
+    assert r.status_code == 409 and "already running" in r.json()["detail"]
+    with sessions() as s:
+        assert s.query(RetrainRun).count() == 1  # nothing was queued
+
+
+def test_the_request_cannot_choose_the_training_data(client):
+    c, _ = client
+    r = c.post("/retrain", json=TINY_RUN | {"data_dir": "/"}, headers={"Authorization": "Bearer t"})
+    assert r.status_code == 422
+
+
+def test_a_missing_dataset_fails_clearly_and_leaves_the_serving_model(settings, sessions, serving, tmp_path):
+    c, holder = _client(settings, sessions, serving, tmp_path / "nowhere")
     before = serving.read_bytes()
-    r = c.post("/retrain", json=TINY_RUN | {"data_dir": str(tmp_path / "nowhere")}, headers={"Authorization": "Bearer t"})
-    body = _wait(c, r.json()["id"])
+    with c:
+        r = c.post("/retrain", json=TINY_RUN, headers={"Authorization": "Bearer t"})
+        body = _wait(c, r.json()["id"])
     assert body["state"] == "failed" and "missing images folder" in body["error"]
     assert serving.read_bytes() == before and holder.get().info.version == "tiny-1"
 

@@ -2,7 +2,7 @@
 
 On every 512x512 image of a split, the 3x3 grid of 256x256 windows at stride 128 is scored by
 the product's own path (:func:`arcade_pacs.pipeline.tensors.frame_tensors` and TTA). Windows
-are labelled by :func:`arcade_pacs.model.data.window_labels`. The threshold is the one stored
+are labelled by :func:`arcade_pacs.training.data.window_labels`. The threshold is the one stored
 with the model (chosen on ``val``), never re-chosen on the evaluated split.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs import figures
-from arcade_pacs.model.data import Split, window_labels
-from arcade_pacs.model.metrics import roc_auc, roc_curve
 from arcade_pacs.pipeline.scores import frame_probabilities
 from arcade_pacs.pipeline.tensors import GRID, frame_tensors
 from arcade_pacs.pipeline.tta import tta_scores
+from arcade_pacs.training.data import Split, window_labels
+from arcade_pacs.training.metrics import roc_auc, roc_curve
 
 GRID_ARRAY = np.array([[w.x0, w.y0, w.size] for w in GRID])
 

@@ -3,15 +3,21 @@ import json
 import numpy as np
 import pytest
 
-from arcade_pacs.model import train as train_module
 from arcade_pacs.model.classifier import Classifier
-from arcade_pacs.model.data import DatasetError, load_split, window_labels
-from arcade_pacs.model.train import OneCycle, TrainConfig, WindowSampler, train
-from arcade_pacs.pipeline import tensors
+from arcade_pacs.pipeline.tensors import GRID, frame_tensors, window_transforms
+from arcade_pacs.training.data import DatasetError, load_split, window_labels
+from arcade_pacs.training.train import OneCycle, TrainConfig, WindowSampler, train, training_windows
 
 
-def test_training_cuts_windows_with_the_inference_function():
-    assert train_module.sample_windows is tensors.sample_windows
+def test_training_cuts_the_same_windows_as_inference(arcade_dir):
+    """Un-augmented training windows of an image equal what the serving pipeline feeds the model."""
+    split = load_split(arcade_dir, "val", limit=2)
+    images = split.images[..., None]  # uint8, as training holds them
+    cut = training_windows(images, np.ones(len(GRID), np.int32), window_transforms(GRID), 224).numpy()
+    served = frame_tensors(split.images[1].astype(np.float32) / 255.0)
+    assert cut.shape == served.shape == (9, 224, 224, 3)
+    np.testing.assert_allclose(cut, served, atol=1e-6)
+    assert np.ptp(served) > 0.3  # a real angiogram, not a blank that would match anything
 
 
 def test_sampler_is_balanced_correctly_labelled_and_seeded(arcade_dir):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from arcade_pacs.model.evaluate import GRID_ARRAY, SplitScores, metrics
-from arcade_pacs.model.metrics import roc_auc, roc_curve, threshold_for_fpr
+from arcade_pacs.training.evaluate import GRID_ARRAY, SplitScores, metrics
+from arcade_pacs.training.metrics import roc_auc, roc_curve, threshold_for_fpr
 
 
 def test_auc_hand_checked():
@@ -28,7 +28,7 @@ def test_threshold_for_fpr_allows_the_target_fraction():
 def test_protocol_metrics_on_a_hand_checked_case():
     # Image 0: one lesion at (60, 60) (window 0 positive); image 1: one lesion at (300, 300).
     boxes = [np.array([[40.0, 40.0, 80.0, 80.0]]), np.array([[290.0, 290.0, 310.0, 310.0]])]
-    from arcade_pacs.model.data import window_labels
+    from arcade_pacs.training.data import window_labels
 
     labels = np.stack([window_labels(GRID_ARRAY, b) for b in boxes])
     scores = np.full((2, 9), 0.1)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from arcade_pacs.model.data import DatasetError, load_split, window_labels
+from arcade_pacs.training.data import DatasetError, load_split, window_labels
 
 W = np.array([[0.0, 0.0, 256.0]])
 

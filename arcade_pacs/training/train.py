@@ -2,7 +2,7 @@
 
 Why it is built this way
 ------------------------
-- Labels come from regions (:func:`arcade_pacs.model.data.window_labels`): ARCADE has no
+- Labels come from regions (:func:`arcade_pacs.training.data.window_labels`): ARCADE has no
   negative images, but plenty of windows that touch no stenosis.
 - Each batch holds as many positive as negative windows, of random size (about the product's
   256 px), position, small rotation and flips, cut by the product's own
@@ -27,18 +27,18 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from arcade_pacs import figures
 from arcade_pacs.model.classifier import MODEL_NAME, ModelInfo, configure_tensorflow
-from arcade_pacs.model.data import DatasetError, Split, load_split, window_labels
-from arcade_pacs.model.evaluate import metrics, score_split, window_auc
-from arcade_pacs.model.metrics import threshold_for_fpr
 from arcade_pacs.pipeline.keyframes import vessel_map
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, sample_windows, window_transforms
+from arcade_pacs.training.data import DatasetError, Split, load_split, window_labels
+from arcade_pacs.training.evaluate import metrics, score_split, window_auc
+from arcade_pacs.training.metrics import threshold_for_fpr
 
 
 @dataclass
@@ -140,7 +140,7 @@ class WindowSampler:
             m = 4 * (n - len(images))
             idx = rng.choice(self.with_boxes, m)
             sizes = self._sizes(rng, m, out_size)
-            for i, s in zip(idx, sizes):
+            for i, s in zip(idx, sizes, strict=True):
                 boxes = self.split.boxes[i]
                 x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
                 cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -202,6 +202,14 @@ class WindowSampler:
         }
 
 
+def training_windows(images, idx, transforms, out_size: int):
+    """The windows of one training batch: images ``idx`` of ``images`` (uint8 ``(N, 512, 512, 1)``)
+    cut by ``transforms``, through the product's own :func:`sample_windows` (what inference uses)."""
+    import tensorflow as tf
+
+    return sample_windows(tf.gather(images, idx), transforms, out_size)
+
+
 def photometric(x, contrast, brightness, gamma, noise, noise_seed):
     """Per-sample contrast, brightness, gamma and Gaussian noise on [0, 1] tensors (training only)."""
     import tensorflow as tf
@@ -245,7 +253,7 @@ def device_uid_for(weights_sha256: str) -> str:
 
 def _save_serving_model(train_model, path: Path) -> None:
     """Rebuild at 224x224 (the declared serving input), copy the weights, save atomically."""
-    from arcade_pacs.model.network import build_classifier
+    from arcade_pacs.training.network import build_classifier
 
     serving = build_classifier(MODEL_INPUT)
     serving.set_weights(train_model.get_weights())
@@ -291,7 +299,7 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
     import keras
     import tensorflow as tf
 
-    from arcade_pacs.model.network import build_classifier
+    from arcade_pacs.training.network import build_classifier
 
     started = time.time()
     train_split = load_split(cfg.data_dir, "train", cfg.limit_train)
@@ -316,14 +324,13 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
 
     @tf.function(reduce_retracing=True)
     def train_step(idx, transforms, contrast, brightness, gamma, noise, noise_seed, labels, out_size):
-        frames = tf.gather(images, idx)
-        x = sample_windows(frames, transforms, out_size)
+        x = training_windows(images, idx, transforms, out_size)
         x = photometric(x, contrast, brightness, gamma, noise, noise_seed)
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
             loss = loss_fn(labels[:, None], pred)
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     predict_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -410,14 +417,14 @@ def _progress(cfg, epoch, step, losses, started, step_times, val_auc, history) -
 
 def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[dict], started: float) -> ModelInfo:
     """Choose the threshold on ``val`` with TTA, write model + sidecar + curves to ``cfg.out``."""
-    from arcade_pacs.model.classifier import Classifier
-
     import keras
+
+    from arcade_pacs.model.classifier import Classifier
 
     out = Path(cfg.out)
     model = keras.models.load_model(best_path, compile=False)
     sha = weights_sha256(model)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     info = ModelInfo(
         name=MODEL_NAME,
         version=f"effb0-{now:%Y%m%d.%H%M}-s{cfg.seed}-{sha[:8]}",

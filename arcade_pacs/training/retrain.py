@@ -1,7 +1,7 @@
 """Retraining as a feature: train a candidate, promote it only if it is at least as good.
 
 ``arcade-pacs train --promote`` and ``POST /retrain`` run the same :func:`retrain`: the
-candidate gets its own version and Device UID (from :func:`arcade_pacs.model.train.train`),
+candidate gets its own version and Device UID (from :func:`arcade_pacs.training.train.train`),
 is written under ``models/candidates/``, and replaces the serving model only when its
 validation window AUC (TTA, the fixed protocol) is at least the serving model's, both measured
 on the same validation images: the AUC stored with the serving model may come from another
@@ -21,7 +21,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import select
@@ -29,14 +29,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs.db.tables import RetrainRun, utcnow
 from arcade_pacs.model.classifier import Classifier, ModelInfo
-from arcade_pacs.model.data import DatasetError, load_split, split_paths
-from arcade_pacs.model.evaluate import score_split, window_auc
-from arcade_pacs.model.train import Progress, TrainConfig, train
+from arcade_pacs.training.data import check_layout, load_split
+from arcade_pacs.training.evaluate import score_split, window_auc
+from arcade_pacs.training.train import Progress, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
 
-class RetrainState(str, Enum):
+class RetrainBusy(RuntimeError):
+    """A retraining is already queued or running (in this process or, by its row, in another)."""
+
+
+class RetrainState(StrEnum):
     """Every state of a retraining run."""
 
     QUEUED = "queued"
@@ -44,6 +48,9 @@ class RetrainState(str, Enum):
     PROMOTED = "promoted"
     REJECTED = "rejected"
     FAILED = "failed"
+
+
+ACTIVE_STATES = (RetrainState.QUEUED.value, RetrainState.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def serving_val_auc(serving: Path, cfg: TrainConfig) -> float | None:
     """The serving model's val window AUC, measured now on the images the candidate was judged on.
 
     Same split, same ``limit_val``, same TTA protocol as the candidate's own figure
-    (:func:`arcade_pacs.model.train.finalize`), so the comparison is like for like. ``None``
+    (:func:`arcade_pacs.training.train.finalize`), so the comparison is like for like. ``None``
     when there is no serving model or the split has only one class of windows.
     """
     if not Path(serving).is_file():
@@ -81,16 +88,6 @@ def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bo
     return candidate_auc is not None and (serving_auc is None or candidate_auc >= serving_auc)
 
 
-def check_dataset(data_dir: Path) -> None:
-    """Fail early, naming what is missing, before any time is spent training."""
-    for split in ("train", "val"):
-        images, annotations = split_paths(data_dir, split)
-        if not images.is_dir():
-            raise DatasetError(f"missing images folder: {images}")
-        if not annotations.is_file():
-            raise DatasetError(f"missing annotation file: {annotations}")
-
-
 def model_files(path: Path) -> list[Path]:
     """The files that make up a model: weights, metadata sidecar, training curves."""
     path = Path(path)
@@ -99,7 +96,7 @@ def model_files(path: Path) -> list[Path]:
 
 def promote(candidate: Path, serving: Path) -> None:
     """Copy the candidate's files over the serving ones, each atomically (copy, then rename)."""
-    for src, dst in zip(model_files(candidate), model_files(serving)):
+    for src, dst in zip(model_files(candidate), model_files(serving), strict=True):
         if src.is_file():
             tmp = dst.with_name(dst.name + ".promote.tmp")
             shutil.copyfile(src, tmp)
@@ -117,7 +114,7 @@ def retrain(
     The serving model is untouched unless the candidate wins; ``on_promote`` receives the
     loaded new classifier (the running service swaps it in).
     """
-    check_dataset(cfg.data_dir)
+    check_layout(cfg.data_dir)
     info = train(cfg, progress=progress)
     current = serving_val_auc(serving, cfg)
     candidate = val_auc(info)
@@ -148,11 +145,13 @@ class RetrainManager:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, params: dict) -> int:
-        """Queue a run with ``params`` (TrainConfig fields); raises RuntimeError if one is running."""
+        """Queue a run with ``params`` (TrainConfig fields, data excluded: they come from the
+        configuration); raises :class:`RetrainBusy` while another run is queued or running."""
         with self._lock:
-            if self.busy():
-                raise RuntimeError("a retraining is already running")
             with self.sessions() as s:
+                active = s.scalar(select(RetrainRun.id).where(RetrainRun.state.in_(ACTIVE_STATES)).limit(1))
+                if self.busy() or active is not None:
+                    raise RetrainBusy("a retraining is already running")
                 run = RetrainRun(state=RetrainState.QUEUED.value, params=params)
                 s.add(run)
                 s.commit()
@@ -169,13 +168,12 @@ class RetrainManager:
             s.commit()
 
     def _run(self, run_id: int, params: dict) -> None:
-        data_dir = Path(params.get("data_dir") or self.data_dir)
         out = self.serving.parent / "candidates" / f"run{run_id}" / self.serving.name
         fields = {k: v for k, v in params.items() if k in TrainConfig.__dataclass_fields__ and k not in ("data_dir", "out")}
         serving = ModelInfo.read(self.serving).version if ModelInfo.sidecar(self.serving).is_file() else None
         self._update(run_id, state=RetrainState.RUNNING.value, candidate_path=str(out), serving_version=serving)
         try:
-            cfg = TrainConfig(data_dir=data_dir, out=out, **fields)
+            cfg = TrainConfig(data_dir=self.data_dir, out=out, **fields)
             outcome = retrain(
                 cfg, self.serving, on_promote=self.on_promote,
                 progress=lambda p: self._update(run_id, progress={
@@ -210,8 +208,7 @@ class RetrainManager:
     def recover(self) -> None:
         """Runs left queued/running by a stopped process are marked failed (a restart does not resume them)."""
         with self.sessions() as s:
-            for run in s.scalars(select(RetrainRun).where(
-                    RetrainRun.state.in_([RetrainState.QUEUED.value, RetrainState.RUNNING.value]))):
+            for run in s.scalars(select(RetrainRun).where(RetrainRun.state.in_(ACTIVE_STATES))):
                 run.state = RetrainState.FAILED.value
                 run.error = "interrupted: the service stopped during training"
                 run.finished_at = utcnow()

@@ -53,6 +53,22 @@ def split_paths(data_dir: Path, split: str) -> tuple[Path, Path]:
     return root / "images", root / "annotations" / f"{split}.json"
 
 
+def check_layout(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """Fail early, naming what is missing, before any time is spent loading or training.
+
+    Raises
+    ------
+    DatasetError
+        When a split's images folder or annotation file is missing.
+    """
+    for split in splits:
+        images, annotations = split_paths(data_dir, split)
+        if not images.is_dir():
+            raise DatasetError(f"missing images folder: {images}")
+        if not annotations.is_file():
+            raise DatasetError(f"missing annotation file: {annotations}")
+
+
 def load_split(data_dir: Path, split: str, limit: int | None = None) -> Split:
     """Load the images and stenosis boxes of one split.
 
@@ -63,11 +79,8 @@ def load_split(data_dir: Path, split: str, limit: int | None = None) -> Split:
     """
     from PIL import Image
 
+    check_layout(data_dir, (split,))
     images_dir, ann_path = split_paths(data_dir, split)
-    if not images_dir.is_dir():
-        raise DatasetError(f"missing images folder: {images_dir}")
-    if not ann_path.is_file():
-        raise DatasetError(f"missing annotation file: {ann_path}")
     try:
         coco = json.loads(ann_path.read_text())
         entries = sorted(coco["images"], key=lambda e: e["id"])

@@ -1,4 +1,4 @@
-from arcade_pacs.model.card import render, evaluation_path, verdict
+from arcade_pacs.training.card import evaluation_path, render, verdict
 from tests.conftest import SHIPPED_MODEL
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.classifier import ModelInfo
-from arcade_pacs.model.train import checkpoint_eligible
+from arcade_pacs.training.train import checkpoint_eligible
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 TARGETS = {"window_auc": (">=", 0.90), "image_sensitivity": (">=", 0.90), "negative_window_fpr": ("<=", 0.15)}

@@ -1,0 +1,1 @@
+"""Training, evaluation, retraining and the model card: never imported by serving code."""
