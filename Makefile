@@ -1,5 +1,6 @@
-# ARCADE PACS: `make run` starts the plugin, `make test` runs the whole suite.
-# Both install what they need first (`make install`, idempotent).
+# ARCADE PACS: `make run` starts the plugin, `make test` runs the whole suite (what CI runs),
+# `make test-fast` the unit tests that start no peer and train nothing (the edit-test loop).
+# All install what they need first (`make install`, idempotent).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests start as real DICOM peers: command -> package.
 DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc
 
-.PHONY: install system-deps run test test-fast clean
+.PHONY: install system-deps run lint test test-fast clean
 
 install: $(STAMP)
 
@@ -36,8 +37,16 @@ system-deps:
 run: install
 	$(BIN)/arcade-pacs serve
 
-test: install system-deps
+# The checked rules: import layers (pyproject's [tool.importlinter]) and lint (ruff).
+lint: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check arcade_pacs tests
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -q
+
+test-fast: install lint
+	$(BIN)/python -m pytest -q -m "not network and not slow" tests/unit
 
 clean:
 	rm -rf var .pytest_cache

@@ -4,9 +4,12 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from pynetdicom import AE
 
 from arcade_pacs.conformance import CONTEXTS_FILE, load_contexts
+
+pytestmark = [pytest.mark.network]
 
 STATEMENT = Path(__file__).resolve().parents[2] / "scp" / "CONFORMANCE.md"
 UID = re.compile(r"`(1\.2\.840\.10008\.[0-9.]+)`")

@@ -26,6 +26,8 @@ from tests.dicom.test_scp import PROPOSE, SAMPLES, storescu
 from tests.factory import real_frame, xa_dataset
 from tests.helpers import run, tool
 
+pytestmark = [pytest.mark.network]
+
 
 def send(port, ds):
     ae = AE(ae_title="MODALITY")

@@ -10,6 +10,8 @@ from arcade_pacs.jobs import JobState
 from tests.factory import real_frame, xa_dataset
 from tests.helpers import run, tool
 
+pytestmark = [pytest.mark.network]
+
 SAMPLES = {
     "xa_rubo0002_cine96_jpegbaseline.dcm": "1.2.840.10008.1.2.4.50",
     "xa1_wg04_jpeglossless_sv1.dcm": "1.2.840.10008.1.2.4.70",

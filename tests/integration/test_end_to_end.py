@@ -8,10 +8,13 @@ import json
 import urllib.request
 
 import pydicom
+import pytest
 
 from tests.conftest import SHIPPED_MODEL
 from tests.helpers import free_port, run, stop, tool, wait_until
 from tests.integration.conftest import plugin_config, start_plugin
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
 def test_cine_in_sr_out(tmp_path, storescp, rubo):

@@ -3,11 +3,14 @@
 import io
 
 import pydicom
+import pytest
 
 from tests.conftest import SHIPPED_MODEL
 from tests.helpers import free_port, run, stop, tool, wait_until
 from tests.integration.conftest import plugin_config, start_plugin
 from tests.integration.orthanc import Orthanc
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 FILES = {  # file -> storescu option proposing its transfer syntax

@@ -4,6 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = [pytest.mark.slow]
+
 
 def cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "arcade_pacs.cli", *map(str, args)],

@@ -17,6 +17,8 @@ from arcade_pacs.worker import Worker
 from tests.helpers import free_port, stop, tool, wait_for_port
 from tests.ingest import ingest
 
+pytestmark = [pytest.mark.network]
+
 
 @pytest.fixture
 def pacs(tmp_path):

@@ -13,6 +13,8 @@ from arcade_pacs.training.retrain import RetrainManager, model_files, should_pro
 from arcade_pacs.training.train import TrainConfig, train
 from tests.conftest import SHIPPED_MODEL
 
+pytestmark = [pytest.mark.slow]
+
 TINY_RUN = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "limit_train": 6, "limit_val": 2,
             "low_res_fraction": 0.0}
 

@@ -45,6 +45,7 @@ def test_one_cycle_schedule():
     assert s(99) == pytest.approx(1e-5, rel=0.05)
 
 
+@pytest.mark.slow
 def test_short_training_run_writes_a_loadable_candidate(arcade_dir, tmp_path):
     out = tmp_path / "cand" / "m.keras"
     lines = []
@@ -73,6 +74,7 @@ def test_training_on_a_missing_dataset_fails_clearly_and_writes_nothing(tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_given_the_seed(arcade_dir, tmp_path):
     shas = []
     for run in ("a", "b"):
