@@ -138,6 +138,10 @@ def cmd_evaluate(args) -> int:
     }
     if args.roc:
         plot_roc(scores, classifier.info.threshold, f"ARCADE {args.split}: {classifier.info.version}", Path(args.roc))
+    if args.failures:
+        from arcade_pacs.training.failures import write_failures
+
+        result["failures"] = write_failures(split, scores, classifier.info.threshold, Path(args.failures))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
@@ -240,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roc", help="write the ROC curve PNG here")
     p.add_argument("--limit", type=int, help="first N images only (smoke tests)")
     p.add_argument("--out", help="also write the JSON result to this file (the model card reads it)")
+    p.add_argument("--failures", metavar="DIR",
+                   help="draw the worst missed stenoses and false alarms (PNG contact sheets) into DIR")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 

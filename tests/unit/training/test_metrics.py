@@ -42,3 +42,24 @@ def test_protocol_metrics_on_a_hand_checked_case():
     assert m["negative_window_fpr"] == pytest.approx(1 / n_neg)
     assert m["n_positive_windows"] == int((labels == 1).sum())
     assert m["n_images"] == 2 and m["n_lesions"] == 2
+
+
+def test_failure_pictures_pick_the_worst_misses_and_false_alarms(arcade_dir, tmp_path):
+    from PIL import Image
+
+    from arcade_pacs.training.data import load_split, window_labels
+    from arcade_pacs.training.failures import worst_false_alarms, worst_misses, write_failures
+
+    split = load_split(arcade_dir, "val", limit=6)
+    labels = np.stack([window_labels(GRID_ARRAY, b) for b in split.boxes])
+    rng = np.random.default_rng(0)
+    scores = SplitScores(rng.random(labels.shape), labels, split.boxes)
+    misses, alarms = worst_misses(scores, 0.5), worst_false_alarms(scores, 0.5)
+    assert misses and all(m.score < 0.5 and scores.labels[m.index, m.window] == 1 for m in misses)
+    assert [m.score for m in misses] == sorted(m.score for m in misses)
+    assert alarms and all(a.score >= 0.5 and scores.labels[a.index, a.window] == 0 for a in alarms)
+    assert alarms[0].score == scores.window_scores[labels == 0].max()
+    drawn = write_failures(split, scores, 0.5, tmp_path)
+    for kind in ("false_negatives", "false_positives"):
+        picture = Image.open(tmp_path / drawn[kind]["picture"])
+        assert np.asarray(picture.convert("L")).std() > 10  # real images drawn, not an empty canvas
