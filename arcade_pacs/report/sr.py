@@ -215,7 +215,14 @@ def _region_group(result: InstanceResult, region: Region, label: str, algorithm)
         qualitative_evaluations=[_finding(True)],
     )
     coordinates = _inferred_from(result.source, region.frame_number, outline)
-    return _with_inferred_from(group, _probability(region.probability, [coordinates]))
+    group = _with_inferred_from(group, _probability(region.probability, [coordinates]))
+    group[0].ContentSequence.append(_comment(region_comment(region)))
+    return group
+
+
+def region_comment(region: Region) -> str:
+    """The region's result in words: what a viewer shows as the measurement's label."""
+    return f"stenosis probability {region.probability:.2f} (research use)"
 
 
 def _run_group(result: InstanceResult, label: str, algorithm) -> hd.sr.MeasurementsAndQualitativeEvaluations:

@@ -25,8 +25,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.helpers import tool
-
 OHIF_VERSION = "3.13.2"
 """The OHIF release under test: ``@ohif/app`` on npm ships its prebuilt viewer in ``dist/``."""
 
@@ -233,5 +231,3 @@ def chromium() -> str:
         raise RuntimeError("chromium is not installed: run `make test` (Debian package chromium)")
     return CHROMIUM
 
-
-__all__ = ["OHIF_VERSION", "OhifServer", "app_config", "chromium", "ohif_bundle", "tool"]

@@ -7,6 +7,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+from tests.helpers import free_port, stop, tool, wait_for_port
+
 DICOMWEB_PLUGIN_PATHS = (
     "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",  # Debian's orthanc-dicomweb (symlink)
     "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7",
@@ -23,7 +25,6 @@ def dicomweb_plugin() -> str:
         return str(found[0])
     raise RuntimeError("Orthanc's DICOMweb plugin is not installed: run `make test` (Debian package orthanc-dicomweb)")
 
-from tests.helpers import free_port, stop, tool, wait_for_port
 
 
 class Orthanc:
