@@ -258,7 +258,8 @@ def _failed_group(failed: FailedRun, label: str, model: ModelIdentity) -> hd.sr.
         finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
         qualitative_evaluations=[_finding(codes.NOT_EVALUATED)],
     )
-    group[0].ContentSequence.append(_comment(f"{NOT_ANALYSED}: {failed.reason}"[:MAX_REASON_CHARS]))
+    reason = " ".join(failed.reason.split())  # one line: a label, not a log
+    group[0].ContentSequence.append(_comment(f"{NOT_ANALYSED}: {reason}"[:MAX_REASON_CHARS]))
     return group
 
 

@@ -231,3 +231,119 @@ def chromium() -> str:
         raise RuntimeError("chromium is not installed: run `make test` (Debian package chromium)")
     return CHROMIUM
 
+
+
+SR_STATE_JS = """() => {
+  const s = window.services;
+  const sr = s.displaySetService.getActiveDisplaySets().find(d => d.Modality === 'SR');
+  return {
+    sr: sr ? {loaded: sr.isLoaded === true, hydrated: sr.isHydrated === true,
+              measurements: (sr.measurements || []).map(m => ({
+                tracking: m.TrackingIdentifier, loaded: m.loaded === true,
+                sop: m.ReferencedSOPInstanceUID || null, frame: m.frameNumber || null,
+                labels: (m.labels || []).map(l => [String(l.label), String(l.value)])}))} : null,
+    tracked: s.measurementService.getMeasurements().map(m => ({
+      label: m.label || null, tool: m.toolName, frame: m.frameNumber || null,
+      sop: m.SOPInstanceUID || null})),
+  };
+}"""
+"""OHIF's own view of the SR: the SR display set's measurements (what it draws) and the
+measurement service's (what "track measurements" imported). ``window.services`` is OHIF's
+services manager, which the app exposes on ``window``."""
+
+BROKEN_PAGE_MARKERS = ("Error Boundary", "Something went wrong")
+"""What OHIF logs when a React error boundary caught an exception (the page shows an error)."""
+
+
+class Viewer:
+    """One Chromium page on OHIF, collecting every page error and console error it shows."""
+
+    def __init__(self, page, base_url: str):
+        self.page = page
+        self.base_url = base_url
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        text = message.text
+        if message.type == "error" or any(marker in text for marker in BROKEN_PAGE_MARKERS):
+            self.errors.append(f"console {message.type}: {text[:500]}")
+
+    def open_study(self, study_uid: str, n_display_sets: int, timeout_ms: int = 120_000) -> None:
+        """Open the viewer on a study and wait until OHIF has all its display sets (SR included)."""
+        self.page.goto(f"{self.base_url}/viewer?StudyInstanceUIDs={study_uid}")
+        self.page.wait_for_function(
+            "n => window.services && window.services.displaySetService.getActiveDisplaySets().length >= n",
+            arg=n_display_sets, timeout=timeout_ms,
+        )
+        self.page.locator('[data-cy="viewport-pane"] canvas').first.wait_for(timeout=timeout_ms)
+        skip = self.page.get_by_text("Skip all")  # the first-visit tour, if it shows
+        try:
+            skip.click(timeout=5_000)
+        except Exception:  # noqa: BLE001 - no tour on this page
+            pass
+
+    def open_sr(self, description: str, timeout_ms: int = 60_000) -> dict:
+        """Double-click the SR in the study browser, as a user opens it; wait until it is drawn."""
+        self.page.get_by_text(description).first.dblclick()
+        self.page.wait_for_function(
+            "() => { const sr = window.services.displaySetService.getActiveDisplaySets()"
+            ".find(d => d.Modality === 'SR'); return sr && sr.isLoaded === true; }",
+            timeout=timeout_ms,
+        )
+        try:
+            self.page.get_by_text("continue tracking measurements").first.wait_for(timeout=timeout_ms)
+        except Exception as exc:  # say what the page shows instead of a bare timeout
+            spread = pixel_spread(self.viewport_png())
+            raise AssertionError(
+                f"OHIF did not offer to track the SR's measurements ({type(exc).__name__}); "
+                f"viewport spread {spread:.0f}; errors:\n" + "\n".join(self.errors)
+            ) from None
+        return self.state()
+
+    def state(self) -> dict:
+        return self.page.evaluate(SR_STATE_JS)
+
+    def track(self, n_expected: int, timeout_ms: int = 60_000) -> dict:
+        """Answer "Yes" to "continue tracking measurements?"; wait for the measurement service."""
+        self.page.locator('[data-cy="yes-hydrate-btn"]').click()
+        self.page.wait_for_function(
+            "n => window.services.measurementService.getMeasurements().length >= n",
+            arg=n_expected, timeout=timeout_ms,
+        )
+        return self.state()
+
+    def panel_rows(self, n_expected: int, timeout_ms: int = 30_000) -> list[str]:
+        """Open the measurement panel; the text of each measurement (title, then details: S: series F: frame)."""
+        rows = self.page.locator('[data-cy^="measurement-table-row-"]')
+        if rows.count() < n_expected:
+            self.page.locator('[data-cy="trackedMeasurements-btn"]').click()
+        self.page.wait_for_function(
+            "n => document.querySelectorAll('[data-cy^=\"measurement-table-row-\"]').length >= n",
+            arg=n_expected, timeout=timeout_ms,
+        )
+        return [" ".join(rows.nth(i).inner_text().split()) for i in range(rows.count())]
+
+    def go_to_row(self, index: int) -> None:
+        """Click a measurement in the panel: OHIF shows its image and frame."""
+        self.page.locator('[data-cy="data-row"]').nth(index).click()
+
+    def viewport_png(self, path: Path | None = None) -> bytes:
+        return self.page.locator('[data-cy="viewport-pane"]').first.screenshot(path=path)
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=path)
+
+
+def pixel_spread(png: bytes) -> float:
+    """How much a picture varies: the 1st to 99th percentile range of its grey levels (0 = blank)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
+    low, high = np.percentile(grey, [1, 99])
+    return float(high - low)

@@ -98,7 +98,7 @@ def test_a_study_whose_only_run_failed_gets_an_sr_that_says_why(settings, sessio
     (group,) = sr.content.get_planar_roi_measurement_groups()
     assert group.get_qualitative_evaluations()[0].value == codes.NOT_EVALUATED
     (comment,) = hd.sr.utils.find_content_items(group[0], name=codes.COMMENT)
-    assert comment.TextValue == f"not analysed: {reason}"
+    assert comment.TextValue == f"not analysed: {' '.join(reason.split())}"
 
 
 def test_a_study_with_a_good_and_a_failed_run_reports_both(settings, sessions, tiny_classifier, rubo):
