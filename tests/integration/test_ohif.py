@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +161,7 @@ def _expected_regions(instance: Instance) -> list[Region]:
 def _check_sr_in_ohif(viewer: Viewer, env: Env, name: str, screenshots: Path | None) -> dict:
     runs = env.studies[name]
     viewer.open_study(env.study_uids[name], n_display_sets=len(runs) + 1)
+    assert viewer.page.evaluate("() => window.crossOriginIsolated"), "COOP/COEP headers missing"
     state = viewer.open_sr(SERIES_DESCRIPTION[:20])
     assert state["sr"]["loaded"], state
     spread = pixel_spread(viewer.viewport_png())
@@ -230,6 +233,22 @@ def test_a_study_with_a_run_that_could_not_be_analysed_opens_in_ohif(env, viewer
     if screenshots:
         viewer.screenshot(screenshots / "ohif_with_failed_run_tracked.png")
     assert not viewer.errors, "\n".join(viewer.errors)
+
+
+def test_one_origin_serves_the_app_and_orthanc_dicomweb_with_isolation_headers(env):
+    for path in ("/", "/viewer?StudyInstanceUIDs=1.2.3", "/app-config.js", f"/dicom-web/studies/{env.study_uids['cine']}/series"):
+        with urllib.request.urlopen(env.viewer_url + path, timeout=30) as answer:
+            assert answer.status == 200, path
+            assert answer.headers["Cross-Origin-Opener-Policy"] == "same-origin", path
+            assert answer.headers["Cross-Origin-Embedder-Policy"] == "require-corp", path
+            body = answer.read()
+        if path.startswith("/dicom-web"):
+            modalities = {s["00080060"]["Value"][0] for s in json.loads(body)}
+            assert modalities == {"XA", "SR"}
+        elif path == "/app-config.js":
+            assert f"qidoRoot: '{env.viewer_url}/dicom-web'".encode() in body
+        else:
+            assert b"<title>OHIF Viewer</title>" in body
 
 
 def test_the_stored_sr_is_in_the_source_study(env):
