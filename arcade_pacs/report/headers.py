@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 PATIENT_SEX_VALUES = ("M", "F", "O")
 """PS3.3 C.7.1.1: the only values of Patient's Sex (0010,0040); empty means unknown."""
 
-LONG_STRING_MAX = 64  # LO
 SHORT_STRING_MAX = 16  # SH
 
 
@@ -63,11 +62,13 @@ CHECKS: dict[str, Callable[[object], str | None]] = {
     "PatientBirthDate": _date,
     "StudyDate": _date,
     "StudyTime": _time,
-    "PatientID": _max_length(LONG_STRING_MAX),
     "AccessionNumber": _max_length(SHORT_STRING_MAX),
     "StudyID": _max_length(SHORT_STRING_MAX),
 }
-"""Attribute -> function returning its valid form, or ``None`` when it has none."""
+"""Attribute -> function returning its valid form, or ``None`` when it has none.
+
+Patient ID and Patient's Name are never changed: the SR must file under the same patient as its
+images, and an altered identity is worse than an odd one (highdicom accepts both as they are)."""
 
 REQUIRED_PRESENT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
                     "StudyID", "StudyDate", "StudyTime")

@@ -151,7 +151,8 @@ def _probability(value: float, inferred_from: list | None = None) -> hd.sr.Measu
 def _keyframe_coordinates(result: InstanceResult) -> list[hd.sr.CoordinatesForMeasurement]:
     """Whole-frame outlines of the keyframes a run's probability is the mean of, best first."""
     f = result.finding
-    best = top_frames(np.asarray(f.frame_probabilities), INSTANCE_TOP_K)
+    scores = np.array([-np.inf if p is None else p for p in f.frame_probabilities], dtype=np.float64)
+    best = top_frames(scores, INSTANCE_TOP_K)
     return [_inferred_from(result.source, f.frame_numbers[i], _whole_frame(result.source)) for i in best]
 
 

@@ -62,3 +62,24 @@ def test_pixel_data_is_not_copied(dicom_dir):
     full = pydicom.dcmread(dicom_dir / "rf_siemens_karstenhilbert_uncompressed.dcm")
     assert "PixelData" in full
     assert "PixelData" not in sanitize_header(full)
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("PatientBirthDate", "1995-10-25"),  # not a DA
+    ("StudyTime", "25:99"),
+    ("AccessionNumber", "A" * 17),  # SH holds 16
+    ("StudyID", "S" * 17),
+])
+def test_each_checked_attribute_is_emptied_when_invalid(rf_header, keyword, value):
+    rf_header.PatientSex = "M"
+    setattr(rf_header, keyword, value)
+    clean = sanitize_header(rf_header)
+    assert clean.get(keyword) == ""
+    assert getattr(_build(clean), keyword) == ""
+
+
+def test_the_patient_identity_is_never_changed(rf_header):
+    rf_header.PatientSex = "M"
+    rf_header.PatientID = "P" * 70  # over LO's 64: still the patient's identifier, kept as sent
+    clean = sanitize_header(rf_header)
+    assert clean.PatientID == rf_header.PatientID and clean.PatientName == rf_header.PatientName
