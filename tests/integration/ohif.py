@@ -76,7 +76,11 @@ def ohif_bundle(cache_dir: Path, version: str = OHIF_VERSION) -> Path:
         if not (unpacked / "package" / "dist" / "index.html").is_file():
             raise RuntimeError(f"@ohif/app@{version} has no prebuilt dist/index.html")
         dist.parent.mkdir(parents=True, exist_ok=True)
-        (unpacked / "package" / "dist").rename(dist)
+        try:
+            (unpacked / "package" / "dist").rename(dist)
+        except OSError:  # another run unpacked it meanwhile: use theirs
+            if not (dist / "index.html").is_file():
+                raise
     return dist
 
 
