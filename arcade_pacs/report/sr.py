@@ -186,8 +186,8 @@ def _with_inferred_from(group, measurement: hd.sr.Measurement):
     """Put ``measurement`` (a NUM with its INFERRED FROM SCOORD) in place of the group's NUM of the same name.
 
     highdicom's TID 1410 constructor accepts no referenced coordinates under a measurement (TID
-    1419 lists none); TID 1419 is an extensible template, PS3.3 C.17.3 lets a NUM be INFERRED
-    FROM a SCOORD in a Comprehensive 3D SR, and that is where viewers that import the region as
+    1419 lists none); TID 1419 is an extensible template, the Comprehensive 3D SR IOD (PS3.3
+    A.35.13) lets a NUM be INFERRED FROM a SCOORD, and that is where viewers that import the region as
     a measurement look for its geometry. The group is built by the template first, so everything
     else in it is exactly what the template makes.
     """
