@@ -7,8 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests start as real DICOM peers: command -> package.
-DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc
+# Debian packages the tests start as real peers: command (or file) -> package. The OHIF test
+# needs Orthanc's DICOMweb plugin, Debian's chromium (driven by Python playwright; never a
+# browser that playwright downloads) and npm (to pack the pinned @ohif/app once).
+DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc \
+                /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb chromium:chromium npm:npm
 
 .PHONY: install system-deps run lint test test-fast clean
 
@@ -26,7 +29,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -e $$cmd ] || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

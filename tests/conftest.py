@@ -15,6 +15,14 @@ from arcade_pacs.settings import Settings  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = PROJECT_ROOT / "models" / "arcade_effb0.keras"
+OHIF_CACHE = PROJECT_ROOT / "var" / "cache" / "ohif"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--ohif-cache", type=Path, default=OHIF_CACHE,
+                     help="where the OHIF test keeps the unpacked @ohif/app bundle (default var/cache/ohif)")
+    parser.addoption("--screenshots", type=Path, default=None,
+                     help="folder to save the OHIF test's screenshots in (e.g. docs/)")
 
 
 @pytest.fixture(scope="session")

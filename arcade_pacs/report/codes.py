@@ -33,6 +33,15 @@ UNIT_NO_UNITS = codes.UCUM.NoUnits  # ("1", UCUM)
 
 # Regions outline the window the model marked (TID 1410 region: an image region SCOORD).
 IMAGE_REGION = codes.DCM.ImageRegion  # (111030, DCM)
+# The spatial coordinates a Probability is INFERRED FROM (TID 300 -> TID 320 $Purpose).
+SOURCE_OF_MEASUREMENT = codes.DCM.SourceOfMeasurement  # (121112, DCM)
+
+# A run that could not be analysed: its stenosis evaluation is "Not Evaluated" and the reason
+# is a Comment; a study none of whose analysed runs is positive while some could not be
+# analysed is "Indeterminate", never "Absent".
+NOT_EVALUATED = codes.SCT.NotEvaluated  # (373121007, SCT)
+INDETERMINATE = codes.SCT.Indeterminate  # (82334004, SCT)
+COMMENT = codes.DCM.Comment  # (121106, DCM)
 
 # Contributing Equipment Sequence purpose (CID 7005).
 PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment  # (109102, DCM)
@@ -48,6 +57,10 @@ ALL = {
     "PROBABILITY": PROBABILITY,
     "UNIT_NO_UNITS": UNIT_NO_UNITS,
     "IMAGE_REGION": IMAGE_REGION,
+    "SOURCE_OF_MEASUREMENT": SOURCE_OF_MEASUREMENT,
+    "NOT_EVALUATED": NOT_EVALUATED,
+    "INDETERMINATE": INDETERMINATE,
+    "COMMENT": COMMENT,
     "PROCESSING_EQUIPMENT": PROCESSING_EQUIPMENT,
 }
 """Every code above by name (what the code-table test iterates)."""

@@ -2,7 +2,10 @@
 
 A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``,
 none of its jobs is still queued or running, and an earlier failed attempt to write its SR is
-not still backing off (``report_due_at``). The SR covers every instance with a result;
+not still backing off (``report_due_at``). The SR covers every instance with a result and
+every instance whose analysis ended ``failed`` (with the job's reason, so no run is left out
+silently); source headers pass :func:`~arcade_pacs.report.headers.sanitize_header` first, so an
+invalid patient attribute never holds a result back;
 a later SR of the same study keeps the series, takes the next instance number and names the
 earlier one in the Predecessor Documents Sequence, and pending deliveries of the earlier one
 are superseded, so there is never more than one live SR for a study's content.
@@ -23,7 +26,9 @@ from sqlalchemy.orm import Session
 from arcade_pacs import metrics
 from arcade_pacs.db.tables import Instance, Job, Report, Study, utcnow
 from arcade_pacs.jobs import JobState
-from arcade_pacs.report.sr import InstanceResult, ModelIdentity, build_sr
+from arcade_pacs.model.classifier import ModelInfo
+from arcade_pacs.report.headers import sanitize_header
+from arcade_pacs.report.sr import FailedRun, InstanceResult, ModelIdentity, build_sr
 from arcade_pacs.send import outbox
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import atomic_write, safe_uid
@@ -53,16 +58,47 @@ def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
     )
 
 
+def _header(instance: Instance):
+    """The stored instance's header, made fit for the SR (:func:`sanitize_header`)."""
+    return sanitize_header(pydicom.dcmread(instance.path, stop_before_pixels=True))
+
+
 def _instance_results(study: Study) -> list[InstanceResult]:
     results = []
     for instance in sorted(study.instances, key=lambda i: i.id):
         r = instance.result
         if r is None:
             continue
-        header = pydicom.dcmread(instance.path, stop_before_pixels=True)
         model = ModelIdentity(r.model_name, r.model_version, r.device_uid)
-        results.append(InstanceResult(source=header, finding=r.finding, model=model))
+        results.append(InstanceResult(source=_header(instance), finding=r.finding, model=model))
     return results
+
+
+def _failed_runs(study: Study) -> list[FailedRun]:
+    """Instances whose analysis ended ``failed`` (and that have no earlier result), with the reason.
+
+    A run whose stored header cannot be read any more cannot be referenced in an SR; it is
+    logged and stays visible, with its reason, in the admin API (``/jobs``).
+    """
+    failed = []
+    for instance in sorted(study.instances, key=lambda i: i.id):
+        job = instance.job
+        if instance.result is not None or job is None or job.state != JobState.FAILED.value:
+            continue
+        try:
+            header = _header(instance)
+        except Exception as exc:
+            log.warning("instance id=%s failed and its header is unreadable (%s); not in the SR",
+                        instance.id, type(exc).__name__)
+            continue
+        failed.append(FailedRun(source=header, reason=job.last_error or "analysis failed"))
+    return failed
+
+
+def _serving_model(settings: Settings) -> ModelIdentity:
+    """The configured model: named in the SR of a study none of whose runs could be analysed."""
+    info = ModelInfo.read(settings.model.path)
+    return ModelIdentity(info.name, info.version, info.device_uid)
 
 
 def _reported(study_id: int, seen_received, *, session: Session) -> None:
@@ -95,11 +131,15 @@ def sr_path(root: Path, study_uid: str, sop_uid: str) -> Path:
 
 
 def write_report(study: Study, settings: Settings, *, session: Session) -> Report | None:
-    """Build, store and queue the SR of ``study``; ``None`` when no instance has a result."""
+    """Build, store and queue the SR of ``study``: its results and the runs that could not be analysed.
+
+    ``None`` when the study has neither (nothing analysable was received).
+    """
     seen_received = study.last_received_at
     results = _instance_results(study)
-    if not results:
-        log.warning("study id=%s has no analysed instance; no SR written", study.id)
+    failed = _failed_runs(study)
+    if not results and not failed:
+        log.warning("study id=%s has no analysed or failed instance; no SR written", study.id)
         _reported(study.id, seen_received, session=session)
         session.commit()
         return None
@@ -107,9 +147,10 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
     series_uid = previous.series_instance_uid if previous else generate_uid()
     sop_uid = generate_uid()
     predecessor = pydicom.dcmread(previous.path, stop_before_pixels=True) if previous else None
-    newest = results[-1].model
+    newest = results[-1].model if results else _serving_model(settings)
     sr = build_sr(
         results,
+        failed=failed,
         model=newest,
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
@@ -128,7 +169,7 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
         predecessor_id=previous.id if previous else None,
         path=str(path),
         present=any(r.finding.present for r in results),
-        n_instances=len(results),
+        n_instances=len(results) + len(failed),
     )
     session.add(report)
     if previous is not None:
@@ -137,7 +178,8 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
     _reported(study.id, seen_received, session=session)
     session.commit()
     metrics.REPORTS.inc()
-    log.info("report id=%s written for study id=%s (%d instances)", report.id, study.id, len(results))
+    log.info("report id=%s written for study id=%s (%d analysed, %d not analysed)",
+             report.id, study.id, len(results), len(failed))
     return report
 
 

@@ -1,16 +1,29 @@
 """The study's result as a DICOM Comprehensive 3D SR with a TID 1500 Measurement Report.
 
-Built only from highdicom's typed templates, shaped as IHE AI Results (AIR) asks:
+Built from highdicom's typed templates and content items, shaped as IHE AI Results (AIR) asks
+and so that a web viewer (OHIF Viewer v3) opens it, draws it and tracks it:
 
 - root TID 1500, Procedure Reported = coronary angiography, the algorithm as device observer;
-- first, one study-level TID 1501 group: stenosis present if any run is, the highest probability;
-- then one TID 1501 group per analysed instance (cine run): tracking identifier and UID,
-  finding stenosis present/absent, probability (UCUM ``1``), TID 4019 algorithm identification
-  with its parameters, and the source image with ``ReferencedFrameNumber`` = the keyframes;
-- one TID 1410 group per marked window (an image region, SCOORD POLYLINE, on its frame);
+- every measurement group under Imaging Measurements carries spatial coordinates, because
+  viewers place each group on an image frame (OHIF fails on a group without any);
+- first, the study summary (TID 1501): stenosis present if any analysed run is, "Indeterminate"
+  when none is but some run could not be analysed, else absent; the highest run probability,
+  INFERRED FROM the frames (whole-frame outlines) that gave it;
+- one TID 1501 group per analysed instance (cine run): tracking identifier and UID, finding
+  stenosis present/absent, probability (UCUM ``1``) INFERRED FROM the outlines of the keyframes
+  it averages, TID 4019 algorithm identification with its parameters, and the source image
+  with ``ReferencedFrameNumber`` = the keyframes;
+- one TID 1410 group per marked window (image region, SCOORD POLYLINE, on its frame), whose
+  Probability NUM is also INFERRED FROM a copy of that SCOORD (TID 1419 is extensible), which is
+  where viewers that import measurements (OHIF's Cornerstone adapters) look for it;
+- one TID 1410 group per run that could not be analysed: its whole first frame as the region,
+  stenosis "Not Evaluated" and the reason as a Comment; the document is then PARTIAL;
 - Contributing Equipment (purpose: Processing Equipment) naming the model and its Device UID;
-- VerificationFlag UNVERIFIED, CompletionFlag COMPLETE, a Series Description that says it is a
-  research result, and Predecessor Documents when it replaces an earlier SR of the study.
+- VerificationFlag UNVERIFIED, CompletionFlag COMPLETE (PARTIAL when a run failed), a Series
+  Description that says it is a research result, and Predecessor Documents when it replaces an
+  earlier SR of the study.
+
+``scp/CONFORMANCE.md`` (section 3) says why each choice, and what a strict TID 1500 reader finds.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from pydicom.uid import generate_uid
 
 from arcade_pacs import __version__
 from arcade_pacs.findings import Finding, Region
-from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
+from arcade_pacs.pipeline.scores import INSTANCE_TOP_K, top_frames
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID, WINDOW_SIZE, WINDOW_STRIDE
 from arcade_pacs.report import codes
 
@@ -32,6 +45,7 @@ MANUFACTURER = "ARCADE PACS"
 SERIES_DESCRIPTION = "ARCADE stenosis AI - research use, not for diagnosis"
 SERIES_NUMBER = 9901
 MAX_REGIONS_PER_INSTANCE = 6
+MAX_REASON_CHARS = 1024
 _GRID_SIDE = round(len(GRID) ** 0.5)
 TTA_PARAMETER = "tta=original+horizontal flip, mean"
 FRAME_PARAMETER = (
@@ -44,6 +58,8 @@ DISCLAIMER = (
     "Research use only: the ARCADE stenosis classifier has not been clinically validated; "
     "this result must not be used for diagnosis."
 )
+STUDY_SUMMARY = "Study summary"
+NOT_ANALYSED = "not analysed"
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,14 @@ class InstanceResult:
     source: Dataset
     finding: Finding
     model: ModelIdentity | None = None
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """One instance received but not analysed: its header and why (the job's last error)."""
+
+    source: Dataset
+    reason: str
 
 
 def _is_multiframe(ds: Dataset) -> bool:
@@ -84,13 +108,64 @@ def _algorithm(result: InstanceResult, model: ModelIdentity) -> hd.sr.AlgorithmI
     )
 
 
-def _probability(value: float) -> hd.sr.Measurement:
+def _outline(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """A closed rectangle as a POLYLINE (first point repeated last), in pixel coordinates."""
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
+
+
+def _whole_frame(ds: Dataset) -> np.ndarray:
+    """The outline of a whole frame: the area the classifier looks at (PS3.3 C.18.6.1.2 pixel
+    coordinates run from 0 at the top left edge to Columns/Rows at the bottom right edge)."""
+    return _outline(0.0, 0.0, float(ds.Columns), float(ds.Rows))
+
+
+def _clipped_box(ds: Dataset, box) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    return _outline(float(np.clip(x0, 0, cols)), float(np.clip(y0, 0, rows)),
+                    float(np.clip(x1, 0, cols)), float(np.clip(y1, 0, rows)))
+
+
+def _source_for_region(ds: Dataset, frame_number: int) -> hd.sr.SourceImageForRegion:
+    return hd.sr.SourceImageForRegion.from_source_image(ds, referenced_frame_numbers=_frames(ds, [frame_number]))
+
+
+def _inferred_from(ds: Dataset, frame_number: int, outline: np.ndarray) -> hd.sr.CoordinatesForMeasurement:
+    """TID 300 -> TID 320: the SCOORD (SELECTED FROM its image and frame) a value is INFERRED FROM."""
+    return hd.sr.CoordinatesForMeasurement(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=outline,
+        source_image=_source_for_region(ds, frame_number),
+        purpose=codes.SOURCE_OF_MEASUREMENT,
+    )
+
+
+def _probability(value: float, inferred_from: list | None = None) -> hd.sr.Measurement:
     """The probability of the group's finding (its algorithm is identified on the group)."""
-    return hd.sr.Measurement(name=codes.PROBABILITY, value=round(float(value), 6), unit=codes.UNIT_NO_UNITS)
+    return hd.sr.Measurement(
+        name=codes.PROBABILITY, value=round(float(value), 6), unit=codes.UNIT_NO_UNITS,
+        referenced_coordinates=inferred_from or None,
+    )
 
 
-def _finding(present: bool) -> hd.sr.QualitativeEvaluation:
-    return hd.sr.QualitativeEvaluation(name=codes.STENOSIS, value=codes.presence(present))
+def _keyframe_coordinates(result: InstanceResult) -> list[hd.sr.CoordinatesForMeasurement]:
+    """Whole-frame outlines of the keyframes a run's probability is the mean of, best first."""
+    f = result.finding
+    scores = np.array([-np.inf if p is None else p for p in f.frame_probabilities], dtype=np.float64)
+    best = top_frames(scores, INSTANCE_TOP_K)
+    return [_inferred_from(result.source, f.frame_numbers[i], _whole_frame(result.source)) for i in best]
+
+
+def _finding(value) -> hd.sr.QualitativeEvaluation:
+    """Stenosis = Present / Absent / Indeterminate / Not Evaluated."""
+    if isinstance(value, bool):
+        value = codes.presence(value)
+    return hd.sr.QualitativeEvaluation(name=codes.STENOSIS, value=value)
+
+
+def _comment(text: str) -> hd.sr.TextContentItem:
+    """A Comment (121106, DCM) in a measurement group: a coded question with a text answer."""
+    return hd.sr.TextContentItem(name=codes.COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
 
 def _frames(ds: Dataset, numbers: list[int]) -> list[int] | None:
@@ -99,6 +174,7 @@ def _frames(ds: Dataset, numbers: list[int]) -> list[int] | None:
 
 
 def _label(ds: Dataset, index: int) -> str:
+    """A run's name for people: series and instance number (no ':' -- viewers parse those as tool names)."""
     series = ds.get("SeriesNumber")
     number = ds.get("InstanceNumber")
     if series is not None and number is not None:
@@ -106,21 +182,32 @@ def _label(ds: Dataset, index: int) -> str:
     return f"Run {index}"
 
 
+def _with_inferred_from(group, measurement: hd.sr.Measurement):
+    """Put ``measurement`` (a NUM with its INFERRED FROM SCOORD) in place of the group's NUM of the same name.
+
+    highdicom's TID 1410 constructor accepts no referenced coordinates under a measurement (TID
+    1419 lists none); TID 1419 is an extensible template, the Comprehensive 3D SR IOD (PS3.3
+    A.35.13) lets a NUM be INFERRED FROM a SCOORD, and that is where viewers that import the region as
+    a measurement look for its geometry. The group is built by the template first, so everything
+    else in it is exactly what the template makes.
+    """
+    items = group[0].ContentSequence
+    for index, item in enumerate(items):
+        if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == measurement.name.value:
+            items[index:index + 1] = [measurement[0]]  # (a slice: highdicom checks lists of items)
+            return group
+    raise ValueError(f"group has no {measurement.name.meaning} to replace")
+
+
 def _region_group(result: InstanceResult, region: Region, label: str, algorithm) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    x0, y0, x1, y1 = region.box
-    rows, cols = int(result.source.Rows), int(result.source.Columns)
-    x0, x1 = float(np.clip(x0, 0, cols)), float(np.clip(x1, 0, cols))
-    y0, y1 = float(np.clip(y0, 0, rows)), float(np.clip(y1, 0, rows))
-    outline = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
-    source = hd.sr.SourceImageForRegion.from_source_image(
-        result.source, referenced_frame_numbers=_frames(result.source, [region.frame_number])
-    )
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+    outline = _clipped_box(result.source, region.box)
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=generate_uid(), identifier=f"{label} frame {region.frame_number} region"[:64]
         ),
         referenced_region=hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline, source_image=source
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline,
+            source_image=_source_for_region(result.source, region.frame_number),
         ),
         finding_type=codes.STENOSIS,
         algorithm_id=algorithm,
@@ -128,6 +215,89 @@ def _region_group(result: InstanceResult, region: Region, label: str, algorithm)
         measurements=[_probability(region.probability)],
         qualitative_evaluations=[_finding(True)],
     )
+    coordinates = _inferred_from(result.source, region.frame_number, outline)
+    group = _with_inferred_from(group, _probability(region.probability, [coordinates]))
+    group[0].ContentSequence.append(_comment(region_comment(region)))
+    return group
+
+
+def region_comment(region: Region) -> str:
+    """The region's result in words: what a viewer shows as the measurement's label."""
+    return f"stenosis probability {region.probability:.2f} (research use)"
+
+
+def _run_group(result: InstanceResult, label: str, algorithm) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    f = result.finding
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label[:64]),
+        finding_type=codes.STENOSIS,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
+        measurements=[_probability(f.probability, _keyframe_coordinates(result))],
+        qualitative_evaluations=[_finding(f.present)],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(
+                result.source, referenced_frame_numbers=_frames(result.source, f.frame_numbers)
+            )
+        ],
+    )
+
+
+def _failed_group(failed: FailedRun, label: str, model: ModelIdentity) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A run that could not be analysed: where (its whole first frame), that it was not evaluated, and why."""
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=model.name[:64], version=model.version[:64], manufacturer=MANUFACTURER,
+    )
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{label} {NOT_ANALYSED}"[:64]),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=_whole_frame(failed.source),
+            source_image=_source_for_region(failed.source, 1),
+        ),
+        finding_type=codes.STENOSIS,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
+        qualitative_evaluations=[_finding(codes.NOT_EVALUATED)],
+    )
+    reason = " ".join(failed.reason.split())  # one line: a label, not a log
+    group[0].ContentSequence.append(_comment(f"{NOT_ANALYSED}: {reason}"[:MAX_REASON_CHARS]))
+    return group
+
+
+def _summary_group(results: list[InstanceResult], failed: list[FailedRun], model: ModelIdentity):
+    """The study's result: present if any analysed run is; never "absent" while a run is unassessed."""
+    best = max(results, key=lambda r: r.finding.probability)
+    if any(r.finding.present for r in results):
+        value = codes.PRESENT
+    else:
+        value = codes.INDETERMINATE if failed else codes.ABSENT
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=model.name[:64], version=model.version[:64], manufacturer=MANUFACTURER,
+        parameters=["study=present if any run is present", "probability=highest run probability"],
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=STUDY_SUMMARY),
+        finding_type=codes.STENOSIS,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
+        measurements=[_probability(best.finding.probability, _keyframe_coordinates(best))],
+        qualitative_evaluations=[_finding(value)],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(
+                r.source, referenced_frame_numbers=_frames(r.source, r.finding.frame_numbers)
+            )
+            for r in results
+        ],
+    )
+    if failed:
+        total = len(results) + len(failed)
+        group[0].ContentSequence.append(_comment(incomplete_description(len(failed), total)))
+    return group
+
+
+def incomplete_description(n_failed: int, n_runs: int) -> str:
+    """Why a study's assessment is incomplete (the summary's Comment and Completion Flag Description)."""
+    return f"incompletely assessed: {n_failed} of {n_runs} runs {NOT_ANALYSED}"
 
 
 def _selected_regions(result: InstanceResult) -> list[Region]:
@@ -145,11 +315,18 @@ def build_sr(
     series_instance_uid: str,
     sop_instance_uid: str,
     instance_number: int,
+    failed: list[FailedRun] | None = None,
     predecessor: Dataset | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """Build the study's SR from the results of its analysed instances (at least one)."""
-    if not results:
-        raise ValueError("an SR needs at least one analysed instance")
+    """Build the study's SR from its analysed instances and those that could not be analysed.
+
+    At least one instance is needed. Instances are listed in the order given (the reporter
+    gives them in order of arrival); sources should have passed
+    :func:`arcade_pacs.report.headers.sanitize_header`.
+    """
+    failed = list(failed or [])
+    if not results and not failed:
+        raise ValueError("an SR needs at least one instance")
     observer = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DEVICE_OBSERVER,
@@ -161,47 +338,17 @@ def build_sr(
             ),
         )
     )
-    summary_algorithm = hd.sr.AlgorithmIdentification(
-        name=model.name[:64], version=model.version[:64], manufacturer=MANUFACTURER,
-        parameters=["study=present if any run is present", "probability=highest run probability"],
-    )
-    any_present = any(r.finding.present for r in results)
-    groups: list = [
-        hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Study summary"),
-            finding_type=codes.STENOSIS,
-            algorithm_id=summary_algorithm,
-            finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
-            measurements=[_probability(max(r.finding.probability for r in results))],
-            qualitative_evaluations=[_finding(any_present)],
-            source_images=[
-                hd.sr.SourceImageForMeasurementGroup.from_source_image(
-                    r.source, referenced_frame_numbers=_frames(r.source, r.finding.frame_numbers)
-                )
-                for r in results
-            ],
-        )
-    ]
+    # With no analysed run there is no study-level result to summarise: the failed runs'
+    # groups and the PARTIAL completion flag say everything there is to say.
+    groups: list = [_summary_group(results, failed, model)] if results else []
     for index, result in enumerate(results, start=1):
         algorithm = _algorithm(result, result.model or model)
         label = _label(result.source, index)
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label[:64]),
-                finding_type=codes.STENOSIS,
-                algorithm_id=algorithm,
-                finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
-                measurements=[_probability(result.finding.probability)],
-                qualitative_evaluations=[_finding(result.finding.present)],
-                source_images=[
-                    hd.sr.SourceImageForMeasurementGroup.from_source_image(
-                        result.source, referenced_frame_numbers=_frames(result.source, result.finding.frame_numbers)
-                    )
-                ],
-            )
-        )
+        groups.append(_run_group(result, label, algorithm))
         for region in _selected_regions(result):
             groups.append(_region_group(result, region, label, algorithm))
+    for index, run in enumerate(failed, start=len(results) + 1):
+        groups.append(_failed_group(run, _label(run.source, index), model))
 
     report = hd.sr.MeasurementReport(
         observation_context=observer,
@@ -217,20 +364,22 @@ def build_sr(
         contribution_description=DISCLAIMER[:1024],
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[r.source for r in results],
+        evidence=[r.source for r in results] + [f.source for f in failed],
         content=report,
         series_instance_uid=series_instance_uid,
         series_number=SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
         manufacturer=MANUFACTURER,
-        is_complete=True,
+        is_complete=not failed,
         is_final=False,
         is_verified=False,
         previous_versions=[predecessor] if predecessor is not None else None,
         contributing_equipment=[equipment],
         series_description=SERIES_DESCRIPTION,
     )
+    if failed:  # PS3.3 C.17.2: Completion Flag Description explains a PARTIAL document (LO)
+        sr.CompletionFlagDescription = incomplete_description(len(failed), len(results) + len(failed))[:64]
     sr.ContributingEquipmentSequence[0].DeviceUID = model.device_uid
     sr.SoftwareVersions = [f"arcade-pacs {__version__}"]
     sr.ManufacturerModelName = "ARCADE PACS stenosis plugin"

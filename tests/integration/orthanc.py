@@ -9,11 +9,30 @@ from pathlib import Path
 
 from tests.helpers import free_port, stop, tool, wait_for_port
 
+DICOMWEB_PLUGIN_PATHS = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",  # Debian's orthanc-dicomweb (symlink)
+    "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7",
+)
+
+
+def dicomweb_plugin() -> str:
+    """Path of Debian's Orthanc DICOMweb plugin (package orthanc-dicomweb); fail if absent."""
+    for candidate in DICOMWEB_PLUGIN_PATHS:
+        if Path(candidate).exists():
+            return candidate
+    found = sorted(Path("/usr/lib/orthanc").glob("libOrthancDicomWeb.so*")) if Path("/usr/lib/orthanc").is_dir() else []
+    if found:
+        return str(found[0])
+    raise RuntimeError("Orthanc's DICOMweb plugin is not installed: run `make test` (Debian package orthanc-dicomweb)")
+
+
 
 class Orthanc:
     """Orthanc with its own DICOM and HTTP ports and storage in a temporary folder."""
 
-    def __init__(self, folder: Path, aet: str = "PACS", modalities: dict | None = None):
+    def __init__(self, folder: Path, aet: str = "PACS", modalities: dict | None = None, dicomweb: bool = False):
+        """``dicomweb``: load the DICOMweb plugin (QIDO-RS/WADO-RS under ``/dicom-web/``, WADO-URI at
+        ``/wado``), as a web viewer reads the archive (PS3.18)."""
         self.folder = folder
         self.aet = aet
         self.dicom_port = free_port()
@@ -31,8 +50,10 @@ class Orthanc:
             "DicomCheckCalledAet": True,
             "DicomAlwaysAllowStore": True,
             "DicomModalities": modalities or {},
-            "Plugins": [],
+            "Plugins": [dicomweb_plugin()] if dicomweb else [],
             "StorageCompression": False,
+            "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/", "EnableWado": dicomweb, "WadoRoot": "/wado",
+                         "Ssl": False, "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
         }))
         self.proc: subprocess.Popen | None = None
 

@@ -1,10 +1,13 @@
+import logging
 from pathlib import Path
 
+import highdicom as hd
 import pydicom
 from sqlalchemy import select
 
-from arcade_pacs.db.tables import Delivery, Instance, Report, Study, utcnow
+from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Study, utcnow
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.report import codes
 from arcade_pacs.report.reporter import (
     REPORT_BACKOFF_CAP_S,
     ready_studies,
@@ -65,14 +68,75 @@ def test_a_late_instance_makes_a_replacement_sr_that_supersedes_unsent_deliverie
         assert ref.ReferencedSOPInstanceUID == old.sop_instance_uid
 
 
-def test_a_study_whose_jobs_all_failed_gets_no_sr(settings, sessions, tiny_classifier, rubo):
-    bad = xa_dataset([real_frame(rubo, 0)] * 2)
+def _undecodable(rubo, study_uid=None):
+    """An instance that passes receipt but whose pixel data cannot be decoded (its job fails)."""
+    bad = xa_dataset([real_frame(rubo, 0)] * 2, study_uid=study_uid)
     bad.PixelData = bad.PixelData[:10]
-    ingest(bad, settings, sessions)
+    return bad
+
+
+def _errors(path) -> list[str]:
+    check = run([tool("dciodvfy"), str(path)])
+    return [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_a_study_whose_only_run_failed_gets_an_sr_that_says_why(settings, sessions, tiny_classifier, rubo):
+    ingest(_undecodable(rubo), settings, sessions)
     _analyse_all(settings, sessions, tiny_classifier)
     with sessions() as s:
-        assert report_ready_studies(settings, session=s) == 0
+        job = s.scalars(select(Job)).one()
+        assert job.state == "failed" and job.last_error
+        assert report_ready_studies(settings, session=s) == 1
         assert not s.scalars(select(Study)).one().needs_report
+        report = s.scalars(select(Report)).one()
+        assert report.n_instances == 1 and not report.present
+        path, reason = report.path, job.last_error
+    assert not _errors(path)
+    sr = hd.sr.srread(path)
+    assert sr.CompletionFlag == "PARTIAL"
+    assert sr.content.get_image_measurement_groups() == []  # no analysed run: nothing to summarise
+    (group,) = sr.content.get_planar_roi_measurement_groups()
+    assert group.get_qualitative_evaluations()[0].value == codes.NOT_EVALUATED
+    (comment,) = hd.sr.utils.find_content_items(group[0], name=codes.COMMENT)
+    assert comment.TextValue == f"not analysed: {' '.join(reason.split())}"
+
+
+def test_a_study_with_a_good_and_a_failed_run_reports_both(settings, sessions, tiny_classifier, rubo):
+    good = xa_dataset(real_frame(rubo, 50))
+    ingest(good, settings, sessions)
+    ingest(_undecodable(rubo, study_uid=good.StudyInstanceUID), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        report = s.scalars(select(Report)).one()
+        present = s.scalars(select(Instance).where(Instance.sop_instance_uid == good.SOPInstanceUID)).one().result.present
+        assert report.n_instances == 2 and report.present == present
+        path = report.path
+    assert not _errors(path)
+    sr = hd.sr.srread(path)
+    assert sr.CompletionFlag == "PARTIAL"
+    summary, run_group = sr.content.get_image_measurement_groups()
+    assert summary.get_qualitative_evaluations()[0].value == (codes.PRESENT if present else codes.INDETERMINATE)
+    assert run_group.source_images[0].referenced_sop_instance_uid == good.SOPInstanceUID
+    failed = [g for g in sr.content.get_planar_roi_measurement_groups()
+              if g.get_qualitative_evaluations()[0].value == codes.NOT_EVALUATED]
+    assert len(failed) == 1
+
+
+def test_an_invalid_patient_attribute_never_blocks_the_sr(settings, sessions, tiny_classifier, dicom_dir, caplog):
+    """Patient's Sex '?' (a real RF sample) is copied empty, with a warning that names it and not its value."""
+    source = dicom_dir / "rf_siemens_karstenhilbert_uncompressed.dcm"
+    assert pydicom.dcmread(source, stop_before_pixels=True).PatientSex == "?"
+    ingest(source, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with caplog.at_level(logging.WARNING, logger="arcade_pacs.report"), sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        path = s.scalars(select(Report)).one().path
+    sr = pydicom.dcmread(path)
+    assert sr.PatientSex == "" and sr.PatientID == pydicom.dcmread(source, stop_before_pixels=True).PatientID
+    (warning,) = [r for r in caplog.records if "PatientSex" in r.getMessage()]
+    assert "?" not in warning.getMessage()
+    assert not _errors(path)
 
 
 def test_a_study_whose_sr_cannot_be_written_backs_off_and_remembers_why(settings, sessions, tiny_classifier, rubo):

@@ -9,7 +9,14 @@ from pydicom.uid import generate_uid
 
 from arcade_pacs.findings import Finding, Region
 from arcade_pacs.report import codes
-from arcade_pacs.report.sr import InstanceResult, ModelIdentity, build_sr
+from arcade_pacs.report.sr import (
+    MAX_REASON_CHARS,
+    FailedRun,
+    InstanceResult,
+    ModelIdentity,
+    build_sr,
+    incomplete_description,
+)
 from tests.helpers import run, tool
 
 MODEL = ModelIdentity("ARCADE EfficientNetB0 stenosis classifier", "effb0-test-1", generate_uid())
@@ -30,6 +37,50 @@ def _results(dicom_dir):
     ]
 
 
+def _failed(dicom_dir, reason="pixel data cannot be decoded: frame 3 is truncated"):
+    """A second cine run of the same study whose analysis failed."""
+    cine = pydicom.dcmread(dicom_dir / "xa_rubo0002_cine96_jpegbaseline.dcm", stop_before_pixels=True)
+    cine.SeriesInstanceUID, cine.SOPInstanceUID = generate_uid(), generate_uid()
+    cine.SeriesNumber, cine.InstanceNumber = 7, 1
+    return FailedRun(source=cine, reason=reason)
+
+
+def _save(sr, path):
+    sr.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    out = run([tool("dciodvfy"), str(path)])
+    text = out.stdout + out.stderr
+    assert "Comprehensive3DSR" in text
+    return [line for line in text.splitlines() if line.startswith("Error")]
+
+
+def _imaging_measurement_groups(ds) -> list:
+    """The Measurement Group containers under Imaging Measurements, as stored."""
+    (container,) = [i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    return list(container.ContentSequence)
+
+
+def _scoords(item) -> list:
+    """SCOORD items a viewer can place a group by: at the group's top level, or under one of its NUMs."""
+    found = [c for c in item.ContentSequence if c.ValueType == "SCOORD"]
+    for num in (c for c in item.ContentSequence if c.ValueType == "NUM"):
+        found += [c for c in num.get("ContentSequence", []) if c.ValueType == "SCOORD"]
+    return found
+
+
+def _inferred_frames(measurement) -> list[int]:
+    """Frames of the SCOORDs a Probability is INFERRED FROM, in order (single-frame: [1])."""
+    frames = []
+    for coords in measurement.referenced_coordinates:
+        assert coords.RelationshipType == "INFERRED FROM"
+        ref = coords.ContentSequence[0].ReferencedSOPSequence[0]
+        frames.append(int(ref.get("ReferencedFrameNumber", 1)))
+    return frames
+
+
 @pytest.fixture
 def sr_file(dicom_dir, tmp_path):
     sr = build_sr(_results(dicom_dir), model=MODEL, series_instance_uid=generate_uid(),
@@ -40,10 +91,7 @@ def sr_file(dicom_dir, tmp_path):
 
 
 def test_dciodvfy_reports_no_errors(sr_file):
-    out = run([tool("dciodvfy"), str(sr_file)])
-    text = out.stdout + out.stderr
-    assert "Comprehensive3DSR" in text
-    errors = [line for line in text.splitlines() if line.startswith("Error")]
+    errors = _dciodvfy_errors(sr_file)
     assert not errors, "\n".join(errors)
 
 
@@ -96,6 +144,103 @@ def test_values_round_trip_through_highdicom(sr_file, dicom_dir):
     assert region.GraphicType == "POLYLINE"
     assert [float(v) for v in region.GraphicData][:4] == [128.0, 0.0, 384.0, 0.0]
     assert int(region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedFrameNumber) == 55
+    assert region_group.get_qualitative_evaluations()[0].value == codes.PRESENT
+
+    # Where a viewer draws each value: the region's Probability is INFERRED FROM a copy of the
+    # region (what OHIF's measurement import reads), on the same frame...
+    (region_probability,) = region_group.get_measurements(name=codes.PROBABILITY)
+    assert region_probability.value == pytest.approx(0.91)
+    (copy,) = region_probability.referenced_coordinates
+    assert list(copy.GraphicData) == list(region.GraphicData) and copy.GraphicType == "POLYLINE"
+    assert _inferred_frames(region_probability) == [55]
+    comments = hd.sr.utils.find_content_items(region_group[0], name=codes.COMMENT)
+    assert [c.TextValue for c in comments] == ["stenosis probability 0.91 (research use)"]
+    # ...a run's Probability is INFERRED FROM the whole frames it is the mean of (top 3, best
+    # first), the study's from those of its best run; a single-frame image has no frame number.
+    rows, cols = int(cine.Rows), int(cine.Columns)
+    for group in (summary, run_cine):
+        (p,) = group.get_measurements(name=codes.PROBABILITY)
+        assert _inferred_frames(p) == [55, 56, 40]
+        assert all(list(c.GraphicData) == [0, 0, cols, 0, cols, rows, 0, rows, 0, 0] for c in p.referenced_coordinates)
+    (p_single,) = run_single.get_measurements(name=codes.PROBABILITY)
+    (single_coords,) = p_single.referenced_coordinates
+    assert "ReferencedFrameNumber" not in single_coords.ContentSequence[0].ReferencedSOPSequence[0]
+    assert ds.CompletionFlag == "COMPLETE" and "CompletionFlagDescription" not in ds
+
+
+def test_every_group_can_be_placed_on_an_image(sr_file, dicom_dir, tmp_path):
+    """OHIF v3 places every Measurement Group on an image frame and fails on one with no SCOORD."""
+    for path in (sr_file, _save(build_sr(_results(dicom_dir), failed=[_failed(dicom_dir)], model=MODEL,
+                                         series_instance_uid=generate_uid(), sop_instance_uid=generate_uid(),
+                                         instance_number=1), tmp_path / "partial.dcm")):
+        groups = _imaging_measurement_groups(pydicom.dcmread(path))
+        assert len(groups) >= 4
+        for group in groups:
+            scoords = _scoords(group)
+            assert scoords, "a Measurement Group without spatial coordinates"
+            assert all(s.ContentSequence[0].RelationshipType == "SELECTED FROM" for s in scoords)
+            tracking = [c.TextValue for c in group.ContentSequence if c.ValueType == "TEXT"
+                        and c.ConceptNameCodeSequence[0].CodeValue == "112039"]
+            assert tracking and ":" not in tracking[0]  # viewers read "a:b" as a tool name
+
+
+def test_a_run_that_could_not_be_analysed_is_reported_with_its_reason(dicom_dir, tmp_path):
+    results = _results(dicom_dir)
+    failed = _failed(dicom_dir)
+    path = _save(build_sr(results, failed=[failed], model=MODEL, series_instance_uid=generate_uid(),
+                          sop_instance_uid=generate_uid(), instance_number=1), tmp_path / "partial.dcm")
+    assert not _dciodvfy_errors(path)
+    ds = pydicom.dcmread(path)
+    assert ds.CompletionFlag == "PARTIAL"
+    assert ds.CompletionFlagDescription == incomplete_description(1, 3) == "incompletely assessed: 1 of 3 runs not analysed"
+    evidence = {i.ReferencedSOPInstanceUID for s in ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+                for i in s.ReferencedSOPSequence}
+    assert failed.source.SOPInstanceUID in evidence
+
+    report = hd.sr.srread(path).content
+    summary = report.get_image_measurement_groups()[0]
+    assert summary.get_qualitative_evaluations()[0].value == codes.PRESENT  # a positive run stays positive
+    comments = hd.sr.utils.find_content_items(summary[0], name=codes.COMMENT)
+    assert [c.TextValue for c in comments] == [incomplete_description(1, 3)]
+    (group,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.endswith("not analysed")]
+    assert group.tracking_identifier == "Run series 7 image 1 not analysed"
+    assert group.get_qualitative_evaluations()[0].value == codes.NOT_EVALUATED
+    assert group.get_measurements() == []  # no probability is invented for it
+    comments = hd.sr.utils.find_content_items(group[0], name=codes.COMMENT)
+    assert [c.TextValue for c in comments] == [f"not analysed: {failed.reason}"]
+    ref = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == failed.source.SOPInstanceUID and ref.ReferencedFrameNumber == 1
+
+    dump = run([tool("dsrdump"), str(path)])
+    assert dump.returncode == 0 and '(373121007,SCT,"Not Evaluated")' in dump.stdout and "PARTIAL" in dump.stdout
+
+
+def test_a_study_without_a_positive_run_and_a_failed_one_is_indeterminate_not_absent(dicom_dir, tmp_path):
+    negative = _results(dicom_dir)[1]
+    sr = build_sr([negative], failed=[_failed(dicom_dir)], model=MODEL, series_instance_uid=generate_uid(),
+                  sop_instance_uid=generate_uid(), instance_number=1)
+    summary = hd.sr.srread(_save(sr, tmp_path / "sr.dcm")).content.get_image_measurement_groups()[0]
+    assert summary.get_qualitative_evaluations()[0].value == codes.INDETERMINATE
+    sr = build_sr([negative], model=MODEL, series_instance_uid=generate_uid(), sop_instance_uid=generate_uid(),
+                  instance_number=1)
+    summary = hd.sr.srread(_save(sr, tmp_path / "complete.dcm")).content.get_image_measurement_groups()[0]
+    assert summary.get_qualitative_evaluations()[0].value == codes.ABSENT
+
+
+def test_a_study_whose_only_run_failed_gets_an_sr_without_a_summary(dicom_dir, tmp_path):
+    failed = _failed(dicom_dir, reason="x" * 5000)
+    path = _save(build_sr([], failed=[failed], model=MODEL, series_instance_uid=generate_uid(),
+                          sop_instance_uid=generate_uid(), instance_number=1), tmp_path / "sr.dcm")
+    assert not _dciodvfy_errors(path)
+    report = hd.sr.srread(path).content
+    assert report.get_image_measurement_groups() == []
+    (group,) = report.get_planar_roi_measurement_groups()
+    (comment,) = hd.sr.utils.find_content_items(group[0], name=codes.COMMENT)
+    assert len(comment.TextValue) == MAX_REASON_CHARS
+    assert pydicom.dcmread(path).CompletionFlagDescription == incomplete_description(1, 1)
+    with pytest.raises(ValueError):
+        build_sr([], failed=[], model=MODEL, series_instance_uid=generate_uid(), sop_instance_uid=generate_uid(),
+                 instance_number=1)
 
 
 def test_a_replacement_names_its_predecessor(dicom_dir, sr_file):
