@@ -197,7 +197,8 @@ class ReportOut(BaseModel):
     text: str = Field(description="the SR rendered as text (dsrdump, else the content tree)")
 
 
-class StudyDetail(StudySummary):
+class StudyDetail(BaseModel):
+    study: StudySummary
     runs: list[RunOut]
     reports: list[ReportOut]
     report_error: str | None

@@ -165,7 +165,7 @@ def study_summary(study: Study, show_identity: bool = False) -> StudySummary:
 def study_detail(study: Study, show_identity: bool = False) -> StudyDetail:
     by_id = {r.id: r for r in study.reports}
     return StudyDetail(
-        **study_summary(study, show_identity).model_dump(),
+        study=study_summary(study, show_identity),
         runs=[run_out(i) for i in sorted(study.instances, key=lambda i: i.id)],
         reports=[report_out(r, by_id) for r in reversed(study.reports)],
         report_error=study.report_error,

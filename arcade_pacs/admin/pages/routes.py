@@ -120,7 +120,7 @@ def study(request: Request, study_uid: str, state: AdminState = Depends(get_stat
             except Exception as exc:  # a file gone missing: the page says so instead of failing
                 log.warning("keyframe %d of instance id=%s unreadable: %s", k.frame_number, run.instance_id,
                             type(exc).__name__)
-    settled = detail.finding not in ("analysing", "waiting") and detail.sr_state not in ("pending",)
+    settled = detail.study.finding not in ("analysing", "waiting") and detail.study.sr_state != "pending"
     return render(request, "study.html", study=detail, histograms=histograms, settled=settled,
                   show_identity=state.settings.admin.show_patient_identity)
 
