@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import gaussian_filter
 
 from arcade_pacs import figures
 from arcade_pacs.findings import Region
@@ -81,6 +82,8 @@ def heat_map(window_scores: list[float], size: int = FRAME_SIZE) -> np.ndarray:
         total[y0:y1, x0:x1] += float(score)
         count[y0:y1, x0:x1] += 1
     coarse = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+    # Soften the window edges (sigma 3 cells = 24 px) so the map reads as where, not as a grid.
+    coarse = gaussian_filter(coarse, sigma=3, mode="nearest")
     return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
 
 
@@ -164,11 +167,12 @@ def tta_png(frame_numbers: list[int], original: list[float], flipped: list[float
     ax.bar(x + 0.2, flipped, width=0.4, label="flipped", color="tab:orange")
     ax.axhline(threshold, color="tab:red", lw=1, ls="--", label=f"threshold {threshold:.2f}")
     ax.set_xticks(x, [str(n) for n in frame_numbers], fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_xlabel("keyframe")
     ax.set_ylabel("probability")
     ax.set_title("TTA agreement: original vs mirrored view", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
     return figures.png_bytes(fig)
 
 
