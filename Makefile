@@ -7,10 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests start as real DICOM peers: command -> package.
-DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc
+# Debian packages the tests start as real peers: command -> package (chromium drives the
+# dashboard's browser tests through playwright; no browser is downloaded).
+DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc chromium:chromium
 
-.PHONY: install system-deps run lint test test-fast clean
+.PHONY: install system-deps run lint test test-fast screenshots clean
 
 install: $(STAMP)
 
@@ -47,6 +48,11 @@ test: install system-deps lint
 
 test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not network and not slow" tests/unit
+
+# The dashboard's screenshots in docs/ (README): a real cine sent by storescu to `arcade-pacs
+# serve`, each page photographed by headless chromium.
+screenshots: install system-deps
+	$(BIN)/python -m tests.integration.screenshots docs/dashboard
 
 clean:
 	rm -rf var .pytest_cache
