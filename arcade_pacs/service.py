@@ -94,8 +94,8 @@ class Service:
         return server is not None and not self.stopping.is_set() and server.socket.fileno() >= 0
 
     def active_associations(self) -> int:
-        """DICOM associations open now (``GET /status``)."""
-        return len(self.scp_ae.active_associations)
+        """DICOM associations established now (``GET /status``); a bare TCP connection is not one."""
+        return sum(1 for assoc in self.scp_ae.active_associations if assoc.is_established)
 
     def stop(self) -> None:
         """Stop accepting associations, then let the loops finish their current step."""
