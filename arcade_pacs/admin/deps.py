@@ -10,8 +10,9 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs.model.holder import ModelHolder
@@ -19,6 +20,10 @@ from arcade_pacs.settings import Settings
 from arcade_pacs.training.retrain import RetrainManager
 
 RESEARCH_NOTICE = "Research use only: not clinically validated; not for diagnostic use."
+
+DbId = Annotated[int, Path(ge=1, le=2**63 - 1, description="database id")]
+"""A row id in a path: positive and within a 64-bit column (else 422, never a database error)."""
+FrameNumber = Annotated[int, Path(ge=1, le=100_000, description="1-based DICOM frame number")]
 
 
 @dataclass

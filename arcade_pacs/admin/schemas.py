@@ -6,11 +6,20 @@ leak into the API until it is added here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from arcade_pacs.training.train import TrainConfig
+
+
+def _as_utc(value: datetime) -> datetime:
+    """The database keeps naive UTC; the API says so (RFC 3339 with an offset, as OpenAPI's date-time asks)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class ModelSummary(BaseModel):
@@ -47,7 +56,7 @@ class Ready(BaseModel):
 class ErrorOut(BaseModel):
     source: str = Field(description="job, delivery or report (writing a study's SR)")
     id: int = Field(description="the job's, delivery's or study's database id")
-    at: datetime | None = Field(description="job: when it finished; delivery, report: when it is next due")
+    at: UtcDateTime | None = Field(description="job: when it finished; delivery, report: when it is next due")
     error: str
 
 
@@ -88,7 +97,7 @@ class ResultSummary(BaseModel):
     keyframes: list[int]
     model_version: str
     seconds: float
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class FrameOut(BaseModel):
@@ -118,7 +127,7 @@ class InstanceResultOut(BaseModel):
 class JobOut(JobSummary):
     id: int
     instance_id: int
-    finished_at: datetime | None
+    finished_at: UtcDateTime | None
 
 
 class DeliveryOut(BaseModel):
@@ -129,12 +138,12 @@ class DeliveryOut(BaseModel):
     attempts: int
     last_status: int | None
     last_error: str | None
-    sent_at: datetime | None
+    sent_at: UtcDateTime | None
 
 
 class StudySummary(BaseModel):
     study_instance_uid: str
-    received_at: datetime = Field(description="when its last instance arrived (UTC)")
+    received_at: UtcDateTime = Field(description="when its last instance arrived (UTC)")
     runs: int = Field(description="instances (cine runs or images) received")
     analysed: int = Field(description="runs with a result")
     finding: str = Field(description="stenosis, no stenosis, analysing, failed, or waiting")
@@ -170,7 +179,7 @@ class RunResult(BaseModel):
     model_version: str
     device_uid: str
     seconds: float
-    created_at: datetime
+    created_at: UtcDateTime
     keyframes: list[KeyframeOut]
     regions: list[RegionOut]
 
@@ -179,7 +188,7 @@ class RunOut(BaseModel):
     instance_id: int
     sop_instance_uid: str
     series_instance_uid: str
-    received_at: datetime
+    received_at: UtcDateTime
     frames: int = Field(description="frames scored for opacification (0 before analysis)")
     job: JobSummary | None
     result: RunResult | None
@@ -188,7 +197,7 @@ class RunOut(BaseModel):
 class ReportOut(BaseModel):
     sop_instance_uid: str
     series_instance_uid: str
-    created_at: datetime
+    created_at: UtcDateTime
     present: bool
     n_instances: int
     predecessor_sop_instance_uid: str | None
@@ -216,8 +225,8 @@ class AssociationOut(BaseModel):
     called_aet: str
     peer_address: str
     peer_port: int
-    started_at: datetime
-    ended_at: datetime
+    started_at: UtcDateTime
+    ended_at: UtcDateTime
     outcome: str = Field(description="released, aborted or rejected")
     reason: str | None
     instances_stored: int
@@ -235,6 +244,12 @@ class AssociationPage(BaseModel):
 class DeliveryRetried(BaseModel):
     id: int
     state: str
+
+
+class Problem(BaseModel):
+    """An error answer: FastAPI's ``detail``, a sentence, or the list of invalid request fields."""
+
+    detail: str | list[dict]
 
 
 class PredictResponse(BaseModel):
@@ -290,5 +305,5 @@ class RetrainRunOut(BaseModel):
     serving_val_auc: float | None
     promoted: bool
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None

@@ -16,6 +16,7 @@ from arcade_pacs.admin.deps import (
     RESEARCH_NOTICE,
     TOKEN_COOKIE,
     AdminState,
+    DbId,
     get_session,
     get_state,
     require_reader,
@@ -224,7 +225,7 @@ def reanalyse_form(request: Request, study_uid: str, s: Session = Depends(get_se
 
 @router.post("/operations/deliveries/{delivery_id}/retry", response_class=HTMLResponse,
              dependencies=[Depends(require_token)])
-def retry_form(request: Request, delivery_id: int, s: Session = Depends(get_session)):
+def retry_form(request: Request, delivery_id: DbId, s: Session = Depends(get_session)):
     if not outbox.retry(delivery_id, session=s):
         return render(request, "_message.html", status_code=409, kind="refused",
                       message="This delivery is not in state failed.")

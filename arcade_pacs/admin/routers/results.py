@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from arcade_pacs.admin import pictures
-from arcade_pacs.admin.deps import get_session, require_reader
+from arcade_pacs.admin.deps import DbId, FrameNumber, get_session, require_reader
 from arcade_pacs.admin.schemas import (
     FrameOut,
     InstanceResultOut,
@@ -49,7 +49,7 @@ def results(limit: int = Query(50, ge=1, le=500), s: Session = Depends(get_sessi
 
 
 @router.get("/results/{instance_id}", response_model=InstanceResultOut)
-def result(instance_id: int, s: Session = Depends(get_session)):
+def result(instance_id: DbId, s: Session = Depends(get_session)):
     """One instance's result with its per-frame scores, regions and job history."""
     instance = s.get(Instance, instance_id)
     if instance is None:
@@ -92,7 +92,7 @@ def png(data: bytes) -> Response:
 
 
 @router.get("/results/{instance_id}/frames/{frame_number}.png", response_class=Response, responses=PNG)
-def keyframe_picture(instance_id: int, frame_number: int, s: Session = Depends(get_session)):
+def keyframe_picture(instance_id: DbId, frame_number: FrameNumber, s: Session = Depends(get_session)):
     """A keyframe with a heat map of its window scores and the SR's regions outlined (where it looked)."""
     instance = analysed(instance_id, s)
     scores = scored_frame(instance, frame_number)
@@ -102,7 +102,7 @@ def keyframe_picture(instance_id: int, frame_number: int, s: Session = Depends(g
 
 
 @router.get("/results/{instance_id}/frames/{frame_number}/histogram.png", response_class=Response, responses=PNG)
-def histogram_picture(instance_id: int, frame_number: int, s: Session = Depends(get_session)):
+def histogram_picture(instance_id: DbId, frame_number: FrameNumber, s: Session = Depends(get_session)):
     """The keyframe's pixel-intensity histogram (how the contrast dye is distributed)."""
     instance = analysed(instance_id, s)
     scored_frame(instance, frame_number)
@@ -110,7 +110,7 @@ def histogram_picture(instance_id: int, frame_number: int, s: Session = Depends(
 
 
 @router.get("/results/{instance_id}/tta.png", response_class=Response, responses=PNG)
-def tta_picture(instance_id: int, s: Session = Depends(get_session)):
+def tta_picture(instance_id: DbId, s: Session = Depends(get_session)):
     """TTA agreement: each keyframe's original and mirrored view at its best window."""
     instance = analysed(instance_id, s)
     run = run_result(instance.result)
@@ -122,14 +122,14 @@ def tta_picture(instance_id: int, s: Session = Depends(get_session)):
 
 
 @router.get("/results/{instance_id}/opacification.png", response_class=Response, responses=PNG)
-def opacification_picture(instance_id: int, s: Session = Depends(get_session)):
+def opacification_picture(instance_id: DbId, s: Session = Depends(get_session)):
     """Opacification of every frame, the keyframes marked."""
     r = analysed(instance_id, s).result
     return png(pictures.opacification_png([f.opacification for f in r.frames], list(r.keyframes)))
 
 
 @router.get("/results/{instance_id}/probability.png", response_class=Response, responses=PNG)
-def probability_picture(instance_id: int, s: Session = Depends(get_session)):
+def probability_picture(instance_id: DbId, s: Session = Depends(get_session)):
     """The run's probability and each keyframe's against the threshold."""
     f = analysed(instance_id, s).result.finding
     return png(pictures.probability_png(f.probability, f.threshold, f.frame_numbers, f.frame_probabilities))
