@@ -124,6 +124,23 @@ def test_upload_returns_a_result_for_a_png(page, served, rubo, tmp_path):
     assert page.errors == []
 
 
+def test_cli_status_table_and_json(served):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"ARCADE_ADMIN__TOKEN": TOKEN}
+    args = [sys.executable, "-m", "arcade_pacs.cli", "status", "--url", served.base]
+    table = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert table.returncode == 0, table.stderr  # ready
+    assert "ready" in table.stdout and "SR deliveries per destination" in table.stdout
+    assert "pacs" in table.stdout and "instances received" in table.stdout
+    body = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60, env=env).stdout)
+    assert body["ready"]["status"] == "ready" and body["status"]["backlog"]["pacs"]["sent"] == 1
+    assert body["status"]["instances_received"] == 1
+
+
 def test_an_operation_without_the_token_is_refused(page, served):
     before = admin_json(served.base, f"/studies/{served.study_uid}")["runs"][0]["job"]
     page.goto(f"{served.base}/ui/studies/{served.study_uid}")

@@ -167,3 +167,15 @@ def test_dashboard_pages_render(open_client, analysed_rubo):
         assert open_client.get(url).status_code == 200, url
     js = open_client.get("/ui/static/htmx.min.js")
     assert js.status_code == 200 and js.text.startswith("var htmx=")
+
+
+def test_metrics_count_inference_jobs_and_queues(open_client, analysed_rubo):
+    text = open_client.get("/metrics").text
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    # 8 keyframes x 9 windows x 2 TTA views, in batches of at most 256 (the tiny model's default).
+    assert float(lines["arcade_inference_images_total"]) >= 144
+    assert float(lines["arcade_inference_passes_total"]) >= 1
+    assert float(lines['arcade_job_duration_seconds_count{outcome="done"}']) >= 1
+    assert lines['arcade_queue_depth{queue="analysis"}'] == "0.0"
+    assert lines['arcade_queue_depth{queue="outbox"}'] == "0.0"
+    assert "arcade_received_bytes_total" in lines and "arcade_associations_rejected_total" in lines
