@@ -179,3 +179,26 @@ def test_metrics_count_inference_jobs_and_queues(open_client, analysed_rubo):
     assert lines['arcade_queue_depth{queue="analysis"}'] == "0.0"
     assert lines['arcade_queue_depth{queue="outbox"}'] == "0.0"
     assert "arcade_received_bytes_total" in lines and "arcade_associations_rejected_total" in lines
+
+
+def test_dashboard_forms_use_the_admin_token(state, analysed_rubo):
+    from fastapi.testclient import TestClient
+
+    from arcade_pacs.admin.app import create_app
+
+    state.settings.admin.token = TOKEN
+    with TestClient(create_app(state)) as client:
+        form = f"/ui/operations/studies/{analysed_rubo}/reanalyse"
+        assert client.post(form).status_code == 401
+        # The reading cookie from /ui/login never authorises a change (no cross-site forgery).
+        assert client.post("/ui/login", data={"token": "wrong"}).status_code == 401
+        assert client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False).status_code == 303
+        assert client.get("/ui/").status_code == 200 and client.get("/studies").status_code == 200
+        assert client.post(form).status_code == 401
+        done = client.post(form, headers=AUTH)
+        assert done.status_code == 200 and "Re-analysis queued for 1 run" in done.text
+        again = client.post(form, headers=AUTH)
+        assert again.status_code == 409 and "already queued" in again.text
+        assert client.post("/ui/operations/deliveries/1/retry", headers=AUTH).status_code == 409
+        retrain = client.post("/ui/operations/retrain", data={"epochs": 1}, headers=AUTH)
+        assert retrain.status_code == 503 and "not available" in retrain.text
