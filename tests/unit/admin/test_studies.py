@@ -200,5 +200,7 @@ def test_dashboard_forms_use_the_admin_token(state, analysed_rubo):
         again = client.post(form, headers=AUTH)
         assert again.status_code == 409 and "already queued" in again.text
         assert client.post("/ui/operations/deliveries/1/retry", headers=AUTH).status_code == 409
-        retrain = client.post("/ui/operations/retrain", data={"epochs": 1}, headers=AUTH)
+        # The form sends its empty optional fields as "" (meaning: all images).
+        retrain = client.post("/ui/operations/retrain", data={"epochs": 1, "limit_train": "", "limit_val": ""},
+                              headers=AUTH)
         assert retrain.status_code == 503 and "not available" in retrain.text
