@@ -13,7 +13,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc \
                 /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb chromium:chromium npm:npm
 
-.PHONY: install system-deps run lint test test-fast clean
+.PHONY: install system-deps run lint test test-fast screenshots clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ test: install system-deps lint
 
 test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not network and not slow" tests/unit
+
+# The dashboard's screenshots in docs/ (README): a real cine sent by storescu to `arcade-pacs
+# serve`, each page photographed by headless chromium.
+screenshots: install system-deps
+	$(BIN)/python -m tests.integration.screenshots docs/dashboard
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,4 +1,4 @@
-"""``arcade-pacs``: serve, predict, train, evaluate."""
+"""``arcade-pacs``: serve, status, predict, train, evaluate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,56 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("arcade_pacs")
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line (the message says what to do)."""
+
+
+class ProgressBar:
+    """A progress bar (rich) on a terminal; on a pipe or log file, a plain line every ``every`` steps.
+
+    Long runs (train, evaluate, predict over many files) are often started under ``nohup`` or
+    in CI, where a redrawn bar would fill the log with control codes, so lines are kept there.
+    Everything goes to stderr: stdout stays the command's result (``--json``).
+    """
+
+    def __init__(self, description: str, total: int | None, enabled: bool = True, every: int = 25):
+        self.description, self.total, self.enabled, self.every = description, total, enabled, every
+        self._bar = None
+        self._task = None
+        self._last_line = 0
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                                 console=Console(stderr=True), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, note="")
+        return self
+
+    def update(self, completed: int, total: int | None = None, note: str = "", line: str | None = None) -> None:
+        """Set progress to ``completed`` of ``total`` with a short ``note`` (e.g. the loss).
+
+        Without a terminal, ``line`` (when given) is printed as it is, on every update.
+        """
+        if total is not None:
+            self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, total=self.total, note=note)
+        elif self.enabled and line is not None:
+            print(line, file=sys.stderr, flush=True)
+        elif self.enabled and (completed - self._last_line >= self.every or completed == self.total):
+            self._last_line = completed
+            print(f"{self.description} {completed}/{self.total} {note}".rstrip(), file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _logging(verbose: bool = False) -> None:
@@ -38,35 +88,115 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _admin_get(url: str, token: str, accept_statuses: tuple[int, ...] = ()) -> dict:
+    """GET a JSON document from the running admin API; a refusal or no answer is a :class:`CliError`."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code in accept_statuses:
+            return json.load(exc)
+        raise CliError(f"{url} answered HTTP {exc.code}; check admin.token if it is 401") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach the admin API at {url} ({reason}): is `arcade-pacs serve` running, "
+                       "and do admin.host/admin.port (or --url) point at it?") from exc
+
+
+def cmd_status(args) -> int:
+    """The running plugin's ``GET /status`` and ``GET /ready`` as tables (exit 1 when not ready)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    host = settings.admin.host if settings.admin.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    base = (args.url or f"http://{host}:{settings.admin.port}").rstrip("/")
+    status = _admin_get(f"{base}/status", settings.admin.token)
+    ready = _admin_get(f"{base}/ready", settings.admin.token, accept_statuses=(503,))
+    if args.json:
+        print(json.dumps({"status": status, "ready": ready}))
+        return 0 if ready["status"] == "ready" else 1
+
+    console = Console()
+    model, scp = status["model"], status["scp"]
+    overview = Table(title=f"ARCADE PACS at {base}", show_header=False, title_justify="left")
+    overview.add_column(style="bold")
+    overview.add_column()
+    mark = "[green]ready[/green]" if ready["status"] == "ready" else "[red]not ready[/red]"
+    overview.add_row("readiness", mark + "".join(f"\n  {r}" for r in ready["reasons"]))
+    overview.add_row("version, uptime", f"{status['version']}, {status['uptime_s'] / 3600:.1f} h")
+    overview.add_row("model", f"{model['name']} {model['version']} (threshold {model['threshold']:.3f})")
+    overview.add_row("Device UID", model["device_uid"])
+    active = status.get("active_associations")
+    overview.add_row("SCP", f"{scp['ae_title']} on port {scp['port']}, "
+                            f"{'?' if active is None else active} association(s) open")
+    overview.add_row("instances received", str(status["instances_received"]))
+    overview.add_row("jobs", ", ".join(f"{k} {v}" for k, v in status["jobs"].items()))
+    overview.add_row("SRs written", str(status["reports"]))
+    console.print(overview)
+
+    backlog = Table(title="SR deliveries per destination", title_justify="left")
+    backlog.add_column("destination")
+    states = ["pending", "sent", "failed", "superseded"]
+    for state in states:
+        backlog.add_column(state, justify="right")
+    for dest, counts in status["backlog"].items():
+        backlog.add_row(dest, *(str(counts.get(state, 0)) for state in states))
+    console.print(backlog)
+    if status["last_errors"]:
+        errors = Table(title="Last errors", title_justify="left")
+        for column in ("what", "when (UTC)", "error"):
+            errors.add_column(column)
+        for e in status["last_errors"]:
+            errors.add_row(f"{e['source']} {e['id']}", (e["at"] or "")[:19].replace("T", " "), e["error"][:200])
+        console.print(errors)
+    return 0 if ready["status"] == "ready" else 1
+
+
 def cmd_predict(args) -> int:
     from arcade_pacs.model.classifier import Classifier
-    from arcade_pacs.pipeline.frames import FrameError
-    from arcade_pacs.pipeline.predict import predict_bytes
     from arcade_pacs.settings import load_settings
 
     settings = load_settings(args.config)
     classifier = Classifier.load(args.model or settings.model.path)
     failed = 0
-    for name in args.files:
-        path = Path(name)
-        try:
-            body = predict_bytes(
-                path.read_bytes(), classifier.predict, classifier.info.threshold,
-                settings.pipeline.keyframes, settings.pipeline.max_frames,
-            )
-            body = {"file": str(path)} | body | {"model_version": classifier.info.version}
-        except (OSError, FrameError) as exc:
-            failed += 1
-            body = {"file": str(path), "error": str(exc)}
-        if args.json:
-            print(json.dumps(body), flush=True)
-        else:
-            print(
-                f"{path}: {body.get('diagnosis', 'error')} "
-                + (f"p={body['raw_score']:.3f} (threshold {body['threshold']:.3f})" if "raw_score" in body else body["error"]),
-                flush=True,
-            )
+    with ProgressBar("predict", len(args.files), enabled=len(args.files) > 1, every=10) as bar:
+        for done, name in enumerate(args.files, start=1):
+            failed += _predict_one(Path(name), classifier, settings, args.json)
+            bar.update(done)
     return 1 if failed else 0
+
+
+def _predict_one(path: Path, classifier, settings, as_json: bool) -> int:
+    """Classify one file and print its line; returns 1 when it failed."""
+    from arcade_pacs.pipeline.frames import FrameError
+    from arcade_pacs.pipeline.predict import predict_bytes
+
+    try:
+        body = predict_bytes(
+            path.read_bytes(), classifier.predict, classifier.info.threshold,
+            settings.pipeline.keyframes, settings.pipeline.max_frames,
+        )
+        body = {"file": str(path)} | body | {"model_version": classifier.info.version}
+    except (OSError, FrameError) as exc:
+        body = {"file": str(path), "error": str(exc)}
+    if as_json:
+        print(json.dumps(body), flush=True)
+    else:
+        print(
+            f"{path}: {body.get('diagnosis', 'error')} "
+            + (f"p={body['raw_score']:.3f} (threshold {body['threshold']:.3f})" if "raw_score" in body else body["error"]),
+            flush=True,
+        )
+    return 1 if "error" in body else 0
 
 
 def cmd_train(args) -> int:
@@ -94,16 +224,20 @@ def cmd_train(args) -> int:
         limit_val=args.limit_val,
         resume=args.resume,
     )
-    show = lambda p: print(p.line(), flush=True)  # noqa: E731
-    try:
-        if args.promote:
-            outcome = retrain(cfg, settings.model.path, progress=show)
-            info = outcome.candidate_info
-        else:
-            info = train(cfg, progress=show)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with ProgressBar("train", None) as bar:
+        def show(p) -> None:
+            val = f" val_auc {p.val_auc:.4f}" if p.val_auc is not None else ""
+            bar.update((p.epoch - 1) * p.steps + p.step, p.epochs * p.steps,
+                       note=f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f}{val}", line=p.line())
+
+        try:
+            if args.promote:
+                outcome = retrain(cfg, settings.model.path, progress=show)
+                info = outcome.candidate_info
+            else:
+                info = train(cfg, progress=show)
+        except DatasetError as exc:
+            raise CliError(str(exc)) from exc
     summary = {"model": str(cfg.out), "version": info.version, "threshold": info.threshold,
                "val": info.metrics.get("val", {})}
     if args.promote:
@@ -123,15 +257,11 @@ def cmd_evaluate(args) -> int:
     try:
         split = load_split(data, args.split, args.limit)
     except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(str(exc)) from exc
     classifier = Classifier.load(args.model or settings.model.path)
-
-    def progress(done, total):
-        if not args.json and (done % 25 == 0 or done == total):
-            print(f"scored {done}/{total} images", file=sys.stderr, flush=True)
-
-    scores = score_split(classifier.predict, split, tta=True, progress=progress)
+    with ProgressBar("scored", len(split), enabled=not args.json) as bar:
+        scores = score_split(classifier.predict, split, tta=True,
+                             progress=lambda done, total: bar.update(done, total, note="images"))
     result = metrics(scores, classifier.info.threshold) | {
         "split": args.split,
         "model_version": classifier.info.version,
@@ -196,11 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arcade-pacs", description=__doc__)
     parser.add_argument("--config", help="config TOML (default: ARCADE_CONFIG or config/arcade.toml)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the SCP, the worker and the admin API")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("status", help="the running plugin's status and readiness as a table")
+    p.add_argument("--url", help="admin API base URL (default: http://<admin.host>:<admin.port>)")
+    p.add_argument("--json", action="store_true", help="print /status and /ready as one JSON object")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("predict", help="classify DICOM/PNG/JPEG files")
     p.add_argument("files", nargs="+")
@@ -271,22 +408,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the opacification curve with the keyframes marked (PNG)")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_keyframes)
+    for subparser in sub.choices.values():  # `arcade-pacs CMD ... --debug` as well as before CMD
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: what went wrong, in the words of the exception, without a traceback."""
     from pydantic import ValidationError
 
+    if isinstance(exc, ValidationError):
+        return "invalid configuration: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if isinstance(exc, CliError | FileNotFoundError | OSError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _logging(args.verbose)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValidationError, OSError) as exc:
-        # A missing model or config, an invalid setting, a port in use: say it in one line.
-        print(f"arcade-pacs {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A missing model or config, an invalid setting, a port in use, an unreachable admin:
+        # one line saying what to do; the traceback only with --debug.
+        if args.debug:
+            raise
+        from pydantic import ValidationError
+
+        expected = isinstance(exc, CliError | OSError | ValidationError)
+        hint = "" if expected else " (run with --debug for the traceback)"
+        print(f"arcade-pacs {args.command}: error: {describe_error(exc)}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

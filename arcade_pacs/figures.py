@@ -25,3 +25,21 @@ def save(fig, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+
+def figure(figsize: tuple[float, float], dpi: int = 100):
+    """A matplotlib ``Figure`` made without pyplot: its state is its own, so threads serving
+    HTTP requests can draw at the same time (pyplot's global figure list is not thread-safe)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=dpi, layout="tight")
+
+
+def png_bytes(fig) -> bytes:
+    """``fig`` (from :func:`figure`) as PNG bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

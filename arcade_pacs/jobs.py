@@ -116,3 +116,25 @@ def recover_running(*, session: Session) -> int:
 def counts_by_state(*, session: Session) -> dict[str, int]:
     """Number of jobs in each state (every state present, zero included)."""
     return queries.counts_by_state(Job.state, JobState, session=session)
+
+
+def requeue_study(study, *, session: Session) -> tuple[int, int]:
+    """Queue every instance of ``study`` for analysis again (an operator's re-analysis).
+
+    A job still queued or running is left alone (its result will be fresh anyway). The study is
+    marked as needing a report, so once the jobs are done the reporter writes a new SR that
+    names the previous one as its predecessor. Returns ``(queued, busy)``.
+    """
+    queued = busy = 0
+    for instance in study.instances:
+        if instance.job is not None and instance.job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
+            busy += 1
+            continue
+        enqueue(instance, session=session)
+        queued += 1
+    if queued:
+        study.needs_report = True
+        study.report_attempts = 0
+        study.report_error = None
+        study.report_due_at = None
+    return queued, busy

@@ -2,8 +2,9 @@
 
 Counters and histograms live on one registry created at import. This module imports nothing
 from the package, so every layer may count; the database-backed gauges (jobs and deliveries by
-state) are added by the admin app (:mod:`arcade_pacs.admin.collector`), computed when
-``/metrics`` is scraped, so they are always true after a restart.
+state, queue depth, backlog per destination) are added by the admin app
+(:mod:`arcade_pacs.admin.collector`), computed when ``/metrics`` is scraped, so they are
+always true after a restart.
 """
 
 from __future__ import annotations
@@ -24,6 +25,26 @@ DELIVERY_ATTEMPTS = Counter(
     "arcade_delivery_attempts_total", "SR C-STORE attempts by outcome", ["outcome"], registry=REGISTRY
 )
 REPORTS = Counter("arcade_reports_total", "SR documents written", registry=REGISTRY)
+RECEIVED_BYTES = Counter(
+    "arcade_received_bytes_total", "Bytes received by the DICOM SCP (PDUs, all associations)", registry=REGISTRY
+)
+JOB_SECONDS = Histogram(
+    "arcade_job_duration_seconds", "Time of one analysis job attempt, claim to recorded outcome", ["outcome"],
+    buckets=(0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600), registry=REGISTRY,
+)
+INFERENCE_PASSES = Counter(
+    "arcade_inference_passes_total", "Forward passes of the model (one batch each)", registry=REGISTRY
+)
+INFERENCE_IMAGES = Counter(
+    "arcade_inference_images_total", "Tensors scored by the model (TTA views counted separately)", registry=REGISTRY
+)
+ASSOCIATIONS = Counter(
+    "arcade_associations_total", "DICOM associations ended, by outcome (released, aborted, rejected)",
+    ["outcome"], registry=REGISTRY,
+)
+ASSOCIATIONS_REJECTED = Counter(
+    "arcade_associations_rejected_total", "DICOM associations rejected (A-ASSOCIATE-RJ)", registry=REGISTRY
+)
 
 
 def render() -> tuple[bytes, str]:

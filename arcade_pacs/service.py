@@ -88,6 +88,15 @@ class Service:
             self.model.get().info.version,
         )
 
+    def scp_listening(self) -> bool:
+        """The SCP's server is started and its listening socket open (for ``GET /ready``)."""
+        server = self._server
+        return server is not None and not self.stopping.is_set() and server.socket.fileno() >= 0
+
+    def active_associations(self) -> int:
+        """DICOM associations established now (``GET /status``); a bare TCP connection is not one."""
+        return sum(1 for assoc in self.scp_ae.active_associations if assoc.is_established)
+
     def stop(self) -> None:
         """Stop accepting associations, then let the loops finish their current step."""
         self.stopping.set()
@@ -105,7 +114,10 @@ class Service:
         from arcade_pacs.admin.app import AdminState, create_app
 
         self.start()
-        app = create_app(AdminState(self.settings, self.sessions, self.model, self.retrain))
+        app = create_app(AdminState(
+            self.settings, self.sessions, self.model, self.retrain,
+            scp_listening=self.scp_listening, active_associations=self.active_associations,
+        ))
         try:
             uvicorn.run(app, host=self.settings.admin.host, port=self.settings.admin.port, log_level="warning")
         finally:

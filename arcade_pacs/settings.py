@@ -54,6 +54,9 @@ class StorageSettings(BaseModel):
     """Where received instances and produced SRs are written (Part 10 files)."""
 
     root: Path = Path("var/store")
+    # GET /ready answers 503 below this much free space on the storage root's file system: a
+    # modality would otherwise get 0xA700 (out of resources) for every instance.
+    min_free_mb: int = Field(1024, ge=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -90,6 +93,9 @@ class AdminSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     token: str = ""  # required for state-changing endpoints when set
+    # The dashboard shows UIDs and dates only; True adds patient names and IDs (read from the
+    # stored headers) for a trusted network.
+    show_patient_identity: bool = False
 
 
 class Destination(BaseModel):

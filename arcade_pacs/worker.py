@@ -62,6 +62,7 @@ def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds:
         seconds=seconds,
     )
     key_rows = {idx: k for k, idx in enumerate(analysis.keyframes)}
+    rounded = lambda values: [round(float(v), 5) for v in values]  # noqa: E731
     for idx, opac in enumerate(analysis.opacification):
         k = key_rows.get(idx)
         result.frames.append(
@@ -69,7 +70,9 @@ def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds:
                 frame_number=idx + 1,
                 opacification=float(opac),
                 probability=None if k is None else float(analysis.finding.frame_probabilities[k]),
-                window_scores=None if k is None else [round(float(v), 5) for v in analysis.window_scores[k]],
+                window_scores=None if k is None else rounded(analysis.window_scores[k]),
+                window_original=None if k is None else rounded(analysis.window_original[k]),
+                window_flipped=None if k is None else rounded(analysis.window_flipped[k]),
             )
         )
     session.add(result)
@@ -101,6 +104,7 @@ class Worker:
                 jobs.complete(job)
                 session.commit()
                 metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)
+                metrics.JOB_SECONDS.labels(outcome="done").observe(time.perf_counter() - started)
                 metrics.JOB_OUTCOMES.labels(outcome="done").inc()
                 log.info("job id=%s done in %.1fs", job.id, time.perf_counter() - started)
             except Exception as exc:
@@ -108,6 +112,7 @@ class Worker:
                 job = session.get(Job, job.id)
                 state = jobs.fail(job, exc, self.settings.pipeline.max_attempts)
                 session.commit()
+                metrics.JOB_SECONDS.labels(outcome=state.value).observe(time.perf_counter() - started)
                 metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
                 log.warning("job id=%s %s: %s", job.id, state.value, job.last_error)
         return True

@@ -1,4 +1,7 @@
-"""The admin HTTP API (FastAPI): health, status, results, jobs, deliveries, metrics, ``/predict``.
+"""The admin HTTP API (FastAPI) and its dashboard (``/ui/``).
+
+API: health and readiness, status, studies, results and their pictures, SRs, jobs, deliveries,
+the association audit, metrics, ``/predict``, ``/retrain``.
 
 The app factory receives the running service's resources explicitly (:class:`AdminState`);
 nothing is created per request. Each resource has its router (``routers/``), the dependencies
@@ -13,11 +16,23 @@ from fastapi import FastAPI
 from arcade_pacs import __version__
 from arcade_pacs.admin.collector import register_database
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState
-from arcade_pacs.admin.routers import deliveries, health, jobs, predict, results, retrain
+from arcade_pacs.admin.pages import STATIC_PATH, static_files
+from arcade_pacs.admin.pages import routes as pages
+from arcade_pacs.admin.routers import (
+    associations,
+    deliveries,
+    health,
+    jobs,
+    predict,
+    reports,
+    results,
+    retrain,
+    studies,
+)
 
 __all__ = ["AdminState", "create_app"]
 
-ROUTERS = (health, results, jobs, deliveries, predict, retrain)
+ROUTERS = (health, studies, results, reports, associations, jobs, deliveries, predict, retrain)
 
 
 def create_app(state: AdminState) -> FastAPI:
@@ -31,4 +46,7 @@ def create_app(state: AdminState) -> FastAPI:
     app.state.admin = state
     for module in ROUTERS:
         app.include_router(module.router)
+    app.include_router(pages.pages)
+    app.include_router(pages.router)
+    app.mount(STATIC_PATH, static_files(), name="static")
     return app

@@ -1,4 +1,7 @@
-"""Prometheus gauges read from the database at scrape time (jobs and deliveries by state).
+"""Prometheus gauges read from the database at scrape time.
+
+Jobs and deliveries by state, the depth of the two queues (analysis: jobs queued or running;
+outbox: deliveries pending) and each destination's backlog.
 
 They live beside the admin app, which serves ``/metrics``, so :mod:`arcade_pacs.metrics`
 stays a leaf every layer can import.
@@ -10,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import jobs
+from arcade_pacs.db.queries import deliveries_by_destination
 from arcade_pacs.metrics import REGISTRY
 from arcade_pacs.send import outbox
 
@@ -26,11 +30,25 @@ class DatabaseCollector:
                 ("arcade_jobs", "Analysis jobs by state"): jobs.counts_by_state(session=s),
                 ("arcade_deliveries", "SR deliveries by state"): outbox.counts_by_state(session=s),
             }
+            backlog = deliveries_by_destination(session=s)
         for (name, documentation), by_state in counts.items():
             gauge = GaugeMetricFamily(name, documentation, labels=["state"])
             for state, n in by_state.items():
                 gauge.add_metric([state], n)
             yield gauge
+        job_counts = counts[("arcade_jobs", "Analysis jobs by state")]
+        delivery_counts = counts[("arcade_deliveries", "SR deliveries by state")]
+        depth = GaugeMetricFamily("arcade_queue_depth", "Work waiting: analysis jobs queued or running, "
+                                  "SR deliveries pending", labels=["queue"])
+        depth.add_metric(["analysis"], job_counts[jobs.JobState.QUEUED] + job_counts[jobs.JobState.RUNNING])
+        depth.add_metric(["outbox"], delivery_counts[outbox.DeliveryState.PENDING])
+        yield depth
+        per_destination = GaugeMetricFamily("arcade_destination_deliveries", "SR deliveries per destination and state",
+                                            labels=["destination", "state"])
+        for destination, by_state in sorted(backlog.items()):
+            for state, n in sorted(by_state.items()):
+                per_destination.add_metric([destination, state], n)
+        yield per_destination
 
 
 _collector: DatabaseCollector | None = None

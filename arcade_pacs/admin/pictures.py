@@ -1,41 +1,216 @@
-"""Pictures of a result: a keyframe with the model's window scores drawn on it.
+"""Pictures of a result, drawn by the server from the stored result and the stored pixels.
 
-Why the model said what it said: each of the 3x3 windows it scored is tinted by its score
-(TTA mean), windows at or above the threshold are outlined in red with their score, so a
-clinician can see where the model looked and how sure it was. The frame is rendered through
-the same pipeline the model saw (display polarity, VOI, shutters), at 512x512.
+Why the model said what it said:
+
+- :func:`keyframe_png`: a keyframe as the model saw it (display polarity, VOI, shutters,
+  512x512) with a thermal heat map of its 3x3 window scores (TTA mean) and, outlined, the
+  regions that went into the SR (windows at or above the threshold, as stored);
+- :func:`histogram_png`: the keyframe's pixel-intensity histogram (how the contrast dye is
+  distributed: opacified vessels add a dark tail);
+- :func:`tta_png`: TTA agreement, the original and the mirrored view of each keyframe;
+- :func:`opacification_png`: the opacification curve of every frame with the keyframes marked;
+- :func:`probability_png`: the run's probability and each keyframe's against the threshold.
+
+Every picture is drawn from a real result; there is no placeholder. Figures are made without
+pyplot (:func:`arcade_pacs.figures.figure`) so request threads can draw at once.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import os
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import gaussian_filter
 
+from arcade_pacs import figures
+from arcade_pacs.findings import Region
 from arcade_pacs.pipeline.frames import FrameSource
-from arcade_pacs.pipeline.tensors import GRID
+from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID
+
+NOTICE = "research use only - not for diagnosis"
+HEAT_ALPHA = 0.45
 
 
-def render_keyframe(path: str, frame_number: int, window_scores: list[float], threshold: float) -> bytes:
-    """PNG of 1-based ``frame_number`` of the stored instance with its window scores overlaid."""
+@dataclass(frozen=True)
+class DisplayFrame:
+    """One frame as the model saw it: ``data`` (512, 512) in [0, 1], ``valid`` the exposed field."""
+
+    data: np.ndarray
+    valid: np.ndarray
+    rows: int
+    columns: int
+    frame_number: int
+
+
+@lru_cache(maxsize=32)
+def _load(path: str, mtime_ns: int, frame_number: int) -> DisplayFrame:
     source = FrameSource(path)
     source.scan()
-    frame = source.read([frame_number - 1]).data[0]
-    grey = Image.fromarray((frame * 255).astype(np.uint8)).convert("RGBA")
-    overlay = Image.new("RGBA", grey.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    # Tint each window's own 128x128 centre cell region so overlapping windows stay readable.
+    frames = source.read([frame_number - 1])
+    return DisplayFrame(frames.data[0], frames.valid, frames.rows, frames.columns, frame_number)
+
+
+def load_frame(path: str, frame_number: int) -> DisplayFrame:
+    """1-based ``frame_number`` of a stored instance through the analysis pipeline (cached).
+
+    The file's modification time is part of the cache key, so a re-sent instance is read again.
+    """
+    return _load(str(path), os.stat(path).st_mtime_ns, int(frame_number))
+
+
+def to_display(box: tuple[float, float, float, float], rows: int, columns: int) -> tuple[float, float, float, float]:
+    """Source pixel coordinates ``(x0, y0, x1, y1)`` to the 512x512 frame (inverse of ``Frames.to_source``)."""
+    sx, sy = FRAME_SIZE / columns, FRAME_SIZE / rows
+    x0, y0, x1, y1 = box
+    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+
+
+def heat_map(window_scores: list[float], size: int = FRAME_SIZE) -> np.ndarray:
+    """``(size, size)`` map: each pixel the mean score of the grid windows that cover it, smoothed."""
+    cell = 8
+    n = size // cell
+    total = np.zeros((n, n), np.float32)
+    count = np.zeros((n, n), np.float32)
     for window, score in zip(GRID, window_scores, strict=True):
-        cx, cy = window.x0 + window.size / 2, window.y0 + window.size / 2
-        cell = (cx - 64, cy - 64, cx + 64, cy + 64)
-        draw.rectangle(cell, fill=(255, 140, 0, int(110 * float(score))))
-    for window, score in zip(GRID, window_scores, strict=True):
-        if score >= threshold:
-            draw.rectangle((window.x0 + 2, window.y0 + 2, window.x1 - 3, window.y1 - 3), outline=(255, 0, 0, 255), width=3)
-            draw.text((window.x0 + 8, window.y0 + 6), f"{score:.2f}", fill=(255, 255, 0, 255))
-    picture = Image.alpha_composite(grey, overlay).convert("RGB")
-    ImageDraw.Draw(picture).text((6, 496), "research use only - not for diagnosis", fill=(255, 255, 255))
+        x0, y0 = int(window.x0) // cell, int(window.y0) // cell
+        x1, y1 = int(window.x1) // cell, int(window.y1) // cell
+        total[y0:y1, x0:x1] += float(score)
+        count[y0:y1, x0:x1] += 1
+    coarse = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+    # Soften the window edges (sigma 3 cells = 24 px) so the map reads as where, not as a grid.
+    coarse = gaussian_filter(coarse, sigma=3, mode="nearest")
+    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def keyframe_png(frame: DisplayFrame, window_scores: list[float], threshold: float, regions: list[Region]) -> bytes:
+    """The keyframe with the window-score heat map and the SR's regions of this frame outlined."""
+    from matplotlib import colormaps
+
+    grey = np.repeat((frame.data * 255).astype(np.uint8)[..., None], 3, axis=2).astype(np.float32)
+    heat = heat_map(window_scores)
+    colour = colormaps["jet"](heat)[..., :3] * 255
+    alpha = HEAT_ALPHA * frame.valid[..., None]
+    blended = (grey * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)
+    picture = Image.fromarray(blended, mode="RGB")
+    draw = ImageDraw.Draw(picture)
+    font = _font(15)
+    for region in regions:
+        if region.frame_number != frame.frame_number:
+            continue
+        x0, y0, x1, y1 = to_display(region.box, frame.rows, frame.columns)
+        draw.rectangle((x0 + 2, y0 + 2, x1 - 3, y1 - 3), outline=(255, 0, 0), width=3)
+        draw.text((x0 + 8, y0 + 6), f"{region.probability:.2f}", fill=(255, 255, 0), font=font)
+    best = max(window_scores)
+    draw.text((6, 4), f"frame {frame.frame_number}  max window {best:.2f}  threshold {threshold:.2f}",
+              fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    draw.text((6, FRAME_SIZE - 20), NOTICE, fill=(255, 255, 255), font=_font(13), stroke_width=2, stroke_fill=(0, 0, 0))
+    return _png(picture)
+
+
+def histogram_stats(frame: DisplayFrame) -> dict[str, float]:
+    """Intensity statistics of the exposed field of ``frame`` (0 = black, 1 = white)."""
+    values = frame.data[frame.valid] if frame.valid.any() else frame.data.ravel()
+    p5, p50, p95 = np.percentile(values, [5, 50, 95])
+    return {
+        "pixels": int(values.size),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "p5": float(p5),
+        "median": float(p50),
+        "p95": float(p95),
+    }
+
+
+HISTOGRAM_BINS = 64
+
+
+def histogram_png(frame: DisplayFrame) -> bytes:
+    """The keyframe's pixel-intensity histogram over the exposed field, mean and median marked."""
+    values = frame.data[frame.valid] if frame.valid.any() else frame.data.ravel()
+    stats = histogram_stats(frame)
+    fig = figures.figure((4.2, 2.6))
+    ax = fig.subplots()
+    ax.hist(values, bins=HISTOGRAM_BINS, range=(0, 1), color="tab:gray", edgecolor="black", linewidth=0.3)
+    ax.axvline(stats["mean"], color="tab:red", lw=1.2, label=f"mean {stats['mean']:.3f}")
+    ax.axvline(stats["median"], color="tab:blue", lw=1.2, ls="--", label=f"median {stats['median']:.3f}")
+    ax.set_xlabel("intensity (0 dark = dye, 1 bright)")
+    ax.set_ylabel("pixels")
+    ax.set_title(f"frame {frame.frame_number}: pixel intensities", fontsize=9)
+    ax.legend(fontsize=7)
+    return figures.png_bytes(fig)
+
+
+def tta_png(frame_numbers: list[int], original: list[float], flipped: list[float], threshold: float) -> bytes:
+    """TTA agreement: each keyframe's original and mirrored view side by side, the threshold drawn."""
+    fig = figures.figure((max(4.0, 0.6 * len(frame_numbers) + 1.5), 2.8))
+    ax = fig.subplots()
+    x = np.arange(len(frame_numbers))
+    ax.bar(x - 0.2, original, width=0.4, label="original", color="tab:blue")
+    ax.bar(x + 0.2, flipped, width=0.4, label="flipped", color="tab:orange")
+    ax.axhline(threshold, color="tab:red", lw=1, ls="--", label=f"threshold {threshold:.2f}")
+    ax.set_xticks(x, [str(n) for n in frame_numbers], fontsize=8)
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_xlabel("keyframe")
+    ax.set_ylabel("probability")
+    ax.set_title("TTA agreement: original vs mirrored view", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
+    return figures.png_bytes(fig)
+
+
+def opacification_png(opacification: list[float], keyframes: list[int]) -> bytes:
+    """Opacification of every frame (dark-ridge top-hat) with the keyframes marked."""
+    numbers = np.arange(1, len(opacification) + 1)
+    values = np.asarray(opacification, dtype=np.float32)
+    fig = figures.figure((6.5, 2.6))
+    ax = fig.subplots()
+    ax.plot(numbers, values, c="tab:blue", lw=1.2, label="opacification")
+    chosen = np.asarray(keyframes, dtype=int)
+    ax.scatter(chosen, values[chosen - 1], c="tab:red", zorder=3, label=f"keyframes ({len(chosen)})")
+    ax.set_xlabel("frame number")
+    ax.set_ylabel("opacification")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return figures.png_bytes(fig)
+
+
+def probability_png(probability: float, threshold: float, frame_numbers: list[int],
+                    frame_probabilities: list[float]) -> bytes:
+    """The run's probability on a 0-1 scale against the threshold, each keyframe's as a tick."""
+    fig = figures.figure((6.5, 1.5))
+    ax = fig.subplots()
+    ax.axvspan(threshold, 1, color="tab:red", alpha=0.12)
+    ax.axvline(threshold, color="tab:red", lw=1.5)
+    ax.text(threshold, 1.05, f" threshold {threshold:.3f}", color="tab:red", fontsize=7, va="bottom")
+    ax.scatter(frame_probabilities, np.full(len(frame_probabilities), 0.5), marker="|", s=250, c="tab:gray",
+               label="keyframes")
+    ax.scatter([probability], [0.5], marker="D", s=70, c="black", zorder=3, label=f"run {probability:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.4)
+    ax.set_yticks([])
+    ax.set_xlabel("probability of stenosis")
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    return figures.png_bytes(fig)
+
+
+def data_uri(png: bytes) -> str:
+    """A PNG inlined in a page (the upload page has no stored result to link to)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()

@@ -6,11 +6,20 @@ leak into the API until it is added here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from arcade_pacs.training.train import TrainConfig
+
+
+def _as_utc(value: datetime) -> datetime:
+    """The database keeps naive UTC; the API says so (RFC 3339 with an offset, as OpenAPI's date-time asks)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class ModelSummary(BaseModel):
@@ -33,12 +42,34 @@ class ScpSummary(BaseModel):
     port: int
 
 
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ready, or not ready (then HTTP 503 and the reasons)")
+    checks: dict[str, Check] = Field(description="model, database, storage, scp")
+    reasons: list[str] = Field(description="what is not ready, one line each")
+
+
+class ErrorOut(BaseModel):
+    source: str = Field(description="job, delivery or report (writing a study's SR)")
+    id: int = Field(description="the job's, delivery's or study's database id")
+    at: UtcDateTime | None = Field(description="job: when it finished; delivery, report: when it is next due")
+    error: str
+
+
 class Status(BaseModel):
+    version: str
     instances_received: int
     results: int
     reports: int
     jobs: dict[str, int]
     deliveries: dict[str, int]
+    backlog: dict[str, dict[str, int]] = Field(description="deliveries per destination and state")
+    active_associations: int | None = Field(description="DICOM associations open now (None: no SCP here)")
+    last_errors: list[ErrorOut]
     model: ModelSummary
     scp: ScpSummary
     destinations: list[str]
@@ -66,7 +97,7 @@ class ResultSummary(BaseModel):
     keyframes: list[int]
     model_version: str
     seconds: float
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class FrameOut(BaseModel):
@@ -96,7 +127,7 @@ class InstanceResultOut(BaseModel):
 class JobOut(JobSummary):
     id: int
     instance_id: int
-    finished_at: datetime | None
+    finished_at: UtcDateTime | None
 
 
 class DeliveryOut(BaseModel):
@@ -107,12 +138,118 @@ class DeliveryOut(BaseModel):
     attempts: int
     last_status: int | None
     last_error: str | None
-    sent_at: datetime | None
+    sent_at: UtcDateTime | None
+
+
+class StudySummary(BaseModel):
+    study_instance_uid: str
+    received_at: UtcDateTime = Field(description="when its last instance arrived (UTC)")
+    runs: int = Field(description="instances (cine runs or images) received")
+    analysed: int = Field(description="runs with a result")
+    finding: str = Field(description="stenosis, no stenosis, analysing, failed, or waiting")
+    probability: float | None = Field(description="the highest run probability")
+    sr_state: str = Field(description="delivery state of the newest SR: sent, pending, failed, none")
+    patient_name: str | None = Field(None, description="only when admin.show_patient_identity is set")
+    patient_id: str | None = Field(None, description="only when admin.show_patient_identity is set")
+
+
+class StudyPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[StudySummary]
+
+
+class KeyframeOut(BaseModel):
+    frame_number: int = Field(description="1-based DICOM frame number")
+    opacification: float
+    probability: float = Field(description="the frame's probability: its highest window (TTA mean)")
+    tta: TTAViews | None = Field(description="both views of that window (None on results older than 0004)")
+    window_scores: list[float] = Field(description="TTA mean of the 3x3 grid windows, row by row")
+    window_original: list[float] | None
+    window_flipped: list[float] | None
+
+
+class RunResult(BaseModel):
+    probability: float
+    present: bool
+    threshold: float
+    tta: TTAViews
+    model_name: str
+    model_version: str
+    device_uid: str
+    seconds: float
+    created_at: UtcDateTime
+    keyframes: list[KeyframeOut]
+    regions: list[RegionOut]
+
+
+class RunOut(BaseModel):
+    instance_id: int
+    sop_instance_uid: str
+    series_instance_uid: str
+    received_at: UtcDateTime
+    frames: int = Field(description="frames scored for opacification (0 before analysis)")
+    job: JobSummary | None
+    result: RunResult | None
+
+
+class ReportOut(BaseModel):
+    sop_instance_uid: str
+    series_instance_uid: str
+    created_at: UtcDateTime
+    present: bool
+    n_instances: int
+    predecessor_sop_instance_uid: str | None
+    deliveries: list[DeliveryOut]
+    download: str = Field(description="the SR as a DICOM Part 10 file")
+    text: str = Field(description="the SR rendered as text (dsrdump, else the content tree)")
+
+
+class StudyDetail(BaseModel):
+    study: StudySummary
+    runs: list[RunOut]
+    reports: list[ReportOut]
+    report_error: str | None
+
+
+class ReanalyseAccepted(BaseModel):
+    study_instance_uid: str
+    runs_queued: int
+    runs_busy: int = Field(description="runs already queued or being analysed, left as they are")
+
+
+class AssociationOut(BaseModel):
+    id: int
+    calling_aet: str
+    called_aet: str
+    peer_address: str
+    peer_port: int
+    started_at: UtcDateTime
+    ended_at: UtcDateTime
+    outcome: str = Field(description="released, aborted or rejected")
+    reason: str | None
+    instances_stored: int
+    instances_refused: int
+    bytes_received: int
+
+
+class AssociationPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[AssociationOut]
 
 
 class DeliveryRetried(BaseModel):
     id: int
     state: str
+
+
+class Problem(BaseModel):
+    """An error answer: FastAPI's ``detail``, a sentence, or the list of invalid request fields."""
+
+    detail: str | list[dict]
 
 
 class PredictResponse(BaseModel):
@@ -168,5 +305,5 @@ class RetrainRunOut(BaseModel):
     serving_val_auc: float | None
     promoted: bool
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None

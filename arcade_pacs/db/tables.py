@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from arcade_pacs.findings import Finding, Region
@@ -134,7 +134,11 @@ class FrameScore(Base):
     frame_number: Mapped[int]  # 1-based DICOM frame number
     opacification: Mapped[float] = mapped_column(Float)
     probability: Mapped[float | None] = mapped_column(Float)  # None: not a keyframe
-    window_scores: Mapped[list | None] = mapped_column(JSON)
+    window_scores: Mapped[list | None] = mapped_column(JSON)  # TTA mean per grid window
+    # The two TTA views per grid window (keyframes only), so the admin can show where and how
+    # much the model's answer changes when the image is mirrored (None on older rows).
+    window_original: Mapped[list | None] = mapped_column(JSON)
+    window_flipped: Mapped[list | None] = mapped_column(JSON)
 
     result: Mapped[Result] = relationship(back_populates="frames")
 
@@ -199,3 +203,26 @@ class RetrainRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class Association(Base):
+    """An audit row per DICOM association the SCP saw: who called, from where, what came of it.
+
+    Written when the association ends (released, aborted) or is rejected (PS3.8 7.1: A-RELEASE,
+    A-ABORT, A-ASSOCIATE-RJ). No patient data: AE titles, addresses, counts and times only.
+    """
+
+    __tablename__ = "associations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    calling_aet: Mapped[str] = mapped_column(String(16))
+    called_aet: Mapped[str] = mapped_column(String(16))
+    peer_address: Mapped[str] = mapped_column(String(255))
+    peer_port: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ended_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16), index=True)  # released | aborted | rejected
+    reason: Mapped[str | None] = mapped_column(Text)
+    instances_stored: Mapped[int] = mapped_column(default=0)
+    instances_refused: Mapped[int] = mapped_column(default=0)
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arcade_pacs import metrics
 from arcade_pacs.settings import ModelSettings
 
 MODEL_NAME = "ARCADE EfficientNetB0 stenosis classifier"
@@ -101,4 +102,6 @@ class Classifier:
                 out[start : start + len(batch)] = np.asarray(
                     self.model.predict_on_batch(batch)
                 ).reshape(-1)
+                metrics.INFERENCE_PASSES.inc()
+        metrics.INFERENCE_IMAGES.inc(len(tensors))
         return out

@@ -30,7 +30,13 @@ class Analysis:
     opacification: np.ndarray  # (T,) every frame
     keyframes: list[int]  # 0-based indices into the frames
     window_scores: np.ndarray  # (K, W) TTA mean per keyframe and grid window
-    disagreement: np.ndarray  # (K, W) |original - flipped|
+    window_original: np.ndarray  # (K, W) the view as given, per keyframe and grid window
+    window_flipped: np.ndarray  # (K, W) the mirrored view
+
+    @property
+    def disagreement(self) -> np.ndarray:
+        """``(K, W)`` absolute difference between the two TTA views."""
+        return np.abs(self.window_original - self.window_flipped)
 
 
 def analyse_frames(
@@ -105,5 +111,6 @@ def classify_keyframes(
         opacification=opac,
         keyframes=list(chosen),
         window_scores=mean,
-        disagreement=tta.disagreement.reshape(shape),
+        window_original=tta.original.reshape(shape),
+        window_flipped=tta.flipped.reshape(shape),
     )

@@ -6,6 +6,7 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from arcade_pacs.conformance import Contexts
+from arcade_pacs.receive.audit import AssociationAudit
 from arcade_pacs.receive.handlers import StoreContext, handle_echo, handle_store
 from arcade_pacs.settings import Settings
 
@@ -40,6 +41,7 @@ def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ThreadedAssoci
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [store]),
     ]
+    handlers.extend(AssociationAudit(store.sessions).handlers())  # GET /associations
     return ae.start_server(
         (settings.scp.host, settings.scp.port), block=False, evt_handlers=handlers
     )

@@ -56,3 +56,30 @@ def test_serve_with_a_missing_model_says_so(tmp_path):
                    f'[database]\nurl = "sqlite:///{tmp_path}/a.db"\n')
     out = cli("--config", cfg, "serve", timeout=120)
     assert out.returncode == 2 and "model file not found" in out.stderr
+
+
+def test_errors_are_one_line_unless_debug():
+    out = cli("status", "--url", "http://127.0.0.1:1", timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("arcade-pacs status: error: cannot reach the admin API")
+    assert "arcade-pacs serve" in lines[0]
+    out = cli("status", "--url", "http://127.0.0.1:1", "--debug", timeout=60)
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_an_invalid_setting_is_named_in_one_line(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[scp]\nport = 99999999\n")
+    out = cli("--config", cfg, "status", timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "invalid configuration: scp.port" in out.stderr
+
+
+def test_progress_lines_without_a_terminal(capsys):
+    from arcade_pacs.cli import ProgressBar
+
+    with ProgressBar("scored", 30, every=10) as bar:
+        for done in range(1, 31):
+            bar.update(done, note="images")
+    assert capsys.readouterr().err.splitlines() == ["scored 10/30 images", "scored 20/30 images", "scored 30/30 images"]

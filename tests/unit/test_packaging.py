@@ -25,6 +25,10 @@ def test_the_wheel_ships_the_declared_contexts_migrations_and_templates(tmp_path
         "arcade_pacs/db/migrations/script.py.mako",
         "arcade_pacs/db/migrations/versions/0001_initial_schema.py",
         "arcade_pacs/training/card_template.md",
+        "arcade_pacs/admin/pages/templates/study.html",
+        "arcade_pacs/admin/pages/static/htmx.min.js",
+        "arcade_pacs/admin/pages/static/app.js",
+        "arcade_pacs/admin/pages/static/style.css",
     ):
         assert needed in names, needed
     assert not any(name.startswith(("tests/", "scp/", "models/")) for name in names)

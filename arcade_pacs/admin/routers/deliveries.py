@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import get_session, require_token
+from arcade_pacs.admin.deps import DbId, get_session, require_token
 from arcade_pacs.admin.schemas import DeliveryOut, DeliveryRetried
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Delivery
@@ -26,7 +26,7 @@ def deliveries(limit: int = Query(100, ge=1, le=1000), s: Session = Depends(get_
 
 @router.post("/deliveries/{delivery_id}/retry", response_model=DeliveryRetried,
              dependencies=[Depends(require_token)])
-def retry_delivery(delivery_id: int, s: Session = Depends(get_session)):
+def retry_delivery(delivery_id: DbId, s: Session = Depends(get_session)):
     """Put a failed delivery back in the outbox."""
     if not outbox.retry(delivery_id, session=s):
         raise HTTPException(409, "delivery is not in state failed")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state
-from arcade_pacs.admin.schemas import PredictResponse
+from arcade_pacs.admin.schemas import PredictResponse, Problem
 from arcade_pacs.pipeline.frames import FrameError
 from arcade_pacs.pipeline.predict import predict_bytes
 
@@ -15,7 +15,8 @@ router = APIRouter(tags=["predict"])
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
-@router.post("/predict", response_model=PredictResponse)
+@router.post("/predict", response_model=PredictResponse, responses={
+    422: {"model": Problem, "description": "the file cannot be analysed (the reason), or the request is invalid"}})
 async def predict(file: UploadFile = File(...), state: AdminState = Depends(get_state)):
     """Classify one uploaded PNG, JPEG or DICOM file."""
     data = await file.read(MAX_UPLOAD_BYTES + 1)

@@ -1,4 +1,4 @@
-"""Analysis results: scores per run and keyframe, regions, and the keyframe pictures."""
+"""Analysis results: scores per run and keyframe, regions, and the pictures that explain them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import get_session
-from arcade_pacs.admin.pictures import render_keyframe
+from arcade_pacs.admin import pictures
+from arcade_pacs.admin.deps import DbId, FrameNumber, get_session, require_reader
 from arcade_pacs.admin.schemas import (
     FrameOut,
     InstanceResultOut,
@@ -17,10 +17,13 @@ from arcade_pacs.admin.schemas import (
     ResultSummary,
     TTAViews,
 )
+from arcade_pacs.admin.views import run_result
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Instance, Result
 
-router = APIRouter(tags=["results"])
+router = APIRouter(tags=["results"], dependencies=[Depends(require_reader)])
+
+PNG = {200: {"content": {"image/png": {}}}}
 
 
 def result_summary(r: Result) -> ResultSummary:
@@ -46,7 +49,7 @@ def results(limit: int = Query(50, ge=1, le=500), s: Session = Depends(get_sessi
 
 
 @router.get("/results/{instance_id}", response_model=InstanceResultOut)
-def result(instance_id: int, s: Session = Depends(get_session)):
+def result(instance_id: DbId, s: Session = Depends(get_session)):
     """One instance's result with its per-frame scores, regions and job history."""
     instance = s.get(Instance, instance_id)
     if instance is None:
@@ -70,14 +73,63 @@ def result(instance_id: int, s: Session = Depends(get_session)):
     )
 
 
-@router.get("/results/{instance_id}/frames/{frame_number}.png", response_class=Response)
-def keyframe_picture(instance_id: int, frame_number: int, s: Session = Depends(get_session)):
-    """A keyframe with the window scores the model gave it (explainability picture)."""
+def analysed(instance_id: int, s: Session) -> Instance:
     instance = s.get(Instance, instance_id)
     if instance is None or instance.result is None:
         raise HTTPException(404, "no result for this instance")
+    return instance
+
+
+def scored_frame(instance: Instance, frame_number: int):
     scored = {f.frame_number: f for f in instance.result.frames if f.window_scores is not None}
     if frame_number not in scored:
         raise HTTPException(404, f"frame {frame_number} is not a keyframe of this result")
-    png = render_keyframe(instance.path, frame_number, scored[frame_number].window_scores, instance.result.threshold)
-    return Response(png, media_type="image/png")
+    return scored[frame_number]
+
+
+def png(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/results/{instance_id}/frames/{frame_number}.png", response_class=Response, responses=PNG)
+def keyframe_picture(instance_id: DbId, frame_number: FrameNumber, s: Session = Depends(get_session)):
+    """A keyframe with a heat map of its window scores and the SR's regions outlined (where it looked)."""
+    instance = analysed(instance_id, s)
+    scores = scored_frame(instance, frame_number)
+    frame = pictures.load_frame(instance.path, frame_number)
+    finding = instance.result.finding
+    return png(pictures.keyframe_png(frame, scores.window_scores, finding.threshold, finding.regions))
+
+
+@router.get("/results/{instance_id}/frames/{frame_number}/histogram.png", response_class=Response, responses=PNG)
+def histogram_picture(instance_id: DbId, frame_number: FrameNumber, s: Session = Depends(get_session)):
+    """The keyframe's pixel-intensity histogram (how the contrast dye is distributed)."""
+    instance = analysed(instance_id, s)
+    scored_frame(instance, frame_number)
+    return png(pictures.histogram_png(pictures.load_frame(instance.path, frame_number)))
+
+
+@router.get("/results/{instance_id}/tta.png", response_class=Response, responses=PNG)
+def tta_picture(instance_id: DbId, s: Session = Depends(get_session)):
+    """TTA agreement: each keyframe's original and mirrored view at its best window."""
+    instance = analysed(instance_id, s)
+    run = run_result(instance.result)
+    views = [(k.frame_number, k.tta) for k in run.keyframes if k.tta is not None]
+    if not views:
+        raise HTTPException(404, "this result predates stored TTA views; re-analyse the study")
+    return png(pictures.tta_png([n for n, _ in views], [t.original for _, t in views],
+                                [t.flipped for _, t in views], run.threshold))
+
+
+@router.get("/results/{instance_id}/opacification.png", response_class=Response, responses=PNG)
+def opacification_picture(instance_id: DbId, s: Session = Depends(get_session)):
+    """Opacification of every frame, the keyframes marked."""
+    r = analysed(instance_id, s).result
+    return png(pictures.opacification_png([f.opacification for f in r.frames], list(r.keyframes)))
+
+
+@router.get("/results/{instance_id}/probability.png", response_class=Response, responses=PNG)
+def probability_picture(instance_id: DbId, s: Session = Depends(get_session)):
+    """The run's probability and each keyframe's against the threshold."""
+    f = analysed(instance_id, s).result.finding
+    return png(pictures.probability_png(f.probability, f.threshold, f.frame_numbers, f.frame_probabilities))

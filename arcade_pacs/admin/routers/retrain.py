@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from arcade_pacs.admin.deps import AdminState, get_state, require_token
+from arcade_pacs.admin.deps import AdminState, DbId, get_state, require_token
 from arcade_pacs.admin.schemas import RetrainAccepted, RetrainRequest, RetrainRunOut
 from arcade_pacs.training.retrain import RetrainBusy, RetrainManager, RetrainState
 
@@ -28,7 +28,7 @@ def retrain(request: RetrainRequest, retrainer: RetrainManager = Depends(manager
 
 
 @router.get("/retrain/{run_id}", response_model=RetrainRunOut)
-def retrain_status(run_id: int, retrainer: RetrainManager = Depends(manager)):
+def retrain_status(run_id: DbId, retrainer: RetrainManager = Depends(manager)):
     """Progress and outcome of a retraining run."""
     body = retrainer.get(run_id)
     if body is None:

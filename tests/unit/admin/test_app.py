@@ -36,6 +36,9 @@ def test_status_counts_and_model(client, settings, sessions, tiny_classifier, ru
     assert body["model"]["version"] == "tiny-1"
     assert body["scp"] == {"ae_title": "ARCADE", "port": settings.scp.port}
     Worker(settings, sessions, ModelHolder(tiny_classifier)).run_once()
+    # With a token configured, results are read with it (require_reader).
+    assert client.get("/results").status_code == 401
+    client.headers["Authorization"] = "Bearer s3cret"
     results = client.get("/results").json()
     assert len(results) == 1 and results[0]["model_version"] == "tiny-1"
     detail = client.get(f"/results/{results[0]['instance_id']}").json()
