@@ -35,6 +35,7 @@ system-deps:
 	fi
 
 run: install
+	$(BIN)/arcade-pacs db upgrade
 	$(BIN)/arcade-pacs serve
 
 # The checked rules: import layers (pyproject's [tool.importlinter]) and lint (ruff).

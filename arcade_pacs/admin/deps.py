@@ -2,11 +2,21 @@
 
 The running service's resources reach the app once (:class:`AdminState`, kept on
 ``app.state``); routes ask for them with ``Depends`` instead of importing globals.
+
+The access policy is these dependencies, nothing else:
+
+- :func:`require_token` guards every state-changing endpoint: 403 while no ``admin.token`` is
+  configured ("set admin.token to enable"), 401 without ``Authorization: Bearer <token>``;
+- :func:`require_reader` guards results, their pictures (keyframes may show burned-in patient
+  data) and the lists of jobs and deliveries: open on an admin without a token (which the
+  service binds to loopback only: see ``service.admin_binding_problem``), the token otherwise;
+- ``/health``, ``/ready`` and ``/metrics`` take neither: probes and scrapers carry no secret.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,9 +37,13 @@ class AdminState:
 
     settings: Settings
     sessions: sessionmaker[Session]
-    model: ModelHolder
+    model: ModelHolder | None
     retrain: RetrainManager | None = None
     started_at: float = field(default_factory=time.time)
+    predict_slots: threading.Semaphore = field(init=False)
+
+    def __post_init__(self):
+        self.predict_slots = threading.BoundedSemaphore(self.settings.admin.predict_concurrency)
 
 
 def get_state(request: Request) -> AdminState:
@@ -43,10 +57,27 @@ def get_session(state: AdminState = Depends(get_state)) -> Iterator[Session]:
         yield session
 
 
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    return secrets.compare_digest((authorization or "").encode(), f"Bearer {token}".encode())
+
+
 def require_token(
     state: AdminState = Depends(get_state), authorization: str | None = Header(default=None)
 ) -> None:
-    """State-changing endpoints need ``Authorization: Bearer <admin.token>`` when a token is set."""
+    """State-changing endpoints: refused (403) until a token is configured, then the token is needed (401)."""
     token = state.settings.admin.token
-    if token and not secrets.compare_digest(authorization or "", f"Bearer {token}"):
-        raise HTTPException(status_code=401, detail="admin token required")
+    if not token:
+        raise HTTPException(status_code=403, detail="state-changing endpoints are disabled: set admin.token to enable")
+    if not _bearer_matches(authorization, token):
+        raise HTTPException(status_code=401, detail="admin token required",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_reader(
+    state: AdminState = Depends(get_state), authorization: str | None = Header(default=None)
+) -> None:
+    """Results, pictures, jobs and deliveries: the token when one is configured (401 without it)."""
+    token = state.settings.admin.token
+    if token and not _bearer_matches(authorization, token):
+        raise HTTPException(status_code=401, detail="admin token required",
+                            headers={"WWW-Authenticate": "Bearer"})

@@ -21,9 +21,11 @@ class ModelSummary(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="ok, or degraded when the database does not answer")
+    status: str = Field(description="ok; degraded when the database does not answer (503) or an SR delivery failed for good")
     model_loaded: bool
     database: str
+    deliveries_failed: int = Field(0, description="SR deliveries that gave up (state failed): they need an operator")
+    problems: list[str] = Field(default_factory=list, description="why the status is degraded, one line each")
     version: str
     notice: str
 
@@ -39,7 +41,7 @@ class Status(BaseModel):
     reports: int
     jobs: dict[str, int]
     deliveries: dict[str, int]
-    model: ModelSummary
+    model: ModelSummary | None
     scp: ScpSummary
     destinations: list[str]
     uptime_s: float

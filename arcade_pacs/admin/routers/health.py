@@ -19,24 +19,32 @@ from arcade_pacs.send import outbox
 router = APIRouter(tags=["health"])
 
 
-def model_summary(state: AdminState) -> ModelSummary:
-    """What the serving model is (name, version, Device UID, threshold)."""
+def model_summary(state: AdminState) -> ModelSummary | None:
+    """What the serving model is (name, version, Device UID, threshold); ``None`` in an SCP process."""
+    if state.model is None:
+        return None
     info = state.model.get().info
     return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold)
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 def health(state: AdminState = Depends(get_state), s: Session = Depends(get_session)):
-    """Liveness and readiness: the database answers and a model is loaded."""
+    """Liveness: the database answers (else 503). ``degraded`` (still 200) while an SR delivery
+    has failed for good (it needs an operator: ``GET /deliveries``, ``POST .../retry``)."""
+    failed = 0
     try:
         s.execute(text("SELECT 1"))
         database = "ok"
+        failed = outbox.counts_by_state(session=s)[outbox.DeliveryState.FAILED.value]
     except Exception as exc:  # pragma: no cover - depends on an outage
         database = f"error: {type(exc).__name__}"
+    problems = [f"{failed} SR deliveries failed"] if failed else []
     body = Health(
-        status="ok" if database == "ok" else "degraded",
-        model_loaded=state.model.get() is not None,
+        status="ok" if database == "ok" and not problems else "degraded",
+        model_loaded=state.model is not None and state.model.get() is not None,
         database=database,
+        deliveries_failed=failed,
+        problems=problems,
         version=__version__,
         notice=RESEARCH_NOTICE,
     )

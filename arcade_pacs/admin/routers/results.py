@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import get_session
+from arcade_pacs.admin.deps import get_session, require_reader
 from arcade_pacs.admin.pictures import render_keyframe
 from arcade_pacs.admin.schemas import (
     FrameOut,
@@ -20,7 +20,7 @@ from arcade_pacs.admin.schemas import (
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Instance, Result
 
-router = APIRouter(tags=["results"])
+router = APIRouter(tags=["results"], dependencies=[Depends(require_reader)])
 
 
 def result_summary(r: Result) -> ResultSummary:

@@ -13,11 +13,23 @@ from tests.ingest import ingest
 ORIGINAL_KEYS = {"diagnosis", "confidence", "raw_score", "is_abnormal", "tta_details"}
 
 
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
 @pytest.fixture
 def client(settings, sessions, tiny_classifier):
+    """An admin with a token, and a client that sends it."""
     settings.admin.token = "s3cret"
     state = AdminState(settings, sessions, ModelHolder(tiny_classifier))
-    with TestClient(create_app(state)) as c:
+    with TestClient(create_app(state), headers=AUTH) as c:
+        yield c
+
+
+@pytest.fixture
+def anonymous(settings, sessions, tiny_classifier):
+    """The same admin with a token, and a client that has none."""
+    settings.admin.token = "s3cret"
+    with TestClient(create_app(AdminState(settings, sessions, ModelHolder(tiny_classifier)))) as c:
         yield c
 
 
@@ -32,7 +44,7 @@ def test_status_counts_and_model(client, settings, sessions, tiny_classifier, ru
     ingest(rubo, settings, sessions)
     body = client.get("/status").json()
     assert body["instances_received"] == 1 and body["jobs"]["queued"] == 1
-    assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0}
+    assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0, "cancelled": 0}
     assert body["model"]["version"] == "tiny-1"
     assert body["scp"] == {"ae_title": "ARCADE", "port": settings.scp.port}
     Worker(settings, sessions, ModelHolder(tiny_classifier)).run_once()
@@ -65,16 +77,36 @@ def test_predict_png_and_dicom_answer_with_the_original_keys(client, rubo):
 
 
 def test_predict_rejects_what_it_cannot_read(client):
-    assert client.post("/predict", files={"file": ("x.txt", b"hello", "text/plain")}).status_code == 422
+    assert client.post("/predict", files={"file": ("x.txt", b"hello", "text/plain")}).status_code == 415
     assert client.post("/predict", files={"file": ("x.txt", b"", "text/plain")}).status_code == 400
 
 
-def test_metrics_and_token_protected_retry(client):
-    text = client.get("/metrics").text
+def test_metrics_and_token_protected_retry(client, anonymous):
+    text = anonymous.get("/metrics").text
     assert "arcade_jobs{state=\"queued\"}" in text and "arcade_cstore_total" in text
-    assert client.post("/deliveries/1/retry").status_code == 401
-    r = client.post("/deliveries/1/retry", headers={"Authorization": "Bearer s3cret"})
-    assert r.status_code == 409
+    assert anonymous.post("/deliveries/1/retry").status_code == 401
+    assert anonymous.post("/deliveries/1/retry", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/deliveries/1/retry").status_code == 409
+
+
+def test_with_a_token_results_pictures_and_lists_need_it_and_probes_stay_open(anonymous, settings, sessions, rubo):
+    instance_id = ingest(rubo, settings, sessions)
+    for path in ("/results", f"/results/{instance_id}", f"/results/{instance_id}/frames/1.png", "/jobs",
+                 "/deliveries", "/retrain/1"):
+        r = anonymous.get(path)
+        assert r.status_code == 401, path
+    for path in ("/health", "/metrics", "/status"):
+        assert anonymous.get(path).status_code == 200, path
+
+
+def test_without_a_token_state_changes_are_refused_and_reading_is_open(settings, sessions, tiny_classifier):
+    assert settings.admin.token == ""  # the default
+    with TestClient(create_app(AdminState(settings, sessions, ModelHolder(tiny_classifier)))) as c:
+        for method, path in (("post", "/deliveries/1/retry"), ("post", "/retrain")):
+            r = getattr(c, method)(path, json={})
+            assert r.status_code == 403 and "set admin.token to enable" in r.json()["detail"], path
+        assert c.post("/deliveries/1/retry", headers={"Authorization": "Bearer "}).status_code == 403
+        assert c.get("/results").status_code == 200 and c.get("/jobs").status_code == 200
 
 
 def test_openapi_docs(client):
