@@ -29,6 +29,7 @@ from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from arcade_pacs.db import claims, queries
+from arcade_pacs.db.notify import JOBS_CHANNEL, notify
 from arcade_pacs.db.tables import Instance, Job, utcnow
 
 
@@ -67,6 +68,7 @@ def enqueue(instance: Instance, *, session: Session) -> Job:
         job.started_at = job.finished_at = None
         job.worker = None
         job.lease_until = None
+    notify(JOBS_CHANNEL, session=session)  # idle workers wake when this commits (PostgreSQL)
     return job
 
 

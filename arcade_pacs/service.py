@@ -39,6 +39,7 @@ from enum import StrEnum
 from arcade_pacs import faults
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
+from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
 from arcade_pacs.model.classifier import Classifier, configure_tensorflow
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
@@ -160,6 +161,7 @@ class Service:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
+        self._listener: Listener | None = None
         self.model: ModelHolder | None = None
         self.worker: Worker | None = None
         self.senders: list[Sender] = []
@@ -227,6 +229,8 @@ class Service:
             log.info("SCP %s listening on %s:%d", self.settings.scp.ae_title, self.settings.scp.host,
                      self.settings.scp.port)
         if self.worker is not None:
+            if self.engine.dialect.name == "postgresql":
+                self._listener = Listener(self.settings.database.url, JOBS_CHANNEL, self.worker.wake.set).start()
             self._thread("worker", self.worker.run)
             self._thread("reporter", self._report_loop)
             for sender in self.senders:
@@ -239,6 +243,8 @@ class Service:
     def stop(self) -> None:
         """Stop accepting associations, then let the loops finish their current step."""
         self.stopping.set()
+        if self._listener is not None:
+            self._listener.stop()
         if self.worker_process is not None:
             self.worker_process.stop()
         if self.worker is not None:
