@@ -97,6 +97,7 @@ def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_on
     restarted = False
     try:
         acknowledged = {f: storescu(scp_port, f) for f in files}
+        first_try = sum(acknowledged.values())
         wait_until(marker.exists, timeout=120, message=f"the fault at {point!r}")
         if point == "stored":
             # The SCP's own process died before answering: restart it, as systemd or Kubernetes
@@ -126,7 +127,8 @@ def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_on
             assert arrived.duplicates() == 1  # the same SR object once more, never a different one
         else:
             assert arrived.duplicates() == 0
-        print(figures_line(point, sent=len(files), acknowledged=sum(acknowledged.values()),
+        print(figures_line(point, sent=len(files), acknowledged_first_try=first_try,
+                           acknowledged=sum(acknowledged.values()),
                            stored=sum(sop_uid(f) in stored for f in files), lost=0, studies=len(studies),
                            srs_per_study=1, duplicated_transmissions=arrived.duplicates(), restarted_by_test=restarted))
     finally:
