@@ -128,3 +128,28 @@ def test_jobs_list_says_why_a_job_failed(client, settings, sessions, tiny_classi
     only_failed = client.get("/jobs", params={"state_filter": "failed"}).json()
     assert [j["instance_id"] for j in only_failed] == [bad_id]
     assert client.get("/jobs", params={"state_filter": "bogus"}).status_code == 422
+
+
+def test_health_is_degraded_while_a_delivery_has_failed_for_good(client, settings, sessions, tiny_classifier, rubo):
+    from arcade_pacs.db.tables import Delivery, Report, Study
+
+    with sessions() as s:
+        study = Study(study_instance_uid="1.2.3")
+        report = Report(study=study, sop_instance_uid="1.2.9", series_instance_uid="1.2.8", path="/x",
+                        present=False, n_instances=1)
+        s.add(Delivery(report=report, destination="pacs", state="failed", last_error="peer status 0xA900"))
+        s.commit()
+    body = client.get("/health").json()
+    assert client.get("/health").status_code == 200
+    assert body["status"] == "degraded" and body["deliveries_failed"] == 1 and "1 SR deliveries failed" in body["problems"]
+    assert client.get("/status").json()["deliveries"]["failed"] == 1
+    assert client.post("/deliveries/1/retry").status_code == 200
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_scp_and_worker_processes_serve_only_the_probes(settings, sessions):
+    with TestClient(create_app(AdminState(settings, sessions, None), full=False)) as c:
+        assert c.get("/health").status_code == 200 and c.get("/health").json()["model_loaded"] is False
+        assert c.get("/status").json()["model"] is None
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/results").status_code == 404 and c.post("/predict").status_code == 404
