@@ -27,6 +27,7 @@ def _logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # `db upgrade` prints its own summary
 
 
 def cmd_serve(args) -> int:
