@@ -62,10 +62,10 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check arcade_pacs tests
 
-test: install system-deps lint
+test: install system-deps postgres lint
 	$(BIN)/python -m pytest -q
 
-test-fast: install lint
+test-fast: install postgres lint
 	$(BIN)/python -m pytest -q -m "not network and not slow" tests/unit
 
 clean:
