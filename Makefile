@@ -13,7 +13,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc \
                 /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb chromium:chromium npm:npm
 
-.PHONY: install system-deps run lint test test-fast screenshots clean
+.PHONY: install system-deps postgres run lint test test-fast screenshots clean
 
 install: $(STAMP)
 
@@ -37,7 +37,27 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); \
 	fi
 
+# PostgreSQL 15 on 127.0.0.1:5432, trust authentication for local TCP (user postgres; databases
+# postgres and test): the tests create and drop their own databases in it. Installed and started
+# from Debian's packages when pg_isready finds none (CI machines are throwaway; trust is local-only).
+postgres:
+	@if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then echo "PostgreSQL is up on 127.0.0.1:5432"; else \
+	  command -v pg_ctlcluster >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql postgresql-client; }; \
+	  ver=$$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1); \
+	  [ -n "$$ver" ] || { ver=$$(ls /usr/lib/postgresql | sort -n | tail -1); $(SUDO) pg_createcluster $$ver main; }; \
+	  hba=/etc/postgresql/$$ver/main/pg_hba.conf; \
+	  grep -q "^host all all 127.0.0.1/32 trust" $$hba || \
+	    $(SUDO) sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' $$hba; \
+	  $(SUDO) pg_ctlcluster $$ver main start || $(SUDO) pg_ctlcluster $$ver main reload; \
+	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	  pg_isready -h 127.0.0.1 -p 5432; \
+	fi
+	@psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 || \
+	  psql -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE test"
+
 run: install
+	$(BIN)/arcade-pacs db upgrade
 	$(BIN)/arcade-pacs serve
 
 # The checked rules: import layers (pyproject's [tool.importlinter]) and lint (ruff).
@@ -45,10 +65,10 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check arcade_pacs tests
 
-test: install system-deps lint
+test: install system-deps postgres lint
 	$(BIN)/python -m pytest -q
 
-test-fast: install lint
+test-fast: install postgres lint
 	$(BIN)/python -m pytest -q -m "not network and not slow" tests/unit
 
 # The dashboard's screenshots in docs/ (README): a real cine sent by storescu to `arcade-pacs

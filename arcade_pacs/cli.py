@@ -77,14 +77,42 @@ def _logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # `db upgrade` prints its own summary
 
 
 def cmd_serve(args) -> int:
-    from arcade_pacs.service import Service
+    from arcade_pacs.service import Role, Service, StartupError, watch_parent
     from arcade_pacs.settings import load_settings
 
+    if args.supervised:
+        watch_parent()
     settings = load_settings(args.config)
-    Service(settings).serve_forever()
+    try:
+        service = Service(settings, Role(args.role), http=not args.no_http)
+    except StartupError as exc:
+        print(f"arcade-pacs serve: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    service.serve_forever()
+    return 0
+
+
+def cmd_db(args) -> int:
+    from arcade_pacs.db import current_revision, head_revision, make_engine, migrate
+    from arcade_pacs.settings import load_settings
+
+    engine = make_engine(load_settings(args.config).database.url)
+    try:
+        before = current_revision(engine)
+        if args.action == "upgrade":
+            migrate(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if args.action == "upgrade":
+        print(f"database schema: {before or 'empty'} -> {after}" if before != after else f"database schema at {after} (newest)")
+    else:
+        print(f"database schema: {after or 'empty'}; this version needs {head}")
     return 0
 
 
@@ -329,7 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the SCP, the worker and the admin API")
+    p = sub.add_parser("serve", help="run the SCP, the worker and the admin API (or one role of them)")
+    p.add_argument("--role", choices=["all", "scp", "worker", "admin"], default="all",
+                   help="all (default): SCP + admin here, a worker in a supervised child process; "
+                        "scp, worker, admin: that part alone (any number of workers may share one database)")
+    p.add_argument("--no-http", action="store_true", help="serve no HTTP (scp and worker roles serve /health by default)")
+    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # exit with the parent process
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
@@ -338,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print /status and /ready as one JSON object")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("db", help="the database schema: `db upgrade` applies the migrations (SQLite or PostgreSQL)")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("predict", help="classify DICOM/PNG/JPEG files")
     p.add_argument("files", nargs="+")

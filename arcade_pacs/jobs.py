@@ -3,12 +3,21 @@
 ::
 
     queued --claim--> running --complete--> done
-       ^                 |
-       +----retry--------+--fail (permanent, or attempts used up)--> failed
-    (running jobs of a crashed worker are re-queued at start-up: recover_running)
+       ^                 |  \\
+       +----retry--------+   +--fail (permanent, or attempts used up)--> failed
+       |                 |
+       +-- new content --+   running with an expired lease --reclaim (an attempt)--> running
+                             ... attempts used up --> failed ("worker died during analysis")
 
-A claim is one conditional UPDATE (``WHERE state = 'queued'``), so two workers, threads or
-processes never run the same job. Retries and last errors are kept on the row for the admin.
+A running job holds a lease that its worker's heartbeat renews (:func:`heartbeat`); only a
+lease that ran out is taken over, by :func:`claim`, and the takeover counts as an attempt, so
+a job that kills its worker every time (out of memory, a decoder crash) ends ``failed`` after
+``max_attempts`` instead of crash-looping the service. Claims are
+:func:`arcade_pacs.db.claims.claim` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional
+update on SQLite). Finishing is fenced: :func:`complete` and :func:`fail` change the row only
+while the caller still owns the lease and the instance still has the generation the job
+analysed, so a worker that lost its lease, or analysed content since replaced, records nothing.
+Retries and last errors are kept on the row for the admin.
 """
 
 from __future__ import annotations
@@ -16,10 +25,11 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from arcade_pacs.db import queries
+from arcade_pacs.db import claims, queries
+from arcade_pacs.db.notify import JOBS_CHANNEL, notify
 from arcade_pacs.db.tables import Instance, Job, utcnow
 
 
@@ -37,10 +47,15 @@ class PermanentError(Exception):
 
 
 RETRY_BACKOFF_S = (5.0, 30.0, 120.0)
+WORKER_DIED = "worker died during analysis"
 
 
 def enqueue(instance: Instance, *, session: Session) -> Job:
-    """Queue (or re-queue) the analysis of ``instance``."""
+    """Queue (or re-queue, for new content) the analysis of ``instance``.
+
+    A run in progress on older content keeps going but cannot record: its lease and
+    generation no longer match (see :func:`complete`).
+    """
     job = instance.job
     if job is None:
         job = Job(instance=instance, state=JobState.QUEUED.value)
@@ -51,66 +66,109 @@ def enqueue(instance: Instance, *, session: Session) -> Job:
         job.last_error = None
         job.available_at = utcnow()
         job.started_at = job.finished_at = None
+        job.worker = None
+        job.lease_until = None
+    notify(JOBS_CHANNEL, session=session)  # idle workers wake when this commits (PostgreSQL)
     return job
 
 
-def claim(worker: str, *, session: Session) -> Job | None:
-    """Atomically take the oldest available queued job for ``worker``; ``None`` when there is none."""
-    for _ in range(5):
-        candidate = session.scalar(
-            select(Job.id)
-            .where(Job.state == JobState.QUEUED.value, Job.available_at <= utcnow())
-            .order_by(Job.available_at, Job.id)
-            .limit(1)
+def _expire_dead(max_attempts: int, *, session: Session) -> int:
+    """Fail running jobs whose lease ran out and that already used every attempt."""
+    now = utcnow()
+    return session.execute(
+        update(Job)
+        .where(Job.state == JobState.RUNNING.value, Job.lease_until < now, Job.attempts >= max_attempts)
+        .values(
+            state=JobState.FAILED.value,
+            finished_at=now,
+            lease_until=None,
+            last_error=f"{WORKER_DIED} ({max_attempts} attempts; the last worker stopped renewing its lease)",
         )
-        if candidate is None:
-            return None
-        taken = session.execute(
-            update(Job)
-            .where(Job.id == candidate, Job.state == JobState.QUEUED.value)
-            .values(
-                state=JobState.RUNNING.value,
-                worker=worker,
-                started_at=utcnow(),
-                attempts=Job.attempts + 1,
-            )
-        ).rowcount
+    ).rowcount
+
+
+def claim(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3) -> Job | None:
+    """Take the oldest available job for ``worker`` with a lease; ``None`` when there is none.
+
+    Available: queued and due, or running with an expired lease (its worker died or stalled)
+    and attempts left. Jobs whose worker died on every attempt are failed first.
+    """
+    if _expire_dead(max_attempts, session=session):
         session.commit()
-        if taken:
-            return session.get(Job, candidate, populate_existing=True)
-    return None
+    now = utcnow()
+    claimable = or_(
+        and_(Job.state == JobState.QUEUED.value, Job.available_at <= now),
+        and_(Job.state == JobState.RUNNING.value, Job.lease_until < now, Job.attempts < max_attempts),
+    )
+    taken = claims.claim(
+        Job,
+        claimable,
+        [Job.available_at, Job.id],
+        {
+            "state": JobState.RUNNING.value,
+            "worker": worker,
+            "started_at": now,
+            "lease_until": claims.lease_until(lease_s, now),
+            "attempts": Job.attempts + 1,
+            "last_error": case(
+                (Job.state == JobState.RUNNING.value,
+                 literal(f"{WORKER_DIED} (lease expired; taken over)")),
+                else_=Job.last_error,
+            ),
+            "generation": select(Instance.generation).where(Instance.id == Job.instance_id).scalar_subquery(),
+        },
+        session=session,
+    )
+    if not taken:
+        return None
+    return session.get(Job, taken[0], populate_existing=True)
 
 
-def complete(job: Job) -> None:
-    """Mark a running job done."""
-    job.state = JobState.DONE.value
-    job.finished_at = utcnow()
-    job.last_error = None
+def heartbeat(job_id: int, worker: str, lease_s: float, *, session: Session) -> bool:
+    """Renew ``worker``'s lease on a running job; False when it is no longer theirs."""
+    return claims.renew(Job, job_id, Job.worker, worker, lease_s, session=session,
+                        extra=Job.state == JobState.RUNNING.value)
 
 
-def fail(job: Job, error: BaseException, max_attempts: int) -> JobState:
-    """Record ``error`` on the job: re-queue it with back-off if it may pass, else mark it failed."""
-    job.last_error = f"{type(error).__name__}: {error}"[:2000]
+def _owned(job_id: int, worker: str):
+    """Still ours to finish: running, leased by ``worker``, and the instance not replaced since."""
+    current = select(Instance.generation).where(Instance.id == Job.instance_id).scalar_subquery()
+    return and_(Job.id == job_id, Job.state == JobState.RUNNING.value, Job.worker == worker,
+                Job.generation == current)
+
+
+def complete(job_id: int, worker: str, *, session: Session) -> bool:
+    """Mark ``worker``'s running job done (not committed); False when it is no longer theirs."""
+    return bool(
+        session.execute(
+            update(Job)
+            .where(_owned(job_id, worker))
+            .values(state=JobState.DONE.value, finished_at=utcnow(), last_error=None, lease_until=None)
+        ).rowcount
+    )
+
+
+def fail(job_id: int, worker: str, error: BaseException, max_attempts: int, *, session: Session) -> JobState | None:
+    """Record ``error`` on ``worker``'s job: re-queue it with back-off if it may pass, else fail it.
+
+    Not committed; returns the new state, or ``None`` when the job is no longer ``worker``'s.
+    """
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return None
     retry = not isinstance(error, PermanentError) and job.attempts < max_attempts
+    now = utcnow()
+    values = {"last_error": f"{type(error).__name__}: {error}"[:2000], "lease_until": None}
     if retry:
         delay = RETRY_BACKOFF_S[min(job.attempts, len(RETRY_BACKOFF_S)) - 1]
-        job.state = JobState.QUEUED.value
-        job.available_at = utcnow() + timedelta(seconds=delay)
+        values |= {"state": JobState.QUEUED.value, "available_at": now + timedelta(seconds=delay)}
     else:
-        job.state = JobState.FAILED.value
-        job.finished_at = utcnow()
-    return JobState(job.state)
-
-
-def recover_running(*, session: Session) -> int:
-    """Re-queue jobs left ``running`` by a worker that stopped (call once at start-up)."""
-    count = session.execute(
-        update(Job)
-        .where(Job.state == JobState.RUNNING.value)
-        .values(state=JobState.QUEUED.value, available_at=utcnow(), worker=None)
-    ).rowcount
-    session.commit()
-    return count
+        values |= {"state": JobState.FAILED.value, "finished_at": now}
+    changed = session.execute(update(Job).where(_owned(job_id, worker)).values(**values)).rowcount
+    if not changed:
+        return None
+    session.refresh(job)
+    return JobState(values["state"])
 
 
 def counts_by_state(*, session: Session) -> dict[str, int]:

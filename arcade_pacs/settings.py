@@ -84,7 +84,11 @@ class PipelineSettings(BaseModel):
     max_rows: int = Field(4096, ge=1)
     max_columns: int = Field(4096, ge=1)
     poll_interval_s: float = Field(0.5, gt=0)
+    # Attempts of a job: failures that may pass, and worker deaths (a reclaimed lease counts).
     max_attempts: int = Field(3, ge=1)
+    # A running job's and a study report's claim lasts this long unless renewed by the
+    # heartbeat (every lease_s / 4); a claim whose lease ran out is taken over by another worker.
+    lease_s: float = Field(60.0, ge=1)
 
 
 class AdminSettings(BaseModel):
@@ -92,10 +96,47 @@ class AdminSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    token: str = ""  # required for state-changing endpoints when set
+    # Required for state-changing endpoints (403 while empty) and, when set, for results and
+    # keyframe pictures. The service refuses to start bound beyond loopback without one.
+    token: str = ""
+    # POST /predict: largest upload (enforced while reading) and concurrent predictions (429 beyond).
+    predict_max_mb: float = Field(64, gt=0)
+    predict_concurrency: int = Field(2, ge=1)
     # The dashboard shows UIDs and dates only; True adds patient names and IDs (read from the
     # stored headers) for a trusted network.
     show_patient_identity: bool = False
+
+
+class OutboxSettings(BaseModel):
+    """Delivery of SRs: back-off, give-up age and timeouts (PS3.4 B.2.3 statuses decide retries)."""
+
+    # Exponential back-off with jitter: first retry after ~backoff_initial_s, doubling, capped.
+    backoff_initial_s: float = Field(10.0, gt=0)
+    backoff_cap_s: float = Field(60.0, gt=0)
+    # Each delay is drawn uniformly from [delay * (1 - jitter), delay] so senders do not align.
+    jitter: float = Field(0.2, ge=0, lt=1)
+    # A delivery still failing this long after it was queued becomes `failed` (/health degraded).
+    max_age_h: float = Field(72.0, gt=0)
+    # TCP connection timeout towards a destination, and the ACSE/DIMSE timeouts after it.
+    connect_timeout_s: float = Field(10.0, gt=0)
+    network_timeout_s: float = Field(30.0, gt=0)
+    # A sender's claim on a delivery (taken over by another sender after it runs out).
+    lease_s: float = Field(120.0, ge=1)
+    # Seconds between polls of the outbox when idle.
+    poll_interval_s: float = Field(1.0, gt=0)
+
+
+class FaultSettings(BaseModel):
+    """Test-only fault injection: SIGKILL this process at a named point (never set in production).
+
+    ``kill_at`` names the point (see :mod:`arcade_pacs.faults`); ``kill_key`` restricts it to
+    one key (e.g. a SOP Instance UID); ``kill_once`` is a marker file: the kill happens only
+    while it does not exist, and creates it, so a restarted process runs on.
+    """
+
+    kill_at: str = ""
+    kill_key: str = ""
+    kill_once: Path | None = None
 
 
 class Destination(BaseModel):
@@ -122,6 +163,8 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     pipeline: PipelineSettings = PipelineSettings()
     admin: AdminSettings = AdminSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    faults: FaultSettings = FaultSettings()
     destinations: list[Destination] = []
 
     @classmethod

@@ -11,10 +11,11 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import jobs, metrics
+from arcade_pacs import faults, jobs, metrics
 from arcade_pacs.db.tables import FrameScore, Job, Result
 from arcade_pacs.model.classifier import Classifier
 from arcade_pacs.model.holder import ModelHolder
@@ -79,50 +80,114 @@ def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds:
     return result
 
 
+class Heartbeat:
+    """Renews the lease of the job a worker is running, from its own thread, every ``lease_s / 4``.
+
+    The analysis itself may hold the GIL in long numpy/TensorFlow calls, but those release it
+    often; a worker that stops renewing (killed, stuck) loses the job to another after the lease.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], worker: str, lease_s: float):
+        self.sessions = sessions
+        self.worker = worker
+        self.lease_s = lease_s
+        self._job_id: int | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def hold(self, job_id: int | None) -> None:
+        """Renew ``job_id`` from now on (``None``: nothing held)."""
+        with self._lock:
+            self._job_id = job_id
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.lease_s / 4):
+            with self._lock:
+                job_id = self._job_id
+            if job_id is None:
+                continue
+            try:
+                with self.sessions() as session:
+                    if not jobs.heartbeat(job_id, self.worker, self.lease_s, session=session):
+                        log.warning("job id=%s: lease lost (taken over or re-queued); its result will be dropped", job_id)
+            except Exception:  # database briefly unavailable: the next beat tries again
+                log.exception("heartbeat of job id=%s failed", job_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
 class Worker:
     """Claims and runs analysis jobs until stopped."""
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder):
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder,
+                 model_path: Path | None = None):
         self.settings = settings
         self.sessions = sessions
         self.model = model
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        if model_path is not None:
+            model.watch(model_path)  # a model promoted by another process is loaded before the next job
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.heartbeat = Heartbeat(sessions, self.name, settings.pipeline.lease_s)
 
     def run_once(self) -> bool:
         """Run one job if one is available; return whether one ran."""
+        limits = self.settings.pipeline
         with self.sessions() as session:
-            job = jobs.claim(self.name, session=session)
+            job = jobs.claim(self.name, session=session, lease_s=limits.lease_s, max_attempts=limits.max_attempts)
             if job is None:
                 return False
-            classifier = self.model.get()
-            started = time.perf_counter()
-            try:
-                analysis = analyse_file(job.instance.path, classifier, self.settings)
-                record_result(job, analysis, classifier, time.perf_counter() - started, session=session)
-                jobs.complete(job)
-                session.commit()
-                metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)
-                metrics.JOB_SECONDS.labels(outcome="done").observe(time.perf_counter() - started)
-                metrics.JOB_OUTCOMES.labels(outcome="done").inc()
-                log.info("job id=%s done in %.1fs", job.id, time.perf_counter() - started)
-            except Exception as exc:
-                session.rollback()
-                job = session.get(Job, job.id)
-                state = jobs.fail(job, exc, self.settings.pipeline.max_attempts)
-                session.commit()
-                metrics.JOB_SECONDS.labels(outcome=state.value).observe(time.perf_counter() - started)
-                metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
-                log.warning("job id=%s %s: %s", job.id, state.value, job.last_error)
+            job_id, path, sop_uid = job.id, job.instance.path, job.instance.sop_instance_uid
+        self.heartbeat.hold(job_id)
+        try:
+            self._run(job_id, path, sop_uid)
+        finally:
+            self.heartbeat.hold(None)
         return True
 
+    def _run(self, job_id: int, path: str, sop_uid: str) -> None:
+        try:
+            self.model.refresh()
+        except Exception:  # a half-copied model: keep serving the loaded one, try again next job
+            log.exception("reloading the model failed; the loaded one serves")
+        classifier = self.model.get()
+        started = time.perf_counter()
+        try:
+            analysis = analyse_file(path, classifier, self.settings)
+            faults.point("analysis", sop_uid)
+            with self.sessions() as session:
+                job = session.get(Job, job_id)
+                record_result(job, analysis, classifier, time.perf_counter() - started, session=session)
+                if not jobs.complete(job_id, self.name, session=session):
+                    session.rollback()
+                    log.warning("job id=%s: no longer ours (lease lost or new content); result dropped", job_id)
+                    return
+                session.commit()
+            metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)
+            metrics.JOB_SECONDS.labels(outcome="done").observe(time.perf_counter() - started)
+            metrics.JOB_OUTCOMES.labels(outcome="done").inc()
+            log.info("job id=%s done in %.1fs", job_id, time.perf_counter() - started)
+        except Exception as exc:
+            with self.sessions() as session:
+                state = jobs.fail(job_id, self.name, exc, self.settings.pipeline.max_attempts, session=session)
+                session.commit()
+            if state is None:
+                log.warning("job id=%s: failed after losing its lease: %s", job_id, type(exc).__name__)
+                return
+            metrics.JOB_SECONDS.labels(outcome=state.value).observe(time.perf_counter() - started)
+            metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
+            log.warning("job id=%s %s: %s", job_id, state.value, f"{type(exc).__name__}: {exc}"[:300])
+
     def run(self) -> None:
-        """Loop until :meth:`stop`; sleeps on ``wake`` between polls."""
-        with self.sessions() as session:
-            recovered = jobs.recover_running(session=session)
-        if recovered:
-            log.info("re-queued %d jobs left running by an earlier process", recovered)
+        """Loop until :meth:`stop`; sleeps on ``wake`` between polls.
+
+        Nothing is re-queued at start: jobs left running by a dead worker are taken over by
+        :func:`jobs.claim` once their lease runs out, each takeover counting as an attempt.
+        """
         while not self.stopping.is_set():
             try:
                 ran = self.run_once()
@@ -136,3 +201,4 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+        self.heartbeat.stop()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -88,12 +89,50 @@ def shipped_classifier():
     return Classifier.load(SHIPPED_MODEL)
 
 
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+"""The CI machine's PostgreSQL (trust authentication; `.ci/run` starts it when missing)."""
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A new, empty PostgreSQL database for one test (dropped afterwards); yields its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"arcade_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    """Settings for one test: temporary storage and SQLite database, no destinations."""
+def database_url(request, tmp_path):
+    """SQLite by default; modules that must hold on both parametrise it:
+    ``pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)``."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'arcade.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+BOTH_DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    """Settings for one test: temporary storage and database (SQLite unless parametrised), no destinations."""
     return Settings(
         storage={"root": tmp_path / "store"},
-        database={"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
+        database={"url": database_url},
         scp={"port": 11112, "allowed_calling_aets": ["STORESCU", "MODALITY"]},
         pipeline={"study_quiet_seconds": 0},
         destinations=[],

@@ -1,5 +1,6 @@
 """Put an instance into storage and the database as the C-STORE handler does (no network)."""
 
+import hashlib
 from pathlib import Path
 
 import pydicom
@@ -22,6 +23,7 @@ def ingest(path_or_ds, settings, sessions) -> int:
     target = instance_path(settings.storage.root, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     atomic_write(target, data)
     with sessions() as s:
-        inst = record_instance(ds, str(target), len(data), ds.file_meta.TransferSyntaxUID, "TEST", session=s)
+        inst = record_instance(ds, str(target), len(data), ds.file_meta.TransferSyntaxUID, "TEST", session=s,
+                               digest=hashlib.sha256(data).hexdigest())
         s.commit()
         return inst.id

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from arcade_pacs import __version__
 from arcade_pacs.admin.collector import register_database
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState
+from arcade_pacs.admin.limits import BodyLimit
 from arcade_pacs.admin.pages import STATIC_PATH, static_files
 from arcade_pacs.admin.pages import routes as pages
 from arcade_pacs.admin.routers import (
@@ -33,10 +34,12 @@ from arcade_pacs.admin.routers import (
 __all__ = ["AdminState", "create_app"]
 
 ROUTERS = (health, studies, results, reports, associations, jobs, deliveries, predict, retrain)
+PROBE_ROUTERS = (health,)
 
 
-def create_app(state: AdminState) -> FastAPI:
-    """Build the admin app for a running service."""
+def create_app(state: AdminState, full: bool = True) -> FastAPI:
+    """Build the admin app for a running service (``full=False``: health, status and metrics only,
+    what ``scp`` and ``worker`` processes serve for their probes)."""
     register_database(state.sessions)
     app = FastAPI(
         title="ARCADE PACS admin",
@@ -44,9 +47,12 @@ def create_app(state: AdminState) -> FastAPI:
         description=f"Coronary stenosis detection PACS plugin. {RESEARCH_NOTICE}",
     )
     app.state.admin = state
-    for module in ROUTERS:
+    # Bodies past /predict's limit are refused while they arrive (a little room for the form's framing).
+    app.add_middleware(BodyLimit, max_bytes=int(state.settings.admin.predict_max_mb * 1024 * 1024) + 64 * 1024)
+    for module in ROUTERS if full else PROBE_ROUTERS:
         app.include_router(module.router)
-    app.include_router(pages.pages)
-    app.include_router(pages.router)
-    app.mount(STATIC_PATH, static_files(), name="static")
+    if full:
+        app.include_router(pages.pages)
+        app.include_router(pages.router)
+        app.mount(STATIC_PATH, static_files(), name="static")
     return app

@@ -2,11 +2,21 @@
 
 The running service's resources reach the app once (:class:`AdminState`, kept on
 ``app.state``); routes ask for them with ``Depends`` instead of importing globals.
+
+The access policy is these dependencies, nothing else:
+
+- :func:`require_token` guards every state-changing endpoint: 403 while no ``admin.token`` is
+  configured ("set admin.token to enable"), 401 without ``Authorization: Bearer <token>``;
+- :func:`require_reader` guards results, their pictures (keyframes may show burned-in patient
+  data) and the lists of jobs and deliveries: open on an admin without a token (which the
+  service binds to loopback only: see ``service.admin_binding_problem``), the token otherwise;
+- ``/health``, ``/ready`` and ``/metrics`` take neither: probes and scrapers carry no secret.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,12 +42,16 @@ class AdminState:
 
     settings: Settings
     sessions: sessionmaker[Session]
-    model: ModelHolder
+    model: ModelHolder | None
     retrain: RetrainManager | None = None
     started_at: float = field(default_factory=time.time)
     # The SCP as the service runs it (None where this process runs no SCP, e.g. a test app).
     scp_listening: Callable[[], bool] | None = None
     active_associations: Callable[[], int] | None = None
+    predict_slots: threading.Semaphore = field(init=False)
+
+    def __post_init__(self):
+        self.predict_slots = threading.BoundedSemaphore(self.settings.admin.predict_concurrency)
 
 
 def get_state(request: Request) -> AdminState:
@@ -62,27 +76,32 @@ def _bearer_ok(token: str, authorization: str | None) -> bool:
 def require_token(
     state: AdminState = Depends(get_state), authorization: str | None = Header(default=None)
 ) -> None:
-    """State-changing endpoints need ``Authorization: Bearer <admin.token>`` when a token is set.
+    """State-changing endpoints: refused (403) until a token is configured, then the token is needed (401).
 
     Only the header counts, never a cookie, so another site cannot make a browser change
     anything (no cross-site request forgery); the dashboard's forms send the header.
     """
     token = state.settings.admin.token
-    if token and not _bearer_ok(token, authorization):
-        raise HTTPException(status_code=401, detail="admin token required")
+    if not token:
+        raise HTTPException(status_code=403, detail="state-changing endpoints are disabled: set admin.token to enable")
+    if not _bearer_ok(token, authorization):
+        raise HTTPException(status_code=401, detail="admin token required", headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_reader(
     request: Request, state: AdminState = Depends(get_state), authorization: str | None = Header(default=None)
 ) -> None:
-    """Reading results (lists, pictures, SRs, the dashboard): the one place their access policy lives.
+    """Reading results (lists, pictures, SRs, jobs, deliveries, the dashboard): the one place their
+    access policy lives.
 
-    Now: open when no token is configured; with a token, the bearer header or the dashboard's
-    cookie (``/ui/login``, HttpOnly, SameSite=Strict) must carry it.
+    Open when no token is configured (the service then binds the admin to loopback only); with a
+    token, the bearer header or the dashboard's cookie (``/ui/login``, HttpOnly, SameSite=Strict)
+    must carry it.
     """
     token = state.settings.admin.token
     if not token:
         return
     cookie = request.cookies.get(TOKEN_COOKIE, "")
     if not (_bearer_ok(token, authorization) or secrets.compare_digest(cookie.encode(), token.encode())):
-        raise HTTPException(status_code=401, detail="admin token required to read results")
+        raise HTTPException(status_code=401, detail="admin token required to read results",
+                            headers={"WWW-Authenticate": "Bearer"})

@@ -30,9 +30,11 @@ class ModelSummary(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="ok, or degraded when the database does not answer")
+    status: str = Field(description="ok; degraded when the database does not answer (503) or an SR delivery failed for good")
     model_loaded: bool
     database: str
+    deliveries_failed: int = Field(0, description="SR deliveries that gave up (state failed): they need an operator")
+    problems: list[str] = Field(default_factory=list, description="why the status is degraded, one line each")
     version: str
     notice: str
 
@@ -70,7 +72,7 @@ class Status(BaseModel):
     backlog: dict[str, dict[str, int]] = Field(description="deliveries per destination and state")
     active_associations: int | None = Field(description="DICOM associations open now (None: no SCP here)")
     last_errors: list[ErrorOut]
-    model: ModelSummary
+    model: ModelSummary | None
     scp: ScpSummary
     destinations: list[str]
     uptime_s: float

@@ -1,7 +1,11 @@
 """The database: one engine per process, sessions from one factory, schema by Alembic migrations.
 
 SQLite (the default, a single file under ``var/``) runs in WAL mode with a busy timeout so the
-SCP, the worker and the admin can share it; PostgreSQL is selected by the URL alone.
+SCP, the worker and the admin can share it; PostgreSQL is selected by the URL alone and is what
+several processes or hosts share. The schema changes only by ``arcade-pacs db upgrade``
+(:func:`migrate`); ``serve`` checks it is exactly the one this version knows
+(:func:`schema_problem`) and refuses to start otherwise, so a process never writes to a schema
+it was not made for, and an upgrade is a deliberate step, not a side effect of a restart.
 """
 
 from __future__ import annotations
@@ -38,13 +42,54 @@ def make_engine(url: str) -> Engine:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (a no-op when it is already there)."""
     from alembic import command
+
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+UPGRADE_COMMAND = "arcade-pacs db upgrade"
+
+
+def _alembic_config():
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this version of the package ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (``None``: no schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why this version must not run on the database's schema, naming the fix; ``None`` when it may."""
+    from alembic.script import ScriptDirectory
+
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return None
+    if current is None:
+        return f"the database has no schema yet: run `{UPGRADE_COMMAND}` first"
+    known = {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+    if current not in known:
+        return (f"the database schema is at revision {current}, unknown to this version (head {head}): "
+                "it was upgraded by a newer release; run that release, or restore a backup")
+    return f"the database schema is at revision {current}, this version needs {head}: run `{UPGRADE_COMMAND}`"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -38,6 +38,9 @@ class Study(Base):
     report_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     report_error: Mapped[str | None] = mapped_column(Text)
     report_due_at: Mapped[datetime | None]
+    # A reporter's claim on writing this study's SR (see arcade_pacs.db.claims).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
 
     instances: Mapped[list[Instance]] = relationship(back_populates="study")
     reports: Mapped[list[Report]] = relationship(back_populates="study", order_by="Report.id")
@@ -58,6 +61,10 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     calling_aet: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # SHA-256 of the stored Part 10 file: a resend with the same digest changes nothing; new
+    # content raises the generation, and only a job that analysed the newest one may record.
+    digest: Mapped[str | None] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(default=1, server_default="1")
 
     study: Mapped[Study] = relationship(back_populates="instances")
     job: Mapped[Job | None] = relationship(back_populates="instance", uselist=False)
@@ -74,9 +81,13 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    worker: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(64))  # the lease owner while running
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # While running: the claim expires then unless the worker's heartbeat renews it.
+    lease_until: Mapped[datetime | None]
+    # The instance generation this run analyses (set at claim; checked before recording).
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -156,6 +167,9 @@ class Report(Base):
     path: Mapped[str] = mapped_column(Text)
     present: Mapped[bool]
     n_instances: Mapped[int]
+    # Digest of what the SR says (each run's SOP Instance UID, file digest and outcome): a
+    # study is never reported twice for the same content.
+    content_key: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="reports")
@@ -163,22 +177,28 @@ class Report(Base):
 
 
 class Delivery(Base):
-    """One SR to one destination. ``state`` is a :class:`arcade_pacs.send.outbox.DeliveryState` value."""
+    """One SR to one destination. ``state`` is a :class:`arcade_pacs.send.outbox.DeliveryState` value.
+
+    The destination is kept by name and resolved from the configuration when sending, so a
+    changed address takes effect at once and a removed destination's rows are cancelled.
+    """
 
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_deliveries_state_next", "state", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
-    destination: Mapped[str] = mapped_column(String(64))
-    ae_title: Mapped[str] = mapped_column(String(16))
-    host: Mapped[str] = mapped_column(String(255))
-    port: Mapped[int]
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    # A sender's claim while it sends (see arcade_pacs.db.claims).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(default=0)
     last_status: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When it was queued (or re-queued by an admin): outbox.max_age_h counts from here.
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 
-from arcade_pacs.model.classifier import Classifier
+from arcade_pacs.model.classifier import Classifier, ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """When the model file and its sidecar last changed (``None`` while one is missing)."""
+    try:
+        return Path(path).stat().st_mtime_ns, ModelInfo.sidecar(path).stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 class ModelHolder:
@@ -17,6 +29,31 @@ class ModelHolder:
     def __init__(self, classifier: Classifier):
         self._classifier = classifier
         self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._stamp: tuple[int, int] | None = None
+
+    def watch(self, path: Path) -> None:
+        """Follow the model file at ``path``: :meth:`refresh` reloads it when it changes on disk.
+
+        A worker in another process than the admin learns of a promoted model this way.
+        """
+        self._path, self._stamp = Path(path), _stamp(path)
+
+    def refresh(self) -> bool:
+        """Reload the watched model if its files changed since loaded; True when a new one serves."""
+        if self._path is None:
+            return False
+        stamp = _stamp(self._path)
+        if stamp is None or stamp == self._stamp:
+            return False
+        current = self.get()
+        classifier = Classifier.load(self._path, current.batch_size)
+        self._stamp = stamp
+        if classifier.info.version == current.info.version:
+            return False
+        self.swap(classifier)
+        log.info("model %s loaded from disk (was %s)", classifier.info.version, current.info.version)
+        return True
 
     def get(self) -> Classifier:
         """The classifier serving now."""

@@ -7,6 +7,7 @@ exception cross the network boundary: every outcome is one of the named statuses
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import jobs, metrics
+from arcade_pacs import faults, jobs, metrics
 from arcade_pacs.conformance import Contexts
 from arcade_pacs.db.tables import Instance, Study, utcnow
 from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
@@ -120,20 +121,34 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_
 
 
 def record_instance(
-    ds: Dataset, path: str, size: int, transfer_syntax: str, calling_aet: str, *, session: Session
+    ds: Dataset, path: str, size: int, transfer_syntax: str, calling_aet: str, *, session: Session,
+    digest: str | None = None,
 ) -> Instance:
-    """Create or update the Instance row, mark its study as needing a report, queue the analysis."""
+    """Create or update the Instance row, mark its study as needing a report, queue the analysis.
+
+    A resend of an instance already held with the same ``digest`` (SHA-256 of the stored file)
+    changes nothing: it is acknowledged, not analysed again, and its study gets no new SR. New
+    content under a known SOP Instance UID raises the instance's generation and queues it again
+    (a run still busy with the old content cannot record its result; see ``jobs.complete``).
+    """
     now = utcnow()
+    instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
+    if instance is not None and digest is not None and instance.digest == digest:
+        log.info("instance id=%s received again with the same content: nothing to do", instance.id)
+        return instance
     study = session.scalar(select(Study).where(Study.study_instance_uid == ds.StudyInstanceUID))
     if study is None:
         study = Study(study_instance_uid=ds.StudyInstanceUID)
         session.add(study)
     study.last_received_at = now
     study.needs_report = True
-    instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
     if instance is None:
-        instance = Instance(sop_instance_uid=ds.SOPInstanceUID)
+        instance = Instance(sop_instance_uid=ds.SOPInstanceUID, generation=1)
         session.add(instance)
+    else:
+        instance.generation = (instance.generation or 1) + 1
+        log.info("instance id=%s received with new content: generation %d", instance.id, instance.generation)
+    instance.digest = digest
     instance.study = study
     instance.sop_class_uid = ds.SOPClassUID
     instance.series_instance_uid = ds.SeriesInstanceUID
@@ -187,11 +202,14 @@ def _store(event, ctx: StoreContext) -> Dataset | int:
     except OSError as exc:
         raise Refusal(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}") from exc
 
+    faults.point("stored", str(ds.SOPInstanceUID))
+    digest = hashlib.sha256(data).hexdigest()
     calling = str(event.assoc.requestor.ae_title).strip()
     for attempt in range(2):  # a concurrent association may create the same study first
         with ctx.sessions() as session:
             try:
-                instance = record_instance(ds, str(path), len(data), transfer_syntax, calling, session=session)
+                instance = record_instance(ds, str(path), len(data), transfer_syntax, calling, session=session,
+                                           digest=digest)
                 session.commit()
                 instance_id = instance.id
                 break

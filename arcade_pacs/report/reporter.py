@@ -9,10 +9,17 @@ invalid patient attribute never holds a result back;
 a later SR of the same study keeps the series, takes the next instance number and names the
 earlier one in the Predecessor Documents Sequence, and pending deliveries of the earlier one
 are superseded, so there is never more than one live SR for a study's content.
+
+Reporters in any number of processes share the work: each claims one ready study at a time
+with a lease (:mod:`arcade_pacs.db.claims`) and commits the SR only while it still holds the
+claim. An SR is written only when what it would say differs from the last one (its
+``content_key``: each run's SOP Instance UID, stored-file digest and outcome), so a study is
+never reported twice for the same content, whatever crashed or raced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from datetime import timedelta
@@ -20,10 +27,11 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from arcade_pacs import metrics
+from arcade_pacs import faults, metrics
+from arcade_pacs.db import claims
 from arcade_pacs.db.tables import Instance, Job, Report, Study, utcnow
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.classifier import ModelInfo
@@ -39,8 +47,8 @@ REPORT_BACKOFF_BASE_S = 5.0
 REPORT_BACKOFF_CAP_S = 300.0
 
 
-def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
-    """Studies that need a report, are quiet, and have no job still to run."""
+def _ready(quiet_seconds: float):
+    """The condition of a study ready to report: see the module docstring."""
     busy = exists().where(
         Job.instance_id == Instance.id,
         Instance.study_id == Study.id,
@@ -49,13 +57,34 @@ def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
     now = utcnow()
     cutoff = now - timedelta(seconds=quiet_seconds)
     due = or_(Study.report_due_at.is_(None), Study.report_due_at <= now)
-    return list(
-        session.scalars(
-            select(Study)
-            .where(Study.needs_report, Study.last_received_at <= cutoff, ~busy, due)
-            .order_by(Study.last_received_at)
-        )
+    return and_(Study.needs_report, Study.last_received_at <= cutoff, ~busy, due)
+
+
+def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
+    """Studies that need a report, are quiet, and have no job still to run."""
+    return list(session.scalars(select(Study).where(_ready(quiet_seconds)).order_by(Study.last_received_at)))
+
+
+def claim_study(owner: str, quiet_seconds: float, lease_s: float, *, session: Session) -> Study | None:
+    """Take one ready study nobody else is reporting, with a lease; ``None`` when there is none."""
+    now = utcnow()
+    unclaimed = or_(Study.lease_until.is_(None), Study.lease_until < now)
+    taken = claims.claim(
+        Study, and_(_ready(quiet_seconds), unclaimed), [Study.last_received_at, Study.id],
+        {"lease_owner": owner, "lease_until": claims.lease_until(lease_s, now)},
+        session=session,
     )
+    return session.get(Study, taken[0], populate_existing=True) if taken else None
+
+
+def content_key(study: Study) -> str:
+    """Digest of what the study's SR would say: each finished run's UID, file digest and outcome."""
+    parts = sorted(
+        f"{i.sop_instance_uid}:{i.digest or ''}:{i.generation}:{i.job.state if i.job else ''}"
+        for i in study.instances
+        if i.job is not None and i.job.state in (JobState.DONE.value, JobState.FAILED.value)
+    )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _header(instance: Instance):
@@ -101,6 +130,14 @@ def _serving_model(settings: Settings) -> ModelIdentity:
     return ModelIdentity(info.name, info.version, info.device_uid)
 
 
+def _release(study_id: int, owner: str | None, *, session: Session) -> bool:
+    """Give up ``owner``'s claim on the study (not committed); False when it was no longer theirs."""
+    where = [Study.id == study_id]
+    if owner is not None:
+        where.append(Study.lease_owner == owner)
+    return bool(session.execute(update(Study).where(*where).values(lease_owner=None, lease_until=None)).rowcount)
+
+
 def _reported(study_id: int, seen_received, *, session: Session) -> None:
     """Clear the study's flag, unless an instance arrived meanwhile (then the next pass reports again)."""
     session.execute(
@@ -116,11 +153,12 @@ def report_backoff_s(attempts: int) -> float:
 
 
 def _report_failed(study_id: int, error: BaseException, *, session: Session) -> int:
-    """Remember a failed attempt (count, reason, next try); returns the number of attempts."""
-    study = session.get(Study, study_id)
+    """Remember a failed attempt (count, reason, next try) and release the claim; returns the attempts."""
+    study = session.get(Study, study_id, populate_existing=True)
     study.report_attempts += 1
     study.report_error = f"{type(error).__name__}: {error}"[:2000]
     study.report_due_at = utcnow() + timedelta(seconds=report_backoff_s(study.report_attempts))
+    study.lease_owner = study.lease_until = None
     session.commit()
     return study.report_attempts
 
@@ -130,20 +168,25 @@ def sr_path(root: Path, study_uid: str, sop_uid: str) -> Path:
     return Path(root) / "reports" / safe_uid(study_uid) / f"{safe_uid(sop_uid)}.dcm"
 
 
-def write_report(study: Study, settings: Settings, *, session: Session) -> Report | None:
+def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None) -> Report | None:
     """Build, store and queue the SR of ``study``: its results and the runs that could not be analysed.
 
-    ``None`` when the study has neither (nothing analysable was received).
+    ``owner`` is the reporter's claim (see :func:`claim_study`): the SR is committed only while
+    it still holds it. ``None`` when there is nothing new to say: the study has neither results
+    nor failed runs (nothing analysable was received), or its content is what the last SR says.
     """
     seen_received = study.last_received_at
+    key = content_key(study)
+    previous = study.reports[-1] if study.reports else None
     results = _instance_results(study)
     failed = _failed_runs(study)
-    if not results and not failed:
-        log.warning("study id=%s has no analysed or failed instance; no SR written", study.id)
-        _reported(study.id, seen_received, session=session)
+    if (not results and not failed) or (previous is not None and previous.content_key == key):
+        reason = "has no analysed or failed instance" if not (results or failed) else "is unchanged since its last SR"
+        if _release(study.id, owner, session=session):
+            _reported(study.id, seen_received, session=session)
+            log.info("study id=%s %s; no SR written", study.id, reason)
         session.commit()
         return None
-    previous = study.reports[-1] if study.reports else None
     series_uid = previous.series_instance_uid if previous else generate_uid()
     sop_uid = generate_uid()
     predecessor = pydicom.dcmread(previous.path, stop_before_pixels=True) if previous else None
@@ -161,7 +204,13 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
     sr.save_as(buffer, enforce_file_format=True)
     path = sr_path(settings.storage.root, study.study_instance_uid, sop_uid)
     atomic_write(path, buffer.getvalue())
+    faults.point("sr_written", study.study_instance_uid)
 
+    if not _release(study.id, owner, session=session):
+        session.rollback()
+        path.unlink(missing_ok=True)  # never committed, never sent
+        log.warning("study id=%s: claim lost while writing its SR; another reporter writes it", study.id)
+        return None
     report = Report(
         study=study,
         sop_instance_uid=sop_uid,
@@ -170,6 +219,7 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
         path=str(path),
         present=any(r.finding.present for r in results),
         n_instances=len(results) + len(failed),
+        content_key=key,
     )
     session.add(report)
     if previous is not None:
@@ -183,13 +233,14 @@ def write_report(study: Study, settings: Settings, *, session: Session) -> Repor
     return report
 
 
-def report_ready_studies(settings: Settings, *, session: Session) -> int:
-    """Write the SR of every ready study; returns how many were written."""
+def report_ready_studies(settings: Settings, *, session: Session, owner: str = "reporter") -> int:
+    """Claim and report ready studies one at a time until none is left; returns how many SRs were written."""
     written = 0
-    for study in ready_studies(settings.pipeline.study_quiet_seconds, session=session):
+    limits = settings.pipeline
+    while (study := claim_study(owner, limits.study_quiet_seconds, limits.lease_s, session=session)) is not None:
         study_id = study.id
         try:
-            written += write_report(study, settings, session=session) is not None
+            written += write_report(study, settings, session=session, owner=owner) is not None
         except Exception as exc:
             session.rollback()
             attempts = _report_failed(study_id, exc, session=session)

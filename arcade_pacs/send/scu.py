@@ -1,7 +1,9 @@
 """C-STORE SCU: sends a stored SR file to one destination and returns the peer's status.
 
 The AE is created once; each delivery opens its own association (PACS peers commonly close
-idle associations, and a failed one must not affect the next delivery).
+idle associations, and a failed one must not affect the next delivery). A destination that
+does not accept the TCP connection within ``outbox.connect_timeout_s``, or accepts it and then
+says nothing (a blackhole), costs its own sender at most the configured timeouts.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class StoreSCU:
 
     def __init__(self, settings: Settings, contexts: Contexts):
         self.ae = AE(ae_title=settings.scp.ae_title)
-        self.ae.network_timeout = settings.scp.network_timeout_s
-        self.ae.acse_timeout = settings.scp.network_timeout_s
-        self.ae.dimse_timeout = settings.scp.network_timeout_s
+        cfg = settings.outbox
+        self.ae.connection_timeout = cfg.connect_timeout_s
+        self.ae.network_timeout = cfg.network_timeout_s
+        self.ae.acse_timeout = cfg.network_timeout_s
+        self.ae.dimse_timeout = cfg.network_timeout_s
         for sop_class, syntaxes in contexts.send.items():
             self.ae.add_requested_context(sop_class, syntaxes)
 

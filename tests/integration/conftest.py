@@ -62,16 +62,39 @@ def storescp(tmp_path):
     stop(proc)
 
 
-def start_plugin(config: Path, log: Path, scp_port: int, admin_port: int) -> subprocess.Popen:
-    """``arcade-pacs serve`` as its own process, exactly as `make run` starts it."""
+def upgrade_database(config: Path) -> None:
+    """``arcade-pacs db upgrade``, as `make run` runs it before ``serve``."""
+    out = subprocess.run([sys.executable, "-m", "arcade_pacs.cli", "--config", str(config), "db", "upgrade"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def start_plugin(config: Path, log: Path, scp_port: int, admin_port: int, role: str | None = None,
+                 env: dict | None = None) -> subprocess.Popen:
+    """``arcade-pacs db upgrade`` then ``serve`` as its own process, exactly as `make run` starts it."""
+    upgrade_database(config)
+    return start_serve(config, log, scp_port, admin_port, role, env)
+
+
+def start_serve(config: Path, log: Path, scp_port: int | None, admin_port: int | None, role: str | None = None,
+                env: dict | None = None) -> subprocess.Popen:
+    """``arcade-pacs serve [--role ROLE]`` on an upgraded database; waits for its ports."""
+    import os
+
+    args = [sys.executable, "-m", "arcade_pacs.cli", "--config", str(config), "serve"]
+    if role:
+        args += ["--role", role]
+        if admin_port is None:
+            args.append("--no-http")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "arcade_pacs.cli", "--config", str(config), "serve"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
+        args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=None if env is None else {**os.environ, **env},
     )
     try:
-        wait_for_port(scp_port, timeout=120, proc=proc)
-        wait_for_port(admin_port, timeout=60, proc=proc)
+        for port in (scp_port, admin_port):
+            if port is not None:
+                wait_for_port(port, timeout=120, proc=proc)
     except Exception:
         stop(proc)
         raise RuntimeError("plugin did not start:\n" + log.read_text()[-3000:]) from None
     return proc
+

@@ -54,6 +54,7 @@ def test_serve_with_a_missing_model_says_so(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[model]\npath = "{tmp_path}/none.keras"\n[storage]\nroot = "{tmp_path}/s"\n'
                    f'[database]\nurl = "sqlite:///{tmp_path}/a.db"\n')
+    assert cli("--config", cfg, "db", "upgrade", timeout=120).returncode == 0  # else serve stops at the schema
     out = cli("--config", cfg, "serve", timeout=120)
     assert out.returncode == 2 and "model file not found" in out.stderr
 

@@ -1,8 +1,17 @@
+"""Job states, claims with leases, fenced completion: on SQLite and PostgreSQL alike."""
+
+import threading
 from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
 
 from arcade_pacs import jobs
 from arcade_pacs.db.tables import Instance, Job, Study, utcnow
 from arcade_pacs.jobs import JobState
+from tests.conftest import BOTH_DATABASES
+
+pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
 
 def _instance(session, n=1):
@@ -15,13 +24,20 @@ def _instance(session, n=1):
     return inst
 
 
+def _expire_lease(session, job_id):
+    session.execute(update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(seconds=1)))
+    session.commit()
+
+
 def test_claim_complete(sessions):
     with sessions() as s:
         _instance(s)
         job = jobs.claim("w1", session=s)
         assert job.state == JobState.RUNNING.value and job.attempts == 1 and job.worker == "w1"
-        assert jobs.claim("w2", session=s) is None  # nothing else queued
-        jobs.complete(job)
+        assert job.lease_until > utcnow() and job.generation == 1
+        assert jobs.claim("w2", session=s) is None  # nothing else queued, and the lease is live
+        assert not jobs.complete(job.id, "w2", session=s)  # not w2's to finish
+        assert jobs.complete(job.id, "w1", session=s)
         s.commit()
         assert jobs.counts_by_state(session=s) == {"queued": 0, "running": 0, "done": 1, "failed": 0}
 
@@ -36,28 +52,103 @@ def test_two_claimers_never_get_the_same_job(sessions):
         assert jobs.claim("a", session=a) is None
 
 
+def test_many_threads_claim_each_job_exactly_once(sessions):
+    with sessions() as s:
+        for n in range(20):
+            _instance(s, n)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(name):
+        with sessions() as s:
+            while (job := jobs.claim(name, session=s)) is not None:
+                with lock:
+                    taken.append(job.id)
+
+    threads = [threading.Thread(target=claimer, args=(f"t{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(set(taken)) and len(taken) == 20
+
+
 def test_retry_with_backoff_then_fail(sessions):
     with sessions() as s:
         _instance(s)
         job = jobs.claim("w", session=s)
-        assert jobs.fail(job, RuntimeError("db hiccup"), max_attempts=2) == JobState.QUEUED
-        assert job.available_at > utcnow() and "db hiccup" in job.last_error
+        assert jobs.fail(job.id, "w", RuntimeError("db hiccup"), max_attempts=2, session=s) == JobState.QUEUED
         s.commit()
+        assert job.available_at > utcnow() and "db hiccup" in job.last_error
         assert jobs.claim("w", session=s) is None  # not before its back-off
         job.available_at = utcnow() - timedelta(seconds=1)
         s.commit()
         job = jobs.claim("w", session=s)
-        assert jobs.fail(job, RuntimeError("again"), max_attempts=2) == JobState.FAILED
+        assert jobs.fail(job.id, "w", RuntimeError("again"), max_attempts=2, session=s) == JobState.FAILED
 
 
-def test_permanent_errors_fail_at_once_and_running_jobs_recover(sessions):
+def test_permanent_errors_fail_at_once(sessions):
     with sessions() as s:
         _instance(s, 1)
-        _instance(s, 2)
         job = jobs.claim("w", session=s)
-        assert jobs.fail(job, jobs.PermanentError("colour image"), max_attempts=5) == JobState.FAILED
+        assert jobs.fail(job.id, "w", jobs.PermanentError("colour image"), max_attempts=5, session=s) == JobState.FAILED
         s.commit()
-        jobs.claim("w", session=s)  # left running by a "crashed" worker
-        assert jobs.recover_running(session=s) == 1
-        assert jobs.counts_by_state(session=s)["queued"] == 1
         assert s.query(Job).filter_by(state="failed").one().last_error.startswith("PermanentError: colour image")
+
+
+def test_a_live_lease_is_never_taken_over_and_a_heartbeat_keeps_it(sessions):
+    with sessions() as s:
+        _instance(s)
+        job = jobs.claim("w1", session=s, lease_s=60)
+        before = job.lease_until
+        assert jobs.heartbeat(job.id, "w1", 120, session=s)
+        s.refresh(job)
+        assert job.lease_until > before
+        assert not jobs.heartbeat(job.id, "intruder", 120, session=s)
+        assert jobs.claim("w2", session=s) is None
+
+
+def test_an_expired_lease_is_taken_over_as_an_attempt_and_the_old_worker_cannot_finish(sessions):
+    with sessions() as s:
+        _instance(s)
+        job = jobs.claim("dead", session=s, max_attempts=3)
+        _expire_lease(s, job.id)
+        taken = jobs.claim("alive", session=s, max_attempts=3)
+        assert taken.id == job.id and taken.worker == "alive" and taken.attempts == 2
+        assert jobs.WORKER_DIED in taken.last_error
+        assert not jobs.complete(job.id, "dead", session=s)  # fenced: the lease moved on
+        assert jobs.fail(job.id, "dead", RuntimeError("late"), 3, session=s) is None
+        assert jobs.complete(job.id, "alive", session=s)
+        s.commit()
+
+
+def test_a_job_that_kills_its_worker_max_attempts_times_fails_with_the_reason(sessions):
+    with sessions() as s:
+        _instance(s, 1)
+        job_id = None
+        for attempt in range(1, 4):
+            job = jobs.claim(f"w{attempt}", session=s, max_attempts=3)
+            assert job is not None and job.attempts == attempt
+            job_id = job.id
+            _expire_lease(s, job.id)  # the worker died: no heartbeat
+        assert jobs.claim("w4", session=s, max_attempts=3) is None
+        job = s.get(Job, job_id, populate_existing=True)
+        assert job.state == JobState.FAILED.value and job.last_error.startswith(jobs.WORKER_DIED)
+        other = _instance(s, 2)  # the rest goes on
+        assert jobs.claim("w5", session=s, max_attempts=3).instance_id == other.id
+
+
+def test_new_content_during_a_run_makes_the_old_run_record_nothing(sessions):
+    with sessions() as s:
+        inst = _instance(s)
+        job = jobs.claim("w", session=s)
+        inst = s.get(Instance, inst.id)
+        inst.generation += 1  # what a resend with new content does
+        jobs.enqueue(inst, session=s)
+        s.commit()
+        assert not jobs.complete(job.id, "w", session=s)
+        s.rollback()
+        again = jobs.claim("w", session=s)
+        assert again.id == job.id and again.generation == 2
+        assert jobs.complete(job.id, "w", session=s)
+        s.commit()

@@ -1,9 +1,14 @@
+import pytest
+
 from arcade_pacs.db.tables import FrameScore, Instance, Job, Result
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.worker import Worker
+from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
+
+pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
 
 def test_worker_analyses_a_real_cine_and_records_per_frame_scores(settings, sessions, tiny_classifier, rubo):
@@ -75,3 +80,32 @@ def test_a_model_swapped_mid_job_serves_the_next_job_and_the_running_one_finishe
         assert s.query(Job).filter(Job.state != JobState.DONE.value).count() == 0
         versions = {i: s.get(Instance, i).result.model_version for i in (first, second)}
     assert versions == {first: "tiny-1", second: "tiny-2"}
+
+
+def test_the_heartbeat_renews_the_lease_while_a_job_runs(settings, sessions, tiny_classifier, rubo):
+    """A job slower than its lease keeps it: nobody else can claim it while the worker lives."""
+    import time
+
+    from arcade_pacs import jobs
+    from arcade_pacs.model.classifier import Classifier
+
+    settings.pipeline.lease_s = 1.0
+    seen = {}
+
+    class Slow(Classifier):
+        def predict(self, tensors):
+            time.sleep(2.5)  # longer than the lease: only the heartbeat keeps the job ours
+            with sessions() as s:
+                seen["claimed_by_other"] = jobs.claim("intruder", session=s, lease_s=1.0) is not None
+            return tiny_classifier.predict(tensors)
+
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(Slow(tiny_classifier.model, tiny_classifier.info)))
+    try:
+        assert worker.run_once()
+    finally:
+        worker.heartbeat.stop()
+    assert seen == {"claimed_by_other": False}
+    with sessions() as s:
+        job = s.query(Job).one()
+        assert job.state == "done" and job.attempts == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -24,13 +23,13 @@ from arcade_pacs.admin.deps import (
 )
 from arcade_pacs.admin.pages import TEMPLATES
 from arcade_pacs.admin.routers.health import readiness, status_body
-from arcade_pacs.admin.routers.predict import MAX_UPLOAD_BYTES
+from arcade_pacs.admin.routers.predict import bounded_analysis
 from arcade_pacs.admin.schemas import RetrainRequest
 from arcade_pacs.admin.views import association_out, study_detail, study_summary
 from arcade_pacs.db.queries import count_rows, newest, page, studies_page, study_by_uid
 from arcade_pacs.db.tables import Association, Delivery, RetrainRun, Study
 from arcade_pacs.pipeline.analyse import analyse_frames
-from arcade_pacs.pipeline.frames import FrameError, frames_from_bytes
+from arcade_pacs.pipeline.frames import frames_from_bytes
 from arcade_pacs.send import outbox
 from arcade_pacs.send.outbox import DeliveryState
 from arcade_pacs.training.retrain import RetrainBusy
@@ -171,16 +170,11 @@ def analyse_upload(data: bytes, state: AdminState) -> dict:
 @pages.post("/upload", response_class=HTMLResponse)
 async def upload(request: Request, file: UploadFile = File(...), state: AdminState = Depends(get_state)):
     """Classify an uploaded PNG, JPEG or DICOM file and show the same pictures as a study's run."""
-    data = await file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        return render(request, "_message.html", status_code=413, kind="refused", message="File too large.")
-    if not data:
-        return render(request, "_message.html", status_code=400, kind="refused", message="Empty file.")
     try:
-        result = await run_in_threadpool(analyse_upload, data, state)
-    except FrameError as exc:
-        return render(request, "_message.html", status_code=422, kind="refused",
-                      message=f"Cannot analyse this file: {exc}")
+        result = await bounded_analysis(file, state, analyse_upload)
+    except HTTPException as exc:
+        return render(request, "_message.html", status_code=exc.status_code, kind="refused",
+                      message=f"Cannot analyse this file: {exc.detail}")
     return render(request, "_upload_result.html", name=file.filename or "upload", **result)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import DbId, get_session, require_token
+from arcade_pacs.admin.deps import DbId, get_session, require_reader, require_token
 from arcade_pacs.admin.schemas import DeliveryOut, DeliveryRetried
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Delivery
 from arcade_pacs.send import outbox
 
-router = APIRouter(tags=["deliveries"])
+router = APIRouter(tags=["deliveries"], dependencies=[Depends(require_reader)])
 
 
 @router.get("/deliveries", response_model=list[DeliveryOut])

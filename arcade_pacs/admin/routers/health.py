@@ -25,8 +25,10 @@ from arcade_pacs.send import outbox
 router = APIRouter(tags=["health"])
 
 
-def model_summary(state: AdminState) -> ModelSummary:
-    """What the serving model is (name, version, Device UID, threshold)."""
+def model_summary(state: AdminState) -> ModelSummary | None:
+    """What the serving model is (name, version, Device UID, threshold); ``None`` in an SCP process."""
+    if state.model is None:
+        return None
     info = state.model.get().info
     return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold)
 
@@ -41,11 +43,17 @@ def database_state(s: Session) -> str:
 
 
 def health_response(state: AdminState, s: Session) -> JSONResponse:
+    """Liveness: the database answers (else 503). ``degraded`` (still 200) while an SR delivery
+    has failed for good (it needs an operator: ``GET /deliveries``, ``POST .../retry``)."""
     database = database_state(s)
+    failed = outbox.counts_by_state(session=s)[outbox.DeliveryState.FAILED.value] if database == "ok" else 0
+    problems = [f"{failed} SR deliveries failed"] if failed else []
     body = Health(
-        status="ok" if database == "ok" else "degraded",
-        model_loaded=state.model.get() is not None,
+        status="ok" if database == "ok" and not problems else "degraded",
+        model_loaded=state.model is not None and state.model.get() is not None,
         database=database,
+        deliveries_failed=failed,
+        problems=problems,
         version=__version__,
         notice=RESEARCH_NOTICE,
     )
@@ -86,16 +94,17 @@ def storage_check(root, min_free_mb: int) -> Check:
 
 def readiness(state: AdminState, s: Session) -> Ready:
     """Each readiness check with what it found, and the reasons when not ready."""
-    classifier = state.model.get()
+    classifier = state.model.get() if state.model is not None else None
     database = database_state(s)
     listening = state.scp_listening() if state.scp_listening is not None else None
     scp = state.settings.scp
     checks = {
-        "model": Check(ok=classifier is not None,
-                       detail=f"{classifier.info.version} loaded" if classifier is not None else "no model loaded"),
+        "model": Check(ok=state.model is None or classifier is not None, detail=(
+            "no analysis in this process (its role)" if state.model is None
+            else f"{classifier.info.version} loaded" if classifier is not None else "no model loaded")),
         "database": Check(ok=database == "ok", detail=database),
         "storage": storage_check(state.settings.storage.root, state.settings.storage.min_free_mb),
-        "scp": Check(ok=bool(listening), detail=(
+        "scp": Check(ok=listening is None or listening, detail=(
             f"listening on {scp.host}:{scp.port} as {scp.ae_title}" if listening
             else "no SCP runs in this process" if listening is None else f"not listening on port {scp.port}")),
     }

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import get_session
+from arcade_pacs.admin.deps import get_session, require_reader
 from arcade_pacs.admin.schemas import JobOut
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Job
 from arcade_pacs.jobs import JobState
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_reader)])
 
 
 @router.get("/jobs", response_model=list[JobOut])

@@ -1,6 +1,17 @@
-"""``POST /predict``: the original ARCADE service's endpoint, one uploaded picture classified."""
+"""``POST /predict``: the original ARCADE service's endpoint, one uploaded picture classified.
+
+Bounded in every direction, so a public-facing upload cannot knock the service over: the body
+is counted while it arrives and refused past ``admin.predict_max_mb`` (413,
+:class:`arcade_pacs.admin.limits.BodyLimit`); the declared dimensions are checked before any
+pixel buffer exists (413, same limits as receipt); the file type is checked by its magic bytes
+(415); undecodable content is 422; at most ``admin.predict_concurrency`` predictions run at once
+(429 beyond). Every refusal carries a one-line reason.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -9,31 +20,59 @@ from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state
 from arcade_pacs.admin.schemas import PredictResponse, Problem
 from arcade_pacs.pipeline.frames import FrameError
 from arcade_pacs.pipeline.predict import predict_bytes
+from arcade_pacs.pipeline.upload import UnsupportedUpload, UploadTooLarge, check_upload
 
 router = APIRouter(tags=["predict"])
+T = TypeVar("T")
 
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+def _predict(data: bytes, state: AdminState) -> dict:
+    classifier = state.model.get()
+    limits = state.settings.pipeline
+    body = predict_bytes(data, classifier.predict, classifier.info.threshold, limits.keyframes, limits.max_frames)
+    return body | {"model_version": classifier.info.version}
+
+
+async def bounded_analysis(file: UploadFile, state: AdminState, analyse: Callable[[bytes, AdminState], T]) -> T:
+    """Read ``file`` and run ``analyse(data, state)`` within every bound of the module docstring.
+
+    The one guarded path for an uploaded file, shared by ``POST /predict`` and the dashboard's
+    upload page. Raises :class:`HTTPException` (400/413/415/422/429/503) with a one-line reason.
+    """
+    if state.model is None:
+        raise HTTPException(503, "no model in this process")
+    if not state.predict_slots.acquire(blocking=False):
+        raise HTTPException(429, f"at most {state.settings.admin.predict_concurrency} predictions at once; try again",
+                            headers={"Retry-After": "5"})
+    try:
+        limit = int(state.settings.admin.predict_max_mb * 1024 * 1024)
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"file larger than {state.settings.admin.predict_max_mb:g} MB")
+        if not data:
+            raise HTTPException(400, "empty file")
+        limits = state.settings.pipeline
+        try:
+            check_upload(data, limits.max_rows, limits.max_columns, limits.max_frames)
+            return await run_in_threadpool(analyse, data, state)
+        except UnsupportedUpload as exc:
+            raise HTTPException(415, str(exc)) from exc
+        except UploadTooLarge as exc:
+            raise HTTPException(413, str(exc)) from exc
+        except FrameError as exc:
+            raise HTTPException(422, str(exc).splitlines()[0][:300] if str(exc) else "cannot decode") from exc
+        except MemoryError as exc:
+            raise HTTPException(413, "image too large to decode") from exc
+    finally:
+        state.predict_slots.release()
 
 
 @router.post("/predict", response_model=PredictResponse, responses={
-    422: {"model": Problem, "description": "the file cannot be analysed (the reason), or the request is invalid"}})
+    413: {"model": Problem, "description": "file or declared image too large"},
+    415: {"model": Problem, "description": "not DICOM, PNG or JPEG"},
+    422: {"model": Problem, "description": "the file cannot be analysed (the reason), or the request is invalid"},
+    429: {"model": Problem, "description": "too many predictions at once; try again"}})
 async def predict(file: UploadFile = File(...), state: AdminState = Depends(get_state)):
     """Classify one uploaded PNG, JPEG or DICOM file."""
-    data = await file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, "file too large")
-    if not data:
-        raise HTTPException(400, "empty file")
-    classifier = state.model.get()
-    try:
-        body = await run_in_threadpool(
-            predict_bytes,
-            data,
-            classifier.predict,
-            classifier.info.threshold,
-            state.settings.pipeline.keyframes,
-            state.settings.pipeline.max_frames,
-        )
-    except FrameError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    return body | {"model_version": classifier.info.version, "notice": RESEARCH_NOTICE}
+    body = await bounded_analysis(file, state, _predict)
+    return body | {"notice": RESEARCH_NOTICE}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from arcade_pacs.admin.deps import AdminState, DbId, get_state, require_token
+from arcade_pacs.admin.deps import AdminState, DbId, get_state, require_reader, require_token
 from arcade_pacs.admin.schemas import RetrainAccepted, RetrainRequest, RetrainRunOut
 from arcade_pacs.training.retrain import RetrainBusy, RetrainManager, RetrainState
 
@@ -27,7 +27,7 @@ def retrain(request: RetrainRequest, retrainer: RetrainManager = Depends(manager
     return RetrainAccepted(id=run_id, state=RetrainState.QUEUED.value)
 
 
-@router.get("/retrain/{run_id}", response_model=RetrainRunOut)
+@router.get("/retrain/{run_id}", response_model=RetrainRunOut, dependencies=[Depends(require_reader)])
 def retrain_status(run_id: DbId, retrainer: RetrainManager = Depends(manager)):
     """Progress and outcome of a retraining run."""
     body = retrainer.get(run_id)

@@ -13,11 +13,23 @@ from tests.ingest import ingest
 ORIGINAL_KEYS = {"diagnosis", "confidence", "raw_score", "is_abnormal", "tta_details"}
 
 
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
 @pytest.fixture
 def client(settings, sessions, tiny_classifier):
+    """An admin with a token, and a client that sends it."""
     settings.admin.token = "s3cret"
     state = AdminState(settings, sessions, ModelHolder(tiny_classifier))
-    with TestClient(create_app(state)) as c:
+    with TestClient(create_app(state), headers=AUTH) as c:
+        yield c
+
+
+@pytest.fixture
+def anonymous(settings, sessions, tiny_classifier):
+    """The same admin with a token, and a client that has none."""
+    settings.admin.token = "s3cret"
+    with TestClient(create_app(AdminState(settings, sessions, ModelHolder(tiny_classifier)))) as c:
         yield c
 
 
@@ -32,13 +44,12 @@ def test_status_counts_and_model(client, settings, sessions, tiny_classifier, ru
     ingest(rubo, settings, sessions)
     body = client.get("/status").json()
     assert body["instances_received"] == 1 and body["jobs"]["queued"] == 1
-    assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0}
+    assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0, "cancelled": 0}
     assert body["model"]["version"] == "tiny-1"
     assert body["scp"] == {"ae_title": "ARCADE", "port": settings.scp.port}
     Worker(settings, sessions, ModelHolder(tiny_classifier)).run_once()
     # With a token configured, results are read with it (require_reader).
-    assert client.get("/results").status_code == 401
-    client.headers["Authorization"] = "Bearer s3cret"
+    assert client.get("/results", headers={"Authorization": "Bearer wrong"}).status_code == 401
     results = client.get("/results").json()
     assert len(results) == 1 and results[0]["model_version"] == "tiny-1"
     detail = client.get(f"/results/{results[0]['instance_id']}").json()
@@ -68,16 +79,36 @@ def test_predict_png_and_dicom_answer_with_the_original_keys(client, rubo):
 
 
 def test_predict_rejects_what_it_cannot_read(client):
-    assert client.post("/predict", files={"file": ("x.txt", b"hello", "text/plain")}).status_code == 422
+    assert client.post("/predict", files={"file": ("x.txt", b"hello", "text/plain")}).status_code == 415
     assert client.post("/predict", files={"file": ("x.txt", b"", "text/plain")}).status_code == 400
 
 
-def test_metrics_and_token_protected_retry(client):
-    text = client.get("/metrics").text
+def test_metrics_and_token_protected_retry(client, anonymous):
+    text = anonymous.get("/metrics").text
     assert "arcade_jobs{state=\"queued\"}" in text and "arcade_cstore_total" in text
-    assert client.post("/deliveries/1/retry").status_code == 401
-    r = client.post("/deliveries/1/retry", headers={"Authorization": "Bearer s3cret"})
-    assert r.status_code == 409
+    assert anonymous.post("/deliveries/1/retry").status_code == 401
+    assert anonymous.post("/deliveries/1/retry", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/deliveries/1/retry").status_code == 409
+
+
+def test_with_a_token_results_pictures_and_lists_need_it_and_probes_stay_open(anonymous, settings, sessions, rubo):
+    instance_id = ingest(rubo, settings, sessions)
+    for path in ("/results", f"/results/{instance_id}", f"/results/{instance_id}/frames/1.png", "/jobs",
+                 "/deliveries", "/retrain/1"):
+        r = anonymous.get(path)
+        assert r.status_code == 401, path
+    for path in ("/health", "/metrics", "/status"):
+        assert anonymous.get(path).status_code == 200, path
+
+
+def test_without_a_token_state_changes_are_refused_and_reading_is_open(settings, sessions, tiny_classifier):
+    assert settings.admin.token == ""  # the default
+    with TestClient(create_app(AdminState(settings, sessions, ModelHolder(tiny_classifier)))) as c:
+        for method, path in (("post", "/deliveries/1/retry"), ("post", "/retrain")):
+            r = getattr(c, method)(path, json={})
+            assert r.status_code == 403 and "set admin.token to enable" in r.json()["detail"], path
+        assert c.post("/deliveries/1/retry", headers={"Authorization": "Bearer "}).status_code == 403
+        assert c.get("/results").status_code == 200 and c.get("/jobs").status_code == 200
 
 
 def test_openapi_docs(client):
@@ -99,3 +130,28 @@ def test_jobs_list_says_why_a_job_failed(client, settings, sessions, tiny_classi
     only_failed = client.get("/jobs", params={"state_filter": "failed"}).json()
     assert [j["instance_id"] for j in only_failed] == [bad_id]
     assert client.get("/jobs", params={"state_filter": "bogus"}).status_code == 422
+
+
+def test_health_is_degraded_while_a_delivery_has_failed_for_good(client, settings, sessions, tiny_classifier, rubo):
+    from arcade_pacs.db.tables import Delivery, Report, Study
+
+    with sessions() as s:
+        study = Study(study_instance_uid="1.2.3")
+        report = Report(study=study, sop_instance_uid="1.2.9", series_instance_uid="1.2.8", path="/x",
+                        present=False, n_instances=1)
+        s.add(Delivery(report=report, destination="pacs", state="failed", last_error="peer status 0xA900"))
+        s.commit()
+    body = client.get("/health").json()
+    assert client.get("/health").status_code == 200
+    assert body["status"] == "degraded" and body["deliveries_failed"] == 1 and "1 SR deliveries failed" in body["problems"]
+    assert client.get("/status").json()["deliveries"]["failed"] == 1
+    assert client.post("/deliveries/1/retry").status_code == 200
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_scp_and_worker_processes_serve_only_the_probes(settings, sessions):
+    with TestClient(create_app(AdminState(settings, sessions, None), full=False)) as c:
+        assert c.get("/health").status_code == 200 and c.get("/health").json()["model_loaded"] is False
+        assert c.get("/status").json()["model"] is None
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/results").status_code == 404 and c.post("/predict").status_code == 404

@@ -120,10 +120,13 @@ def test_reanalyse_needs_the_token_and_requeues(state, sessions, tiny_classifier
 
 def test_ready_reports_each_check(state, open_client):
     r = open_client.get("/ready")
-    assert r.status_code == 503  # no SCP in this process
+    assert r.status_code == 200  # a process without an SCP (role worker or admin) is judged on what it runs
     body = r.json()
-    assert body["status"] == "not ready" and body["reasons"] == ["scp: no SCP runs in this process"]
+    assert body["checks"]["scp"] == {"ok": True, "detail": "no SCP runs in this process"}
     assert body["checks"]["model"]["ok"] and body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
+    state.scp_listening = lambda: False  # a process that should listen, and does not
+    r = open_client.get("/ready")
+    assert r.status_code == 503 and r.json()["reasons"] == [f"scp: not listening on port {state.settings.scp.port}"]
     state.scp_listening = lambda: True
     assert open_client.get("/ready").status_code == 200
     state.settings.storage.min_free_mb = 10**12

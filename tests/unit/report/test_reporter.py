@@ -3,6 +3,7 @@ from pathlib import Path
 
 import highdicom as hd
 import pydicom
+import pytest
 from sqlalchemy import select
 
 from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Study, utcnow
@@ -16,9 +17,12 @@ from arcade_pacs.report.reporter import (
 )
 from arcade_pacs.settings import Destination
 from arcade_pacs.worker import Worker
+from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
 from tests.helpers import run, tool
 from tests.ingest import ingest
+
+pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
 
 def _analyse_all(settings, sessions, classifier):
@@ -152,3 +156,50 @@ def test_a_study_whose_sr_cannot_be_written_backs_off_and_remembers_why(settings
         assert ready_studies(0, session=s) == []  # backing off: not tried again every second
         assert report_ready_studies(settings, session=s) == 0 and study.report_attempts == 1
     assert report_backoff_s(1) < report_backoff_s(2) < report_backoff_s(3) <= report_backoff_s(50) == REPORT_BACKOFF_CAP_S
+
+
+def test_a_resend_with_the_same_content_changes_nothing_and_new_content_replaces_the_sr(
+        settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1)]
+    ds = xa_dataset(real_frame(rubo, 50))
+    first_id = ingest(ds, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+    assert ingest(ds, settings, sessions) == first_id  # byte-identical resend
+    with sessions() as s:
+        inst = s.get(Instance, first_id)
+        assert inst.generation == 1 and inst.job.state == "done" and inst.job.attempts == 1
+        assert not inst.study.needs_report
+        assert report_ready_studies(settings, session=s) == 0
+    ds.PixelData = xa_dataset(real_frame(rubo, 70)).PixelData  # same UIDs, new pixels
+    assert ingest(ds, settings, sessions) == first_id
+    with sessions() as s:
+        inst = s.get(Instance, first_id)
+        assert inst.generation == 2 and inst.job.state == "queued"
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        assert new.predecessor_id == old.id and new.content_key != old.content_key
+        ref = pydicom.dcmread(new.path).PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+        assert ref.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == old.sop_instance_uid
+
+
+def test_a_study_is_reported_by_one_reporter_and_never_twice_for_the_same_content(settings, sessions, tiny_classifier, rubo):
+    from arcade_pacs.report.reporter import claim_study, write_report
+
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as a, sessions() as b:
+        study = claim_study("a", 0, 60, session=a)
+        assert study is not None
+        assert claim_study("b", 0, 60, session=b) is None  # a holds it
+        assert write_report(study, settings, session=b, owner="b") is None  # b never held the claim
+        assert write_report(study, settings, session=a, owner="a") is not None
+    with sessions() as s:
+        study = s.scalars(select(Study)).one()
+        study.needs_report = True  # e.g. a flag left by a crash: the content is the same
+        s.commit()
+        assert report_ready_studies(settings, session=s) == 0
+        assert s.query(Report).count() == 1 and not s.scalars(select(Study)).one().needs_report

@@ -1,23 +1,33 @@
-"""The outbox against real peers: DCMTK's storescp accepts, a closed port refuses."""
+"""The outbox against real peers (DCMTK's storescp, pynetdicom SCPs answering chosen statuses, a
+closed port, a blackhole), on SQLite and PostgreSQL."""
 
+import socket
 import subprocess
+import threading
+import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from pynetdicom import AE, evt
+from sqlalchemy import select, update
 
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Delivery, utcnow
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
-from arcade_pacs.send.outbox import DeliveryState
 from arcade_pacs.send.scu import StoreSCU
+from arcade_pacs.send.sender import Sender
 from arcade_pacs.settings import Destination
 from arcade_pacs.worker import Worker
-from tests.helpers import free_port, stop, tool, wait_for_port
+from tests.conftest import BOTH_DATABASES
+from tests.factory import real_frame, xa_dataset
+from tests.helpers import free_port, stop, tool, wait_for_port, wait_until
 from tests.ingest import ingest
 
-pytestmark = [pytest.mark.network]
+pytestmark = [pytest.mark.network, pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)]
+
+SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 @pytest.fixture
@@ -25,37 +35,201 @@ def pacs(tmp_path):
     port = free_port()
     folder = tmp_path / "received"
     folder.mkdir()
-    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(folder), str(port)],
+    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(folder), "+uf", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port, proc=proc)
     yield port, folder
     stop(proc)
 
 
-def test_send_then_fail_with_backoff_then_retry(settings, sessions, tiny_classifier, rubo, pacs):
+@pytest.fixture
+def answering():
+    """A pynetdicom SCP that answers every C-STORE with the status the test sets."""
+    state = {"status": 0xA700, "calls": 0}
+
+    def on_store(event):
+        state["calls"] += 1
+        return state["status"]
+
+    ae = AE(ae_title="STATUS")
+    ae.add_supported_context(SR_STORAGE, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    yield port, state
+    server.shutdown()
+
+
+@pytest.fixture
+def blackhole():
+    """Accepts TCP connections and never says a word (a hung PACS, a broken proxy)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held = []
+    stopping = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stopping.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stopping.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+def _reported(settings, sessions, classifier, rubo):
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(classifier))
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+
+
+def _send_all(settings, sessions, scu, owner="test"):
+    with sessions() as s:
+        for dest in settings.destinations:
+            while outbox.send_next(scu, dest, owner, settings.outbox, session=s):
+                pass
+
+
+def _by_name(sessions):
+    with sessions() as s:
+        return {d.destination: d for d in s.scalars(select(Delivery))}
+
+
+def _due_now(sessions):
+    with sessions() as s:
+        s.execute(update(Delivery).values(next_attempt_at=utcnow()))
+        s.commit()
+
+
+def test_send_then_retry_transport_errors_until_the_maximum_age(settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
     closed = free_port()
     settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port),
                              Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=closed)]
-    ingest(rubo, settings, sessions)
-    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
-    worker.run_once()
+    _reported(settings, sessions, tiny_classifier, rubo)
     scu = StoreSCU(settings, load_contexts())
+    _send_all(settings, sessions, scu)
+    rows = _by_name(sessions)
+    assert rows["pacs"].state == "sent" and rows["pacs"].last_status == 0
+    down = rows["down"]
+    assert down.state == "pending" and down.attempts == 1 and "association" in down.last_error
+    assert down.next_attempt_at > utcnow()
+    _send_all(settings, sessions, scu)  # backing off: not attempted
+    assert _by_name(sessions)["down"].attempts == 1
+    for _ in range(8):  # far more than the old limit of 5 attempts: still pending
+        _due_now(sessions)
+        _send_all(settings, sessions, scu)
+    assert _by_name(sessions)["down"].state == "pending" and _by_name(sessions)["down"].attempts == 9
+    with sessions() as s:  # 72 h later
+        s.execute(update(Delivery).where(Delivery.destination == "down")
+                  .values(queued_at=utcnow() - timedelta(hours=72, seconds=1), next_attempt_at=utcnow()))
+        s.commit()
+    _send_all(settings, sessions, scu)
+    down = _by_name(sessions)["down"]
+    assert down.state == "failed" and "gave up after 72 h" in down.last_error
     with sessions() as s:
-        report_ready_studies(settings, session=s)
-        assert outbox.send_due(scu, session=s) == 2
-        by_name = {d.destination: d for d in s.scalars(select(Delivery))}
-        assert by_name["pacs"].state == DeliveryState.SENT.value and by_name["pacs"].last_status == 0
-        down = by_name["down"]
-        assert down.state == DeliveryState.PENDING.value and down.attempts == 1
-        assert "association" in down.last_error and down.next_attempt_at > utcnow()
-        assert outbox.send_due(scu, session=s) == 0  # backing off
-        for _ in range(outbox.MAX_ATTEMPTS - 1):
-            down.next_attempt_at = utcnow()
-            s.commit()
-            outbox.send_due(scu, session=s)
-        assert down.state == DeliveryState.FAILED.value
-        assert outbox.counts_by_state(session=s) == {"pending": 0, "sent": 1, "failed": 1, "superseded": 0}
-        assert outbox.retry(down.id, session=s) and down.state == DeliveryState.PENDING.value
-        assert not outbox.retry(by_name["pacs"].id, session=s)  # only failed deliveries are retried
+        assert outbox.counts_by_state(session=s) == {"pending": 0, "sent": 1, "failed": 1, "superseded": 0, "cancelled": 0}
+        assert outbox.retry(down.id, session=s)
+        s.commit()
+        assert s.get(Delivery, down.id, populate_existing=True).state == "pending"
+        assert not outbox.retry(rows["pacs"].id, session=s)  # only failed deliveries are retried
     assert len(list(folder.glob("SR*"))) == 1
+
+
+@pytest.mark.parametrize("status, outcome", [(0xA700, "pending"), (0xA900, "failed"), (0xC000, "failed")])
+def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessions, tiny_classifier, rubo,
+                                                                 answering, status, outcome):
+    port, state = answering
+    state["status"] = status
+    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
+    row = _by_name(sessions)["peer"]
+    assert state["calls"] == 1 and row.state == outcome and row.last_status == status
+    assert f"0x{status:04X}" in row.last_error
+
+
+def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_cancelled(
+        settings, sessions, tiny_classifier, rubo, pacs):
+    port, folder = pacs
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port()),
+                             Destination(name="old", ae_title="OLD", host="127.0.0.1", port=1)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    # The PACS moved and "old" was removed from the configuration before anything was sent.
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    with sessions() as s:
+        assert outbox.cancel_removed([d.name for d in settings.destinations], session=s) == 1
+    _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
+    rows = _by_name(sessions)
+    assert rows["pacs"].state == "sent" and rows["old"].state == "cancelled"
+    assert "removed" in rows["old"].last_error
+    assert len(list(folder.glob("SR*"))) == 1
+
+
+def test_two_senders_never_send_the_same_delivery(settings, sessions, tiny_classifier, rubo, pacs):
+    port, folder = pacs
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    for n in range(3):
+        ingest(xa_dataset(real_frame(rubo, 40 + n)), settings, sessions)  # three studies
+    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 3
+    scu = StoreSCU(settings, load_contexts())
+    threads = [threading.Thread(target=_send_all, args=(settings, sessions, scu, f"sender{i}")) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with sessions() as s:
+        assert outbox.counts_by_state(session=s)["sent"] == 3
+        assert all(d.attempts == 1 for d in s.scalars(select(Delivery)))
+    assert len(list(folder.glob("SR*"))) == 3  # +uf: a second copy would be a second file
+
+
+def test_a_blackholed_destination_does_not_delay_another_destination(
+        settings, sessions, tiny_classifier, rubo, pacs, blackhole):
+    port, folder = pacs
+    settings.outbox.network_timeout_s = 20
+    settings.destinations = [Destination(name="hole", ae_title="HOLE", host="127.0.0.1", port=blackhole),
+                             Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    scu = StoreSCU(settings, load_contexts())
+    senders = [Sender(settings, sessions, scu, d, "svc") for d in settings.destinations]
+    threads = [threading.Thread(target=s.run, daemon=True) for s in senders]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: _by_name(sessions)["pacs"].state == "sent", timeout=15, message="SR at the PACS")
+        assert time.monotonic() - started < 10  # not after the blackhole's 20 s timeout
+        assert _by_name(sessions)["hole"].attempts == 0  # still waiting for the blackhole's answer
+        wait_until(lambda: _by_name(sessions)["hole"].attempts == 1, timeout=60, message="blackhole timed out")
+        hole = _by_name(sessions)["hole"]
+        assert hole.state == "pending" and hole.last_status is None
+    finally:
+        for s in senders:
+            s.stop()
+        for t in threads:
+            t.join(timeout=60)
+
+
+def test_the_connection_timeout_bounds_an_unroutable_destination(settings):
+    settings.outbox.connect_timeout_s = 2
+    scu = StoreSCU(settings, load_contexts())
+    started = time.monotonic()
+    outcome = scu.send("/nonexistent.dcm", "X", "10.255.255.1", 104)  # not routed: SYN never answered
+    assert outcome.status is None and time.monotonic() - started < 8

@@ -70,7 +70,7 @@ def client(settings, sessions, serving, arcade_dir):
 def _wait(c, run_id, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = c.get(f"/retrain/{run_id}").json()
+        body = c.get(f"/retrain/{run_id}", headers={"Authorization": "Bearer t"}).json()  # runs are behind the token
         if body["state"] not in ("queued", "running"):
             return body
         time.sleep(0.5)

@@ -1,0 +1,62 @@
+"""What ``serve`` refuses before it starts anything: a public admin without a token, a schema it
+does not know; and ``db upgrade`` that fixes the latter (SQLite and PostgreSQL)."""
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+
+from arcade_pacs.db import head_revision, make_engine, migrate, schema_problem
+from arcade_pacs.service import admin_binding_problem
+from arcade_pacs.settings import Settings
+from tests.conftest import BOTH_DATABASES
+
+
+def test_an_admin_beyond_loopback_needs_a_token():
+    assert admin_binding_problem(Settings()) is None  # default: 127.0.0.1, no token
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert admin_binding_problem(Settings(admin={"host": host})) is None
+    for host in ("0.0.0.0", "::", "10.1.2.3", "pacs-ai.hospital.org"):
+        problem = admin_binding_problem(Settings(admin={"host": host}))
+        assert problem and "admin.token" in problem, host
+        assert admin_binding_problem(Settings(admin={"host": host, "token": "x" * 32})) is None
+
+
+@pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
+def test_serve_refuses_a_schema_it_does_not_know_and_db_upgrade_fixes_it(database_url, tmp_path):
+    engine = make_engine(database_url)
+    try:
+        assert "arcade-pacs db upgrade" in schema_problem(engine)  # empty database
+        migrate(engine)
+        assert schema_problem(engine) is None
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        problem = schema_problem(engine)
+        assert "0003" in problem and head_revision() in problem and "arcade-pacs db upgrade" in problem
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+        assert "unknown to this version" in schema_problem(engine)
+        with engine.begin() as conn:
+            conn.execute(text(f"UPDATE alembic_version SET version_num = '{head_revision()}'"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
+def test_serve_says_which_command_to_run_and_db_upgrade_runs_it(database_url, tmp_path, tiny_model):
+    env_args = [sys.executable, "-m", "arcade_pacs.cli"]
+    config = tmp_path / "arcade.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n[model]\npath = "{tiny_model}"\n'
+                      f'[storage]\nroot = "{tmp_path / "store"}"\n')
+    out = subprocess.run(env_args + ["--config", str(config), "serve"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "refusing to start" in out.stderr and "arcade-pacs db upgrade" in out.stderr
+    out = subprocess.run(env_args + ["--config", str(config), "db", "upgrade"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and head_revision() in out.stdout, out.stderr
+    out = subprocess.run(env_args + ["--config", str(config), "db", "current"], capture_output=True, text=True, timeout=60)
+    assert f"database schema: {head_revision()}" in out.stdout
+    public = tmp_path / "public.toml"
+    public.write_text(config.read_text() + '[admin]\nhost = "0.0.0.0"\n')
+    out = subprocess.run(env_args + ["--config", str(public), "serve"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "admin.token" in out.stderr
