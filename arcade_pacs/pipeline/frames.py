@@ -6,6 +6,8 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 1. Decode one frame at a time (``pydicom.pixels.iter_pixels``), so a long 1024x1024 cine is
    never held at full resolution; each frame is area-resized to 512x512 at once. A first pass
    scores every frame; a second decodes only the frames to classify (:class:`FrameSource`).
+   Compressed frames are located by their fragments when the Basic Offset Table disagrees with
+   them (odd-length fragments padded in transit; :mod:`arcade_pacs.pipeline.fragments`).
 2. Modality LUT: a Modality LUT Sequence (PS3.3 C.11.1), else Rescale Slope and Intercept,
    from the top level or, in Enhanced IODs, the frame's own Per-Frame Functional Group or
    the Shared one (PS3.3 C.7.6.16).
@@ -19,14 +21,22 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
+from arcade_pacs.pipeline.fragments import (
+    FragmentError,
+    encapsulated_with_offsets,
+    locate_frames,
+    read_fragment_table,
+    table_agrees,
+)
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
 
 
@@ -170,6 +180,9 @@ class FrameSource:
             raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
         if max_frames is not None and self.n_frames > max_frames:
             raise FrameError(f"{self.n_frames} frames exceed the configured limit of {max_frames}")
+        self.decode_options: dict = {}
+        self.relocated = False  # True when frames were found by their fragments, not the offset table
+        self._locate_fragments()
         self.modality_lut = ds.get("ModalityLUTSequence") or None
         self.rescale = [_rescale(ds, i) for i in range(self.n_frames)]
         padding, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
@@ -183,6 +196,64 @@ class FrameSource:
         self.lo: float | None = None
         self.hi: float | None = None
         self.valid: np.ndarray | None = None
+
+    def _locate_fragments(self) -> None:
+        """Make compressed frames readable when the Basic Offset Table disagrees with the fragments.
+
+        One fragment per frame (the usual case) is handed to pydicom as an Extended Offset Table
+        (PS3.3 C.7.6.3.1.8), so frames are still read lazily from the file; frames of several
+        fragments get a corrected Basic Offset Table on an in-memory copy of the data set.
+        """
+        ds = self.ds
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if not syntax or not UID(syntax).is_encapsulated or "ExtendedOffsetTable" in ds:
+            return
+        element = ds.get_item("PixelData", keep_deferred=True)
+        value = element.value
+        try:
+            if value is None:  # deferred: only the item headers are read from the file
+                with open(self.src, "rb") as fp:
+                    fp.seek(element.value_tell)
+                    offsets, fragments = read_fragment_table(fp)
+            else:
+                value = bytes(value)
+                offsets, fragments = read_fragment_table(io.BytesIO(value), end=len(value))
+        except FragmentError as exc:
+            raise FrameError(f"encapsulated pixel data cannot be read: {exc}") from exc
+        n = self.n_frames
+        if table_agrees(offsets, fragments, n) or (not offsets and (n == 1 or len(fragments) == n)):
+            return  # pydicom finds the same frames by itself
+        groups = locate_frames(offsets, fragments, n)
+        if groups is None:
+            if not offsets:
+                return  # no table to contradict: pydicom's own rule (JPEG EOI markers) may still work
+            raise FrameError(
+                f"the Basic Offset Table ({len(offsets)} entries) does not match the {len(fragments)} "
+                f"fragments, and {n} frames cannot be located by their start markers"
+            )
+        self.relocated = True
+        firsts = [fragments[g[0]] for g in groups]
+        if all(len(g) == 1 for g in groups):
+            self.decode_options = {"extended_offsets": ([f.offset for f in firsts], [f.length for f in firsts])}
+            return
+        last = fragments[-1]
+        start, size = 8 + 4 * len(offsets), last.offset + 8 + last.length
+        if value is None:
+            import pydicom
+
+            fixed = pydicom.dcmread(self.src)
+            with open(self.src, "rb") as fp:
+                fp.seek(element.value_tell + start)
+                items = fp.read(size)
+        else:
+            fixed = Dataset(dict(ds.items()))  # a new element dict: the caller's data set is not changed
+            fixed.file_meta = ds.file_meta
+            items = value[start:start + size]
+        from pydicom.dataelem import DataElement
+
+        fixed["PixelData"] = DataElement(0x7FE00010, "OB", encapsulated_with_offsets([f.offset for f in firsts], items),
+                                         is_undefined_length=True)
+        self.src = fixed
 
     @property
     def scaled_by_range(self) -> bool:
@@ -220,7 +291,8 @@ class FrameSource:
         wanted = list(range(self.n_frames)) if indices is None else list(indices)
         seen = 0
         try:
-            for index, raw in zip(wanted, iter_pixels(self.src, indices=None if indices is None else wanted), strict=False):
+            frames = iter_pixels(self.src, indices=None if indices is None else wanted, **self.decode_options)
+            for index, raw in zip(wanted, frames, strict=False):
                 seen += 1
                 if raw.shape != (self.rows, self.columns):
                     raise FrameError(f"frame {index + 1} has shape {raw.shape}, expected {(self.rows, self.columns)}")
