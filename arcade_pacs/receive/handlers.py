@@ -8,9 +8,13 @@ exception cross the network boundary: every outcome is one of the named statuses
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pydicom
 from pydicom import Dataset
 from pydicom.uid import UID
 from sqlalchemy import select
@@ -21,8 +25,9 @@ from arcade_pacs import jobs, metrics
 from arcade_pacs.conformance import Contexts
 from arcade_pacs.db.tables import Instance, Study, utcnow
 from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
+from arcade_pacs.receive.transport import ChunkedReceipt
 from arcade_pacs.settings import Settings
-from arcade_pacs.storage import atomic_write, instance_path, safe_uid
+from arcade_pacs.storage import atomic_write, commit_file, disk_space, instance_path, safe_uid
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ class StoreContext:
     sessions: sessionmaker[Session]
     contexts: Contexts
     on_stored: list[Callable[[int], None]] = field(default_factory=list)
+    receipt: ChunkedReceipt | None = None  # set by start_scp: data sets arrive as files
+    _last_sweep: float = 0.0
+    _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def status(code: int, comment: str | None = None) -> Dataset:
@@ -68,6 +76,35 @@ def status(code: int, comment: str | None = None) -> Dataset:
 def handle_echo(event) -> int:
     """C-ECHO: the Verification service always succeeds while the SCP runs."""
     return SUCCESS
+
+
+REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION = 0x02, 0x03, 0x01
+STALE_SWEEP_INTERVAL_S = 60.0
+
+
+def handle_requested(event, ctx: StoreContext) -> None:
+    """A-ASSOCIATE-RQ received: refuse it while the store is below its free-space watermark.
+
+    The refusal is A-ASSOCIATE-RJ, rejected-transient, source "service-provider (presentation
+    related)", reason "temporary congestion" (PS3.8 9.3.4): the sender may retry later. The
+    log line says why. Once a minute it also removes files of associations that ended mid-message.
+    """
+    settings = ctx.settings
+    now = time.monotonic()
+    if ctx.receipt is not None and now - ctx._last_sweep > STALE_SWEEP_INTERVAL_S and ctx._sweep_lock.acquire(False):
+        try:
+            ctx._last_sweep = now
+            ctx.receipt.sweep_stale(older_than_s=2 * settings.scp.network_timeout_s + STALE_SWEEP_INTERVAL_S)
+        finally:
+            ctx._sweep_lock.release()
+    if settings.storage.min_free_mb <= 0:
+        return
+    space = disk_space(settings.storage.root, settings.storage.min_free_mb)
+    if not space.ok:
+        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()[:16]
+        log.warning("association from AE %s refused (temporary congestion): %s", calling, space.reason)
+        metrics.CSTORE.labels(status="association-refused-disk").inc()
+        event.assoc.acse.send_reject(REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION)
 
 
 def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_syntax: str | None = None) -> None:
@@ -112,11 +149,20 @@ def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_
     if transfer_syntax and not UID(transfer_syntax).is_encapsulated and "PixelData" in ds:
         bits = int(ds.get("BitsAllocated", 8) or 8)
         frame_bytes = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8
-        actual = len(ds.PixelData)
+        actual = value_length(ds, "PixelData")
         if actual < frame_bytes * frames:
             raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Pixel Data shorter than Rows x Columns x Frames")
         if actual - frame_bytes * frames >= frame_bytes:
             raise Refusal(DATASET_DOES_NOT_MATCH_SOP_CLASS, "Pixel Data holds more frames than Number of Frames")
+
+
+def value_length(ds: Dataset, keyword: str) -> int:
+    """Length in bytes of an element's value without reading a deferred value from the file."""
+    element = ds.get_item(keyword, keep_deferred=True)
+    value = getattr(element, "value", None)
+    if value is None:
+        return int(getattr(element, "length", 0) or 0)
+    return len(value)
 
 
 def record_instance(
@@ -161,37 +207,60 @@ def handle_store(event, ctx: StoreContext) -> Dataset | int:
     return answer
 
 
+def _received_file(event) -> Path | None:
+    """Where pynetdicom wrote the data set (chunked receipt), or None when it is in memory."""
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if isinstance(path, (str, Path)) else None
+
+
 def _store(event, ctx: StoreContext) -> Dataset | int:
     sop_class = str(event.context.abstract_syntax)
     transfer_syntax = str(event.context.transfer_syntax)
+    settings = ctx.settings
+    received = _received_file(event)
+    if received is not None and ctx.receipt is not None and ctx.receipt.overflowed(received):
+        raise Refusal(OUT_OF_RESOURCES, "instance exceeds the configured size limit")
+    if settings.storage.min_free_mb > 0 and not disk_space(settings.storage.root, settings.storage.min_free_mb).ok:
+        raise Refusal(OUT_OF_RESOURCES, "storage below its free-space watermark")
+    data = None
     try:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        data = event.encoded_dataset(include_meta=True)
+        if received is not None:
+            size = received.stat().st_size
+            # Values over 64 KB (pixel data) stay on disk; only the header is parsed.
+            ds = pydicom.dcmread(received, defer_size="64 KB")
+        else:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            data = event.encoded_dataset(include_meta=True)
+            size = len(data)
     except Exception as exc:
         raise Refusal(CANNOT_UNDERSTAND, f"data set cannot be decoded: {type(exc).__name__}") from exc
+    if size > settings.scp.max_instance_bytes:
+        raise Refusal(OUT_OF_RESOURCES, "instance exceeds the configured size limit")
     try:
-        check_dataset(ds, sop_class, ctx.settings, transfer_syntax)
+        check_dataset(ds, sop_class, settings, transfer_syntax)
     except Refusal:
         raise
     except Exception as exc:  # malformed element values (FrameError included)
         raise Refusal(CANNOT_UNDERSTAND, f"data set cannot be parsed: {type(exc).__name__}") from exc
-    if len(data) > ctx.settings.scp.max_instance_bytes:
-        raise Refusal(OUT_OF_RESOURCES, "instance exceeds the configured size limit")
 
-    path = instance_path(
-        ctx.settings.storage.root, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
-    )
+    path = instance_path(settings.storage.root, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     try:
-        atomic_write(path, data)
+        if received is not None:
+            commit_file(received, path)
+        else:
+            atomic_write(path, data)
     except OSError as exc:
-        raise Refusal(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}") from exc
+        raise Refusal(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or type(exc).__name__}") from exc
 
     calling = str(event.assoc.requestor.ae_title).strip()
     for attempt in range(2):  # a concurrent association may create the same study first
         with ctx.sessions() as session:
             try:
-                instance = record_instance(ds, str(path), len(data), transfer_syntax, calling, session=session)
+                instance = record_instance(ds, str(path), size, transfer_syntax, calling, session=session)
                 session.commit()
                 instance_id = instance.id
                 break
@@ -199,7 +268,7 @@ def _store(event, ctx: StoreContext) -> Dataset | int:
                 session.rollback()
                 if attempt:
                     raise
-    log.info("stored instance id=%s (%d bytes, %s)", instance_id, len(data), transfer_syntax)
+    log.info("stored instance id=%s (%d bytes, %s)", instance_id, size, transfer_syntax)
     for callback in ctx.on_stored:
         callback(instance_id)
     return SUCCESS
