@@ -105,6 +105,7 @@ def handle_requested(event, ctx: StoreContext) -> None:
         log.warning("association from AE %s refused (temporary congestion): %s", calling, space.reason)
         metrics.CSTORE.labels(status="association-refused-disk").inc()
         event.assoc.acse.send_reject(REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION)
+        event.assoc.kill()  # as pynetdicom's own rejections: waits until the A-ASSOCIATE-RJ is sent
 
 
 def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_syntax: str | None = None) -> None:
