@@ -58,6 +58,8 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     calling_aet: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When retention (storage.keep_days) deleted the pixel data; the header file stays.
+    purged_at: Mapped[datetime | None]
 
     study: Mapped[Study] = relationship(back_populates="instances")
     job: Mapped[Job | None] = relationship(back_populates="instance", uselist=False)

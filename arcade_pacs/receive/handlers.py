@@ -189,6 +189,7 @@ def record_instance(
     instance.size_bytes = size
     instance.calling_aet = calling_aet[:16]
     instance.received_at = now
+    instance.purged_at = None  # a resend brings the pixel data back
     jobs.enqueue(instance, session=session)
     return instance
 

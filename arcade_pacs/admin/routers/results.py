@@ -79,5 +79,7 @@ def keyframe_picture(instance_id: int, frame_number: int, s: Session = Depends(g
     scored = {f.frame_number: f for f in instance.result.frames if f.window_scores is not None}
     if frame_number not in scored:
         raise HTTPException(404, f"frame {frame_number} is not a keyframe of this result")
+    if instance.purged_at is not None:
+        raise HTTPException(410, "pixel data deleted by retention (storage.keep_days)")
     png = render_keyframe(instance.path, frame_number, scored[frame_number].window_scores, instance.result.threshold)
     return Response(png, media_type="image/png")
