@@ -134,6 +134,64 @@ def locate_frames(offsets: Sequence[int], fragments: Sequence[Fragment], n_frame
     return [tuple(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
+"""Start Of Frame markers (ITU-T T.81 Table B.1; 0xF7 is JPEG-LS SOF55, ITU-T T.87)."""
+_NO_LENGTH = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: markers without a length field
+HEADER_WINDOW = 65536
+"""Bytes of a frame's codestream searched for its size (headers come first; 64 KB is ample)."""
+
+
+class CodestreamSize(ValueError):
+    """A codestream's header is missing or malformed where a frame starts."""
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """``(rows, columns)`` a frame's codestream declares, read from its header only.
+
+    JPEG and JPEG-LS: the Start Of Frame segment (ITU-T T.81 B.2.2, T.87); JPEG 2000: the SIZ
+    segment after SOC (ITU-T T.800 A.5.1, image size minus image offset). ``None`` when ``data``
+    starts with no codestream this function knows (RLE, a JP2 box).
+
+    Decoders allocate what the header declares, so a 1 KB frame can ask for gigabytes: the size
+    is compared with Rows and Columns before any frame is decoded.
+
+    Raises
+    ------
+    CodestreamSize
+        A JPEG stream with no frame header before its scan data (or within ``data``).
+    """
+    if data.startswith(b"\xff\x4f\xff\x51"):
+        if len(data) < 24:
+            raise CodestreamSize("JPEG 2000 SIZ segment truncated")
+        xsiz, ysiz, xo, yo = struct.unpack(">4I", data[8:24])
+        return ysiz - yo, xsiz - xo
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise CodestreamSize(f"JPEG marker expected at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _NO_LENGTH:
+            i += 2
+            continue
+        if marker == 0xDA or marker == 0xD9:  # scan data (or the end) before any frame header
+            break
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in JPEG_SOF:
+            if i + 9 > n or length < 8:
+                break
+            rows, columns = struct.unpack(">HH", data[i + 5:i + 9])
+            return rows, columns
+        if length < 2:
+            raise CodestreamSize(f"JPEG segment 0xFF{marker:02X} has length {length}")
+        i += 2 + length
+    raise CodestreamSize("no JPEG frame header (SOF) before the scan data")
+
+
 def encapsulated_with_offsets(offsets: Sequence[int], items: bytes) -> bytes:
     """A Pixel Data value: a Basic Offset Table holding ``offsets``, then the fragment ``items``
     (item tags and data, as read) unchanged (PS3.5 A.4)."""

@@ -31,7 +31,10 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
 from arcade_pacs.pipeline.fragments import (
+    HEADER_WINDOW,
+    CodestreamSize,
     FragmentError,
+    codestream_size,
     encapsulated_with_offsets,
     locate_frames,
     read_fragment_table,
@@ -211,19 +214,30 @@ class FrameSource:
         element = ds.get_item("PixelData", keep_deferred=True)
         value = element.value
         try:
-            if value is None:  # deferred: only the item headers are read from the file
+            if value is None:  # deferred: only item headers and frame headers are read from the file
                 with open(self.src, "rb") as fp:
                     fp.seek(element.value_tell)
                     offsets, fragments = read_fragment_table(fp)
+                    first = element.value_tell + 8 + 4 * len(offsets)
+
+                    def read(fragment, size):
+                        fp.seek(first + fragment.offset + 8)
+                        return fp.read(size)
+
+                    groups = locate_frames(offsets, fragments, self.n_frames)
+                    self._check_codestreams(groups, fragments, read)
             else:
                 value = bytes(value)
                 offsets, fragments = read_fragment_table(io.BytesIO(value), end=len(value))
+                first = 8 + 4 * len(offsets)
+                groups = locate_frames(offsets, fragments, self.n_frames)
+                self._check_codestreams(
+                    groups, fragments, lambda f, size: value[first + f.offset + 8:first + f.offset + 8 + size])
         except FragmentError as exc:
             raise FrameError(f"encapsulated pixel data cannot be read: {exc}") from exc
         n = self.n_frames
         if table_agrees(offsets, fragments, n) or (not offsets and (n == 1 or len(fragments) == n)):
             return  # pydicom finds the same frames by itself
-        groups = locate_frames(offsets, fragments, n)
         if groups is None:
             if not offsets:
                 return  # no table to contradict: pydicom's own rule (JPEG EOI markers) may still work
@@ -254,6 +268,29 @@ class FrameSource:
         fixed["PixelData"] = DataElement(0x7FE00010, "OB", encapsulated_with_offsets([f.offset for f in firsts], items),
                                          is_undefined_length=True)
         self.src = fixed
+
+    def _check_codestreams(self, groups, fragments, read) -> None:
+        """Each frame's codestream must declare Rows x Columns (see
+        :func:`~arcade_pacs.pipeline.fragments.codestream_size`): checked from the headers, before
+        a decoder allocates what a forged header asks for."""
+        if groups is None:
+            return
+        for number, group in enumerate(groups, start=1):
+            head = b""
+            for index in group:  # a header may run on into the frame's next fragment
+                fragment = fragments[index]
+                head += read(fragment, min(fragment.length, HEADER_WINDOW - len(head)))
+                if len(head) >= HEADER_WINDOW:
+                    break
+            try:
+                size = codestream_size(head)
+            except CodestreamSize as exc:
+                raise FrameError(f"frame {number}: {exc}") from None
+            if size is not None and size != (self.rows, self.columns):
+                raise FrameError(
+                    f"frame {number} codestream declares {size[0]}x{size[1]} pixels, "
+                    f"Rows x Columns is {self.rows}x{self.columns}"
+                )
 
     @property
     def scaled_by_range(self) -> bool:

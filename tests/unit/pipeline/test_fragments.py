@@ -168,3 +168,53 @@ def test_a_wrong_table_over_unrecognisable_fragments_is_a_named_failure(rubo, tm
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(FrameError, match="Basic Offset Table .3 entries. does not match the 4 fragments"):
         FrameSource(path)
+
+
+# --- frame headers checked before decoding -----------------------------------------------------
+
+def _sof(rows, cols, marker=0xC0):
+    return bytes([0xFF, marker]) + (11).to_bytes(2, "big") + bytes([8]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big") + b"\x01\x01\x11\x00"
+
+
+def test_codestream_size_reads_jpeg_jpeg_ls_and_jpeg_2000_headers():
+    from arcade_pacs.pipeline.fragments import codestream_size
+
+    app = b"\xff\xe0" + (16).to_bytes(2, "big") + b"JFIF\x00" + b"\x00" * 9
+    assert codestream_size(b"\xff\xd8" + app + _sof(512, 256) + b"\xff\xda") == (512, 256)
+    assert codestream_size(b"\xff\xd8" + _sof(100, 200, marker=0xF7)) == (100, 200)  # JPEG-LS SOF55
+    siz = b"\xff\x4f\xff\x51" + (41).to_bytes(2, "big") + b"\x00\x00" + (300).to_bytes(4, "big") + (200).to_bytes(4, "big") + b"\x00" * 8
+    assert codestream_size(siz) == (200, 300)
+    assert codestream_size(b"\x01\x00\x00\x00" + b"\x00" * 60) is None  # an RLE header
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"\xff\xd8\xff\xda\x00\x08", "before the scan data"),
+    (b"\xff\xd8\x00\x00\x00\x00", "marker expected"),
+    (b"\xff\xd8\xff\xe0\x00\x01\x00\x00", "length 1"),
+    (b"\xff\xd8\xff\xe0\x00\x10", "no JPEG frame header"),
+])
+def test_malformed_jpeg_headers_are_named(data, reason):
+    from arcade_pacs.pipeline.fragments import CodestreamSize, codestream_size
+
+    with pytest.raises(CodestreamSize, match=reason):
+        codestream_size(data)
+
+
+def test_a_forged_frame_header_is_refused_before_the_decoder_allocates(rubo, tmp_path):
+    """A real frame whose SOF claims 60000 x 60000: decoding it took 13.8 GB before this check."""
+    import resource
+
+    forged = []
+    for fragment in _rubo_fragments(rubo)[:2]:
+        i = fragment.index(b"\xff\xc0")
+        forged.append(fragment[:i + 5] + (60000).to_bytes(2, "big") * 2 + fragment[i + 9:])
+    ds = pydicom.dcmread(rubo)
+    ds.PixelData = encapsulated(forged, [0, 8 + len(forged[0])])
+    ds["PixelData"].is_undefined_length = True
+    ds.NumberOfFrames = 2
+    path = tmp_path / "bomb.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FrameError, match="frame 1 codestream declares 60000x60000 pixels, Rows x Columns is 512x512"):
+        FrameSource(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no big allocation
