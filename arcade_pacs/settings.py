@@ -65,6 +65,8 @@ class ScpSettings(BaseModel):
     # a longer PDU closes the association. 0 = unlimited.
     max_pdu: int = Field(16384, ge=0)
     max_instance_bytes: int = Field(2_000_000_000, gt=0)
+    # A Deflated data set (PS3.5 A.5) may inflate to at most this many bytes (deflate bombs).
+    max_inflated_bytes: int = Field(256 * 2**20, gt=0)
     tls: ScpTlsSettings = ScpTlsSettings()
 
     def accepts_any(self) -> bool:

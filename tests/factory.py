@@ -120,3 +120,42 @@ def odd_fragment_cine(source, out, pad: bool = False):
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(out, enforce_file_format=True)
     return out
+
+
+def deflate_bomb(path, inflated_bytes: int, sop_class: str = XRayAngiographicImageStorage):
+    """A Deflated Explicit VR Little Endian XA file (PS3.5 A.5) whose data set inflates to about
+    ``inflated_bytes`` (a private OB element of zeros), while the file itself stays small.
+
+    The deflate stream is written chunk by chunk, so the test never holds the inflated bytes.
+    """
+    import io
+    import struct
+    import zlib
+
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = xa_dataset(np.zeros((8, 8), np.uint8), sop_class=sop_class)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    pixels = ds.PixelData
+    del ds.PixelData
+    ds.add_new(0x00090010, "LO", "BOMB")
+    header = pydicom.filebase.DicomBytesIO()
+    header.is_little_endian, header.is_implicit_VR = True, False
+    write_dataset(header, ds)
+    blob = inflated_bytes - len(header.getvalue())
+    blob -= blob % 2
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with open(path, "wb") as out:
+        out.write(b"\x00" * 128 + b"DICM")
+        meta = io.BytesIO()
+        write_file_meta_info(meta, ds.file_meta)
+        out.write(meta.getvalue())
+        out.write(deflater.compress(header.getvalue()))
+        out.write(deflater.compress(struct.pack("<HH2sHI", 0x0009, 0x1000, b"OB", 0, blob)))
+        zeros = bytes(1 << 20)
+        for start in range(0, blob, len(zeros)):
+            out.write(deflater.compress(zeros[: min(len(zeros), blob - start)]))
+        out.write(deflater.compress(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, len(pixels)) + pixels))
+        out.write(deflater.flush())
+    return ds

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from arcade_pacs import jobs, metrics
 from arcade_pacs.conformance import Contexts
 from arcade_pacs.db.tables import Instance, Study, utcnow
+from arcade_pacs.deflate import InflateError, inflate_to_file
 from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
 from arcade_pacs.receive.transport import ChunkedReceipt
 from arcade_pacs.settings import Settings
@@ -218,6 +219,11 @@ def _received_file(event) -> Path | None:
     return Path(path) if isinstance(path, (str, Path)) else None
 
 
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
 def _store(event, ctx: StoreContext) -> Dataset | int:
     sop_class = str(event.context.abstract_syntax)
     transfer_syntax = str(event.context.transfer_syntax)
@@ -228,26 +234,42 @@ def _store(event, ctx: StoreContext) -> Dataset | int:
     if settings.storage.min_free_mb > 0 and not disk_space(settings.storage.root, settings.storage.min_free_mb).ok:
         raise Refusal(OUT_OF_RESOURCES, "storage below its free-space watermark")
     data = None
+    inflated = None
     try:
         if received is not None:
             size = received.stat().st_size
+            header_file = received
+            if transfer_syntax == DeflatedExplicitVRLittleEndian:
+                inflated = received.with_name(received.name + ".inflated")
+                header_file = inflated
+                try:
+                    inflate_to_file(received, inflated, settings.scp.max_inflated_bytes)
+                except InflateError as exc:
+                    status = OUT_OF_RESOURCES if "exceeds" in str(exc) else CANNOT_UNDERSTAND
+                    raise Refusal(status, str(exc)) from None
             # Values over 64 KB (pixel data) stay on disk; only the header is parsed.
-            ds = pydicom.dcmread(received, defer_size="64 KB")
+            ds = pydicom.dcmread(header_file, defer_size="64 KB")
         else:
             ds = event.dataset
             ds.file_meta = event.file_meta
             data = event.encoded_dataset(include_meta=True)
             size = len(data)
+    except Refusal:
+        _remove(inflated)
+        raise
     except Exception as exc:
+        _remove(inflated)
         raise Refusal(CANNOT_UNDERSTAND, f"data set cannot be decoded: {type(exc).__name__}") from exc
-    if size > settings.scp.max_instance_bytes:
-        raise Refusal(OUT_OF_RESOURCES, "instance exceeds the configured size limit")
     try:
+        if size > settings.scp.max_instance_bytes:
+            raise Refusal(OUT_OF_RESOURCES, "instance exceeds the configured size limit")
         check_dataset(ds, sop_class, settings, transfer_syntax)
     except Refusal:
         raise
     except Exception as exc:  # malformed element values (FrameError included)
         raise Refusal(CANNOT_UNDERSTAND, f"data set cannot be parsed: {type(exc).__name__}") from exc
+    finally:
+        _remove(inflated)
 
     path = instance_path(settings.storage.root, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     try:

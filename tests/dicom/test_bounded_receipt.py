@@ -125,3 +125,23 @@ def test_temporary_files_left_by_a_crash_are_swept_at_start(settings, sessions, 
         assert kept.read_bytes() == b"a committed instance"
     finally:
         server.shutdown()
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it_in_memory(scp, tmp_path, rubo):
+    import resource
+
+    from tests.dicom.test_scp import scu_store as send_file
+    from tests.factory import deflate_bomb
+
+    scp.settings.scp.max_inflated_bytes = 50 * 2**20
+    bomb = tmp_path / "bomb.dcm"
+    ds = deflate_bomb(bomb, 400 * 2**20)
+    assert bomb.stat().st_size < 2 * 2**20  # 400 MB of data set in a file under 2 MB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status = send_file(scp.port, str(bomb), sop_class=ds.SOPClassUID, transfer_syntax="1.2.840.10008.1.2.1.99")
+    assert status == 0xA700
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 150_000  # KB
+    assert list((scp.settings.storage.root / INCOMING_DIR).iterdir()) == []
+    small = tmp_path / "small.dcm"
+    deflate_bomb(small, 1 * 2**20)  # 1 MB inflated: accepted
+    assert send_file(scp.port, str(small), sop_class=ds.SOPClassUID, transfer_syntax="1.2.840.10008.1.2.1.99") == 0
