@@ -23,10 +23,52 @@ def meta_end(path: Path) -> int:
     """Byte offset just past the File Meta Information of a Part 10 file (PS3.10 7.1), found
     from its File Meta Information Group Length (0002,0000), which must come first."""
     with open(path, "rb") as fp:
-        head = fp.read(144)
+        return _meta_end(fp.read(144))
+
+
+def _meta_end(head: bytes) -> int:
     if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00" or head[136:138] != b"UL":
         raise InflateError("no File Meta Information Group Length")
     return 144 + struct.unpack("<I", head[140:144])[0]
+
+
+def _inflate(fin, fout, max_bytes: int) -> int:
+    """Inflate the raw deflate stream from ``fin`` into ``fout`` (or only count it when ``fout``
+    is None), stopping with :class:`InflateError` past ``max_bytes``."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+
+    def emit(data: bytes) -> None:
+        nonlocal total
+        total += len(data)
+        if total > max_bytes:
+            raise InflateError(f"deflated data set exceeds {max_bytes} bytes once inflated")
+        if fout is not None:
+            fout.write(data)
+
+    try:
+        while chunk := fin.read(CHUNK):
+            emit(inflater.decompress(chunk, CHUNK))
+            while inflater.unconsumed_tail:
+                emit(inflater.decompress(inflater.unconsumed_tail, CHUNK))
+        emit(inflater.flush())
+    except zlib.error as exc:
+        raise InflateError(f"corrupt deflate stream: {exc}") from None
+    return total
+
+
+def inflated_size(data: bytes | Path, max_bytes: int) -> int:
+    """Inflated size of the data set of a Deflated Part 10 file (path or bytes), counted as it
+    streams (nothing is kept); :class:`InflateError` past ``max_bytes`` or when corrupt."""
+    import io
+
+    if isinstance(data, (bytes, bytearray)):
+        fin = io.BytesIO(data)
+        fin.seek(_meta_end(bytes(data[:144])))
+        return _inflate(fin, None, max_bytes)
+    with open(data, "rb") as fin:
+        fin.seek(meta_end(data))
+        return _inflate(fin, None, max_bytes)
 
 
 def inflate_to_file(src: Path, dst: Path, max_bytes: int) -> int:
@@ -45,32 +87,12 @@ def inflate_to_file(src: Path, dst: Path, max_bytes: int) -> int:
     start = meta_end(src)
     meta = pydicom.filereader.read_file_meta_info(src)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
     try:
         with open(src, "rb") as fin, open(dst, "wb") as fout:
             fout.write(b"\x00" * 128 + b"DICM")
             write_file_meta_info(fout, meta)
             fin.seek(start)
-            while chunk := fin.read(CHUNK):
-                data = inflater.decompress(chunk, CHUNK)
-                while True:
-                    total += len(data)
-                    if total > max_bytes:
-                        raise InflateError(f"deflated data set exceeds {max_bytes} bytes once inflated")
-                    fout.write(data)
-                    if not inflater.unconsumed_tail:
-                        break
-                    data = inflater.decompress(inflater.unconsumed_tail, CHUNK)
-            data = inflater.flush()
-            total += len(data)
-            if total > max_bytes:
-                raise InflateError(f"deflated data set exceeds {max_bytes} bytes once inflated")
-            fout.write(data)
-    except zlib.error as exc:
-        Path(dst).unlink(missing_ok=True)
-        raise InflateError(f"corrupt deflate stream: {exc}") from None
+            return _inflate(fin, fout, max_bytes)
     except BaseException:
         Path(dst).unlink(missing_ok=True)
         raise
-    return total

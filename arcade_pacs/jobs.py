@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from arcade_pacs.db import queries
 from arcade_pacs.db.tables import Instance, Job, utcnow
+from arcade_pacs.phi import describe
 
 
 class JobState(StrEnum):
@@ -90,7 +91,7 @@ def complete(job: Job) -> None:
 
 def fail(job: Job, error: BaseException, max_attempts: int) -> JobState:
     """Record ``error`` on the job: re-queue it with back-off if it may pass, else mark it failed."""
-    job.last_error = f"{type(error).__name__}: {error}"[:2000]
+    job.last_error = describe(error)  # shown by the admin and logged: no data values
     retry = not isinstance(error, PermanentError) and job.attempts < max_attempts
     if retry:
         delay = RETRY_BACKOFF_S[min(job.attempts, len(RETRY_BACKOFF_S)) - 1]

@@ -22,6 +22,7 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from arcade_pacs.deflate import InflateError, inflated_size
 from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
+from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.fragments import (
     HEADER_WINDOW,
     CodestreamSize,
@@ -41,6 +44,9 @@ from arcade_pacs.pipeline.fragments import (
     table_agrees,
 )
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
+
+MAX_INFLATED_BYTES = 256 * 2**20
+"""Default bound on a Deflated data set once inflated (``scp.max_inflated_bytes``)."""
 
 
 class FrameError(ValueError):
@@ -140,6 +146,18 @@ def shutter_mask(ds: Dataset, rows: int, cols: int) -> np.ndarray:
     return mask
 
 
+@contextmanager
+def _named_errors():
+    """Any failure while turning pixels into frames becomes a :class:`FrameError` whose message
+    names what went wrong without quoting data values (LUTs, windows, shutters of any shape)."""
+    try:
+        yield
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"frames cannot be computed: {describe(exc)}") from None
+
+
 class FrameSource:
     """One instance's pixel data, read in two passes so memory stays bounded.
 
@@ -154,7 +172,16 @@ class FrameSource:
     after it, and :meth:`scan` rescales its scores to the [0, 1] picture.
     """
 
-    def __init__(self, src: Dataset | str | Path, max_frames: int | None = None):
+    def __init__(self, src: Dataset | str | Path, max_frames: int | None = None,
+                 max_inflated_bytes: int = MAX_INFLATED_BYTES):
+        try:
+            self._open(src, max_frames, max_inflated_bytes)
+        except FrameError:
+            raise
+        except Exception as exc:  # attribute values pydicom or numpy cannot use
+            raise FrameError(f"invalid image attributes: {describe(exc)}") from None
+
+    def _open(self, src, max_frames, max_inflated_bytes) -> None:
         import pydicom
 
         if isinstance(src, Dataset):
@@ -162,11 +189,18 @@ class FrameSource:
         else:
             src = str(src)
             try:
-                ds = pydicom.dcmread(src, defer_size="64 KB")
-                if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                    ds = src = pydicom.dcmread(src)  # frames cannot be read lazily from a deflated file
+                meta = pydicom.filereader.read_file_meta_info(src)
+                if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                    # Frames cannot be read lazily from a deflated file: it is inflated in memory,
+                    # so its inflated size is counted first (deflate bombs).
+                    inflated_size(Path(src), max_inflated_bytes)
+                    ds = src = pydicom.dcmread(src)
+                else:
+                    ds = pydicom.dcmread(src, defer_size="64 KB")
+            except InflateError as exc:
+                raise FrameError(str(exc)) from None
             except Exception as exc:
-                raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:500]) from exc
+                raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
         self.src, self.ds = src, ds
         if "PixelData" not in ds:
             raise FrameError("no Pixel Data")
@@ -178,7 +212,7 @@ class FrameSource:
         try:
             self.n_frames = number_of_frames(ds)
         except InvalidAttribute as exc:
-            raise FrameError(str(exc)) from exc
+            raise FrameError(str(exc)) from None
         if self.rows < 1 or self.columns < 1 or self.n_frames < 1:
             raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
         if max_frames is not None and self.n_frames > max_frames:
@@ -234,7 +268,7 @@ class FrameSource:
                 self._check_codestreams(
                     groups, fragments, lambda f, size: value[first + f.offset + 8:first + f.offset + 8 + size])
         except FragmentError as exc:
-            raise FrameError(f"encapsulated pixel data cannot be read: {exc}") from exc
+            raise FrameError(f"encapsulated pixel data cannot be read: {exc}") from None
         n = self.n_frames
         if table_agrees(offsets, fragments, n) or (not offsets and (n == 1 or len(fragments) == n)):
             return  # pydicom finds the same frames by itself
@@ -337,12 +371,16 @@ class FrameSource:
         except FrameError:
             raise
         except Exception as exc:
-            raise FrameError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}"[:500]) from exc
+            raise FrameError(f"pixel data cannot be decoded: {describe(exc)}") from None
         if seen != len(wanted):
             raise FrameError(f"pixel data holds {seen} frames, Number of Frames says {self.n_frames}")
 
     def scan(self, measure=None) -> np.ndarray:
         """Pass 1: every frame once; returns ``measure(frame, valid)`` per frame (zeros without one)."""
+        with _named_errors():
+            return self._scan(measure)
+
+    def _scan(self, measure=None) -> np.ndarray:
         scores = np.zeros(self.n_frames, dtype=np.float64)
         lo, hi = np.inf, -np.inf
         valid_all = self.field512.copy()
@@ -360,6 +398,10 @@ class FrameSource:
 
     def read(self, indices: list[int] | None = None) -> Frames:
         """Pass 2: the frames at 0-based ``indices`` (all when None), display-ready in [0, 1]."""
+        with _named_errors():
+            return self._read(indices)
+
+    def _read(self, indices: list[int] | None = None) -> Frames:
         if self.valid is None:
             self.scan()
         indices = list(range(self.n_frames)) if indices is None else sorted(indices)
@@ -391,10 +433,20 @@ def frames_from_image(data: bytes) -> Frames:
         with Image.open(io.BytesIO(data)) as img:
             grey = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
-        raise FrameError(f"not a readable PNG/JPEG image: {exc}") from exc
+        raise FrameError(f"not a readable PNG/JPEG image: {describe(exc)}") from None
     rows, cols = grey.shape
     frame = resize_frame(grey)
     return Frames(data=frame[None], valid=np.ones(frame.shape, bool), rows=rows, columns=cols)
+
+
+def meta_end_of(data: bytes) -> int:
+    """End of a Part 10 file's File Meta Information (its first 144 bytes + group length)."""
+    from arcade_pacs.deflate import _meta_end
+
+    try:
+        return _meta_end(data[:144])
+    except InflateError:
+        return min(len(data), 1024)
 
 
 def frames_from_bytes(data: bytes, max_frames: int | None = None) -> Frames:
@@ -407,8 +459,12 @@ def frames_from_bytes(data: bytes, max_frames: int | None = None) -> Frames:
     is_dicom = len(data) > 132 and data[128:132] == b"DICM"
     if is_dicom:
         try:
+            if DeflatedExplicitVRLittleEndian.encode() in data[:meta_end_of(data)]:
+                inflated_size(data, MAX_INFLATED_BYTES)  # before pydicom inflates it in memory
             ds = pydicom.dcmread(io.BytesIO(data))
+        except InflateError as exc:
+            raise FrameError(str(exc)) from None
         except (InvalidDicomError, Exception) as exc:
-            raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:300]) from exc
+            raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
         return decode_frames(ds, max_frames=max_frames)
     return frames_from_image(data)

@@ -26,6 +26,7 @@ from arcade_pacs.conformance import Contexts
 from arcade_pacs.db.tables import Instance, Study, utcnow
 from arcade_pacs.deflate import InflateError, inflate_to_file
 from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
+from arcade_pacs.phi import describe, where
 from arcade_pacs.receive.transport import ChunkedReceipt
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import atomic_write, commit_file, disk_space, instance_path, safe_uid
@@ -203,7 +204,8 @@ def handle_store(event, ctx: StoreContext) -> Dataset | int:
         log.warning("C-STORE refused: 0x%04X %s", refusal.status, refusal)
         answer = status(refusal.status, str(refusal))
     except Exception as exc:  # never raise across the network boundary
-        log.exception("C-STORE failed unexpectedly")
+        # No traceback: it would print the exception's message, which may quote data values.
+        log.error("C-STORE failed unexpectedly at %s: %s", where(exc), describe(exc))
         answer = status(OUT_OF_RESOURCES, f"internal error: {type(exc).__name__}")
     code = answer if isinstance(answer, int) else int(answer.Status)
     metrics.CSTORE.labels(status=f"0x{code:04X}").inc()

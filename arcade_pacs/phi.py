@@ -1,0 +1,39 @@
+"""Error descriptions safe for logs and the admin: technical facts, never data values.
+
+Libraries quote the values they choke on ("Invalid value for VR DA: '19010203'", "could not
+convert string to float: 'Smith'"), and a value of an incoming data set may be a patient's name
+or birth date. :func:`describe` keeps an exception's type and wording but replaces every quoted
+value with ``'...'``, except DICOM tags such as ``'(FE00,00FF)'``, which are about the file's
+structure. Logs and stored errors carry database ids, UIDs and statuses, and these descriptions.
+"""
+
+from __future__ import annotations
+
+import re
+
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_TAG = re.compile(r"""^['"]\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)['"]$""")
+MAX_LENGTH = 500
+
+
+def scrub(text: str) -> str:
+    """``text`` with quoted values replaced by ``'...'`` (quoted DICOM tags kept), on one line."""
+    text = _QUOTED.sub(lambda m: m.group(0) if _TAG.match(m.group(0)) else "'...'", str(text))
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())[:MAX_LENGTH]
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"`` of ``exc`` with values scrubbed (see :func:`scrub`), one line."""
+    message = scrub(str(exc))
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def where(exc: BaseException) -> str:
+    """``module.py:line`` of the innermost frame of ``exc``'s traceback (for unexpected errors,
+    where a full traceback would print the exception's message, values included)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
