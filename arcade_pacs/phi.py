@@ -3,8 +3,8 @@
 Libraries quote the values they choke on ("Invalid value for VR DA: '19010203'", "could not
 convert string to float: 'Smith'"), and a value of an incoming data set may be a patient's name
 or birth date. :func:`describe` keeps an exception's type and wording but replaces every quoted
-value with ``'...'``, except DICOM tags such as ``'(FE00,00FF)'``, which are about the file's
-structure. Logs and stored errors carry database ids, UIDs and statuses, and these descriptions.
+value with ``'...'``, except DICOM tags such as ``'(FE00,00FF)'`` and attribute names such as
+``'Bits Allocated'``, which are about the file's structure. Logs and stored errors carry database ids, UIDs and statuses, and these descriptions.
 """
 
 from __future__ import annotations
@@ -16,9 +16,32 @@ _TAG = re.compile(r"""^['"]\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)['"]$""")
 MAX_LENGTH = 500
 
 
+def _dicom_names() -> frozenset[str]:
+    from pydicom.datadict import DicomDictionary
+
+    names = set()
+    for entry in DicomDictionary.values():
+        names.update((entry[2], entry[4]))  # name and keyword, e.g. "Bits Allocated", "BitsAllocated"
+    return frozenset(n for n in names if n)
+
+
+_NAMES: frozenset[str] | None = None
+
+
+def _keep(quoted: str) -> bool:
+    """Quoted text that names structure, not content: a tag, or an attribute's name or keyword."""
+    global _NAMES
+    if _TAG.match(quoted):
+        return True
+    if _NAMES is None:
+        _NAMES = _dicom_names()
+    return quoted[1:-1] in _NAMES
+
+
 def scrub(text: str) -> str:
-    """``text`` with quoted values replaced by ``'...'`` (quoted DICOM tags kept), on one line."""
-    text = _QUOTED.sub(lambda m: m.group(0) if _TAG.match(m.group(0)) else "'...'", str(text))
+    """``text`` with quoted values replaced by ``'...'`` (quoted DICOM tags and attribute names
+    kept), on one line."""
+    text = _QUOTED.sub(lambda m: m.group(0) if _keep(m.group(0)) else "'...'", str(text))
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())[:MAX_LENGTH]
 
 

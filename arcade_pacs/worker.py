@@ -31,7 +31,8 @@ def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analy
         raise jobs.PermanentError(f"stored file missing: {path}")
     try:
         return analyse_source(
-            FrameSource(path, max_frames=settings.pipeline.max_frames),
+            FrameSource(path, max_frames=settings.pipeline.max_frames, max_rows=settings.pipeline.max_rows,
+                        max_columns=settings.pipeline.max_columns, max_inflated_bytes=settings.scp.max_inflated_bytes),
             classifier.predict,
             classifier.info.threshold,
             keyframes=settings.pipeline.keyframes,

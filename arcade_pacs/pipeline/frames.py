@@ -45,6 +45,9 @@ from arcade_pacs.pipeline.fragments import (
 )
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
 
+MAX_SIZE = 4096
+"""Default largest Rows and Columns (``pipeline.max_rows``/``max_columns``): larger images are
+refused before any buffer of their size is allocated."""
 MAX_INFLATED_BYTES = 256 * 2**20
 """Default bound on a Deflated data set once inflated (``scp.max_inflated_bytes``)."""
 
@@ -101,7 +104,10 @@ def _functional_group(ds: Dataset, sequence: str, index: int = 0):
 
 def _rescale(ds: Dataset, index: int = 0) -> tuple[float, float]:
     item = _functional_group(ds, "PixelValueTransformationSequence", index) or ds
-    return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+    slope, intercept = float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise FrameError("Rescale Slope or Rescale Intercept is not a finite number")
+    return slope, intercept
 
 
 def _window(ds: Dataset, index: int = 0) -> tuple[float, float] | None:
@@ -111,7 +117,8 @@ def _window(ds: Dataset, index: int = 0) -> tuple[float, float] | None:
         return None
     first = lambda v: float(v[0] if hasattr(v, "__len__") and not isinstance(v, str) else v)  # noqa: E731
     center, width = first(center), first(width)
-    return (center, width) if width >= 1 else None
+    # A window that is not a finite range of at least 1 is ignored: the instance's range is used.
+    return (center, width) if np.isfinite(center) and np.isfinite(width) and width >= 1 else None
 
 
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -173,15 +180,15 @@ class FrameSource:
     """
 
     def __init__(self, src: Dataset | str | Path, max_frames: int | None = None,
-                 max_inflated_bytes: int = MAX_INFLATED_BYTES):
+                 max_inflated_bytes: int = MAX_INFLATED_BYTES, max_rows: int = MAX_SIZE, max_columns: int = MAX_SIZE):
         try:
-            self._open(src, max_frames, max_inflated_bytes)
+            self._open(src, max_frames, max_inflated_bytes, max_rows, max_columns)
         except FrameError:
             raise
         except Exception as exc:  # attribute values pydicom or numpy cannot use
             raise FrameError(f"invalid image attributes: {describe(exc)}") from None
 
-    def _open(self, src, max_frames, max_inflated_bytes) -> None:
+    def _open(self, src, max_frames, max_inflated_bytes, max_rows, max_columns) -> None:
         import pydicom
 
         if isinstance(src, Dataset):
@@ -217,6 +224,8 @@ class FrameSource:
             raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
         if max_frames is not None and self.n_frames > max_frames:
             raise FrameError(f"{self.n_frames} frames exceed the configured limit of {max_frames}")
+        if self.rows > max_rows or self.columns > max_columns:  # before anything of that size is allocated
+            raise FrameError(f"image {self.rows}x{self.columns} exceeds the configured limit of {max_rows}x{max_columns}")
         self.decode_options: dict = {}
         self.relocated = False  # True when frames were found by their fragments, not the offset table
         self._locate_fragments()
@@ -340,6 +349,8 @@ class FrameSource:
         else:
             slope, intercept = self.rescale[index]
             values = raw.astype(np.float32) * slope + intercept
+        if not np.isfinite(values).all():
+            raise FrameError(f"frame {index + 1}: pixel values are not finite after the Modality LUT or rescale")
         valid = self.field
         if self.padding is not None:
             valid = valid & ~((raw >= self.padding[0]) & (raw <= self.padding[1]))
@@ -418,9 +429,10 @@ class FrameSource:
                       numbers=[i + 1 for i in indices])
 
 
-def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> Frames:
-    """Every frame of a data set or Part 10 file as :class:`Frames` (see :class:`FrameSource`)."""
-    return FrameSource(src, max_frames).read()
+def decode_frames(src: Dataset | str | Path, max_frames: int | None = None, **limits) -> Frames:
+    """Every frame of a data set or Part 10 file as :class:`Frames` (see :class:`FrameSource`;
+    ``limits``: ``max_rows``, ``max_columns``, ``max_inflated_bytes``)."""
+    return FrameSource(src, max_frames, **limits).read()
 
 
 def frames_from_image(data: bytes) -> Frames:
