@@ -103,8 +103,8 @@ def datasets(draw):
             if keyword == "PixelPaddingValue":
                 ds.PixelPaddingValue = int(value) % 65536 if np.isfinite(value) else 0
             else:
-                from pydicom.dataelem import RawDataElement
                 from pydicom.datadict import tag_for_keyword
+                from pydicom.dataelem import RawDataElement
                 from pydicom.tag import Tag
 
                 raw = _ds_text(value).encode()
