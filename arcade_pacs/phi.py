@@ -60,3 +60,22 @@ def where(exc: BaseException) -> str:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+class PhiFilter:
+    """A logging filter for the process's handlers: no record carries data values.
+
+    Messages of other libraries' loggers (pydicom quotes invalid values, e.g. a whole header
+    misread as a UID) are scrubbed; a traceback, whose text would print the exception's
+    message, is replaced by the scrubbed exception and where it was raised. The plugin's own
+    messages are written to carry ids, UIDs and statuses only, and are kept as they are.
+    """
+
+    def filter(self, record) -> bool:
+        if not record.name.startswith("arcade_pacs"):
+            record.msg, record.args = scrub(record.getMessage()), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} [{describe(exc)} at {where(exc)}]", ()
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True

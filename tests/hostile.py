@@ -130,8 +130,7 @@ def _with(ds: Dataset, **changes) -> Dataset:
     from pydicom.datadict import dictionary_VR, tag_for_keyword
     from pydicom.dataelem import RawDataElement
 
-    ds = copy.deepcopy(ds)
-    ds.SOPInstanceUID = generate_uid()
+    ds = copy.deepcopy(ds)  # same SOP Instance UID: dataset_cases gives each case its own at the end
     for keyword, value in changes.items():
         if value is None:
             if keyword in ds:
@@ -344,7 +343,22 @@ def dataset_cases(rubo: Path, seed: int = 0) -> list[Case]:
                           DeflatedExplicitVRLittleEndian))
     cases.append(Case("corrupt deflate stream", "decompression bomb", b"\x78\x9c" + rng.randbytes(5000),
                       DeflatedExplicitVRLittleEndian))
+    # One SOP Instance UID per case (same length, so every offset and length above still holds),
+    # so that a stored case is never replaced by the next one.
+    for case in cases:
+        for base in {str(native.SOPInstanceUID), str(jpeg.SOPInstanceUID)}:
+            old = base.encode()
+            if old in case.body:
+                new = _same_length_uid(len(old), rng)
+                case.body = case.body.replace(old, new.encode())
+                case.sop_instance = new
     return cases
+
+
+def _same_length_uid(length: int, rng: random.Random) -> str:
+    """A UUID-derived UID (2.25.<n>, PS3.5 B.2) of exactly ``length`` characters."""
+    digits = length - 5
+    return f"2.25.{rng.randrange(10 ** (digits - 1), 10 ** digits)}"
 
 
 # --- the association layer ---------------------------------------------------------------------
