@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("arcade_pacs")
@@ -34,6 +35,12 @@ def _logging(verbose: bool = False) -> None:
     )
     for handler in logging.getLogger().handlers:  # every record, whatever its logger: no data values
         handler.addFilter(PhiFilter())
+    # An exception that ends a library's thread (e.g. pynetdicom's reactor on a garbage PDU) is
+    # logged through the same filter instead of printed with its raw message.
+    threads = logging.getLogger("arcade_pacs.threads")
+    threading.excepthook = lambda a: threads.error(
+        "thread %s ended by an exception", a.thread.name if a.thread else "?",
+        exc_info=(a.exc_type, a.exc_value, a.exc_traceback))
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
