@@ -67,6 +67,9 @@ class ScpSettings(BaseModel):
     max_instance_bytes: int = Field(2_000_000_000, gt=0)
     # A Deflated data set (PS3.5 A.5) may inflate to at most this many bytes (deflate bombs).
     max_inflated_bytes: int = Field(256 * 2**20, gt=0)
+    # Most data elements (nested ones included) in one data set: parsing costs ~300 bytes of
+    # memory per element, so a file of empty elements is a memory bomb.
+    max_elements: int = Field(500_000, gt=0)
     tls: ScpTlsSettings = ScpTlsSettings()
 
     def accepts_any(self) -> bool:

@@ -32,7 +32,8 @@ def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analy
     try:
         return analyse_source(
             FrameSource(path, max_frames=settings.pipeline.max_frames, max_rows=settings.pipeline.max_rows,
-                        max_columns=settings.pipeline.max_columns, max_inflated_bytes=settings.scp.max_inflated_bytes),
+                        max_columns=settings.pipeline.max_columns, max_inflated_bytes=settings.scp.max_inflated_bytes,
+                        max_elements=settings.scp.max_elements),
             classifier.predict,
             classifier.info.threshold,
             keyframes=settings.pipeline.keyframes,

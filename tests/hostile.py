@@ -330,6 +330,19 @@ def dataset_cases(rubo: Path, seed: int = 0) -> list[Case]:
     rle.PixelData = encapsulated([struct.pack("<16I", 1, 64, *([0] * 14)) + b"\x81\x00" * 50000] * 3)  # run-length bomb
     cases.append(Case("RLE run-length expansion past the frame", "decompression bomb", encode(rle), RLELossless))
 
+    # Element-count bombs: empty elements cost pydicom ~300 bytes of memory each.
+    for count, nested in ((1_000_000, False), (600_000, True)):
+        empties = b"".join(struct.pack("<HH2sH", 0x0011 + 2 * (k // 0xE000), 0x1000 + k % 0xE000, b"SH", 0)
+                           for k in range(count))
+        if nested:  # inside one item of an undefined-length sequence
+            empties = (struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+                       + empties.replace(b"\x11\x00", b"\x09\x00") + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+                       + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        head = encode(_with(native, PixelData=None))
+        cut = next(off for tag, off, *_ in elements(head) if tag > (0x0008_1140 if nested else 0x0011_FFFF))
+        cases.append(Case(f"{count} empty elements{' in a sequence' if nested else ''}", "element-count bomb",
+                          head[:cut] + empties + head[cut:] + encode(Dataset({pydicom.tag.Tag(0x7FE00010): native["PixelData"]}))))
+
     # Deflate bombs: small on the wire, huge once inflated.
     for inflated in (300 * 2**20, 1 * 2**30):
         deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)

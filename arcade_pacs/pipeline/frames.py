@@ -32,6 +32,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from arcade_pacs.deflate import InflateError, inflated_size
 from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
+from arcade_pacs.elementcount import TooManyElements, count_elements
 from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.fragments import (
     HEADER_WINDOW,
@@ -48,6 +49,8 @@ from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
 MAX_SIZE = 4096
 """Default largest Rows and Columns (``pipeline.max_rows``/``max_columns``): larger images are
 refused before any buffer of their size is allocated."""
+MAX_ELEMENTS = 500_000
+"""Default most data elements in a data set (``scp.max_elements``): an element-count bomb guard."""
 MAX_INFLATED_BYTES = 256 * 2**20
 """Default bound on a Deflated data set once inflated (``scp.max_inflated_bytes``)."""
 
@@ -153,6 +156,26 @@ def shutter_mask(ds: Dataset, rows: int, cols: int) -> np.ndarray:
     return mask
 
 
+def _check_element_count(source, syntax, limit: int) -> None:
+    """Count a Part 10 file's (path or bytes) data elements before pydicom parses them; a
+    deflated one is counted by its compressed bytes' size bound instead (see deflate)."""
+    from arcade_pacs.deflate import _meta_end, meta_end
+
+    if not syntax or UID(syntax) == DeflatedExplicitVRLittleEndian:
+        return
+    syntax = UID(syntax)
+    try:
+        start = _meta_end(bytes(source[:144])) if isinstance(source, (bytes, bytearray)) else meta_end(Path(source))
+    except InflateError:
+        return  # no File Meta group length to start from: pydicom reads (or refuses) it as before
+    if isinstance(source, (bytes, bytearray)):
+        fp, end = io.BytesIO(source), len(source)
+    else:
+        fp, end = open(source, "rb"), Path(source).stat().st_size
+    with fp:
+        count_elements(fp, start, end, syntax.is_implicit_VR, limit, syntax.is_little_endian)
+
+
 @contextmanager
 def _named_errors():
     """Any failure while turning pixels into frames becomes a :class:`FrameError` whose message
@@ -180,15 +203,16 @@ class FrameSource:
     """
 
     def __init__(self, src: Dataset | str | Path, max_frames: int | None = None,
-                 max_inflated_bytes: int = MAX_INFLATED_BYTES, max_rows: int = MAX_SIZE, max_columns: int = MAX_SIZE):
+                 max_inflated_bytes: int = MAX_INFLATED_BYTES, max_rows: int = MAX_SIZE, max_columns: int = MAX_SIZE,
+                 max_elements: int = MAX_ELEMENTS):
         try:
-            self._open(src, max_frames, max_inflated_bytes, max_rows, max_columns)
+            self._open(src, max_frames, max_inflated_bytes, max_rows, max_columns, max_elements)
         except FrameError:
             raise
         except Exception as exc:  # attribute values pydicom or numpy cannot use
             raise FrameError(f"invalid image attributes: {describe(exc)}") from None
 
-    def _open(self, src, max_frames, max_inflated_bytes, max_rows, max_columns) -> None:
+    def _open(self, src, max_frames, max_inflated_bytes, max_rows, max_columns, max_elements) -> None:
         import pydicom
 
         if isinstance(src, Dataset):
@@ -197,6 +221,7 @@ class FrameSource:
             src = str(src)
             try:
                 meta = pydicom.filereader.read_file_meta_info(src)
+                _check_element_count(src, meta.get("TransferSyntaxUID"), max_elements)
                 if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
                     # Frames cannot be read lazily from a deflated file: it is inflated in memory,
                     # so its inflated size is counted first (deflate bombs).
@@ -204,7 +229,7 @@ class FrameSource:
                     ds = src = pydicom.dcmread(src)
                 else:
                     ds = pydicom.dcmread(src, defer_size="64 KB")
-            except InflateError as exc:
+            except (InflateError, TooManyElements) as exc:
                 raise FrameError(str(exc)) from None
             except Exception as exc:
                 raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
@@ -473,8 +498,11 @@ def frames_from_bytes(data: bytes, max_frames: int | None = None) -> Frames:
         try:
             if DeflatedExplicitVRLittleEndian.encode() in data[:meta_end_of(data)]:
                 inflated_size(data, MAX_INFLATED_BYTES)  # before pydicom inflates it in memory
+            else:
+                syntax = pydicom.dcmread(io.BytesIO(data[:meta_end_of(data)]), force=True).file_meta.get("TransferSyntaxUID")
+                _check_element_count(data, syntax, MAX_ELEMENTS)
             ds = pydicom.dcmread(io.BytesIO(data))
-        except InflateError as exc:
+        except (InflateError, TooManyElements) as exc:
             raise FrameError(str(exc)) from None
         except (InvalidDicomError, Exception) as exc:
             raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None

@@ -26,6 +26,7 @@ from arcade_pacs.conformance import Contexts
 from arcade_pacs.db.tables import Instance, Study, utcnow
 from arcade_pacs.deflate import InflateError, inflate_to_file
 from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
+from arcade_pacs.elementcount import TooManyElements, count_elements
 from arcade_pacs.phi import describe, where
 from arcade_pacs.receive.transport import ChunkedReceipt
 from arcade_pacs.settings import Settings
@@ -221,6 +222,33 @@ def _received_file(event) -> Path | None:
     return Path(path) if isinstance(path, (str, Path)) else None
 
 
+RECEIPT_TAGS = [
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
+    "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames", "Rows", "Columns", "BitsAllocated",
+    *PIXEL_DATA_TAGS,
+]
+"""What :func:`check_dataset` and :func:`record_instance` read: nothing else is parsed at receipt."""
+
+
+def _check_element_count(path: Path, transfer_syntax: str, limit: int) -> None:
+    """Refuse a data set with more than ``limit`` elements before anything parses it."""
+    from arcade_pacs.deflate import meta_end
+
+    syntax = UID(transfer_syntax)
+    try:
+        start = meta_end(path)
+    except InflateError:
+        return  # no usable File Meta: pydicom's parse will refuse it
+    with open(path, "rb") as fp:
+        try:
+            # A deflated data set was inflated to Explicit VR Little Endian before this.
+            implicit = syntax.is_implicit_VR and syntax != DeflatedExplicitVRLittleEndian
+            little = syntax.is_little_endian or syntax == DeflatedExplicitVRLittleEndian
+            count_elements(fp, start, path.stat().st_size, implicit, limit, little)
+        except TooManyElements as exc:
+            raise Refusal(OUT_OF_RESOURCES if "more than" in str(exc) else CANNOT_UNDERSTAND, str(exc)) from None
+
+
 def _remove(path: Path | None) -> None:
     if path is not None:
         path.unlink(missing_ok=True)
@@ -249,8 +277,9 @@ def _store(event, ctx: StoreContext) -> Dataset | int:
                 except InflateError as exc:
                     status = OUT_OF_RESOURCES if "exceeds" in str(exc) else CANNOT_UNDERSTAND
                     raise Refusal(status, str(exc)) from None
-            # Values over 64 KB (pixel data) stay on disk; only the header is parsed.
-            ds = pydicom.dcmread(header_file, defer_size="64 KB")
+            _check_element_count(header_file, transfer_syntax, settings.scp.max_elements)
+            # Only the attributes receipt reads are kept; values over 64 KB (pixel data) stay on disk.
+            ds = pydicom.dcmread(header_file, defer_size="64 KB", specific_tags=RECEIPT_TAGS)
         else:
             ds = event.dataset
             ds.file_meta = event.file_meta
