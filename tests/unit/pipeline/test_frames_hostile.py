@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.slow]
 def test_every_hostile_file_gives_frames_or_a_named_frame_error(rubo, tmp_path):
     cases = dataset_cases(rubo)
     assert len(cases) >= 200
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     outcomes = collections.Counter()
     for case in cases:
         path = case.write(tmp_path)
@@ -36,8 +37,10 @@ def test_every_hostile_file_gives_frames_or_a_named_frame_error(rubo, tmp_path):
         finally:
             path.unlink()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n{len(cases)} hostile files, peak RSS {peak_mb:.0f} MB")
+    print(f"\n{len(cases)} hostile files, peak RSS of this process {peak_mb:.0f} MB (before: {before_mb:.0f} MB)")
     for outcome, n in outcomes.most_common():
         print(f"{n:4d}  {outcome}")
     assert outcomes["decoded"] >= 2  # the controls
-    assert peak_mb < 1536
+    # The process's peak (other tests may have set it before) grew by less than 300 MB: no
+    # hostile file made the decoder allocate what its header asked for.
+    assert peak_mb - before_mb < 300
