@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("arcade_pacs")
@@ -65,9 +66,15 @@ def _logging(verbose: bool = False) -> None:
     """Log to stderr without patient data.
 
     pydicom and highdicom warn about odd values of incoming data sets and quote the values
-    (a patient's name, say); those warnings are silenced so they never reach a log.
+    (a patient's name, say); those warnings are silenced, and every record passes
+    :class:`~arcade_pacs.phi.PhiFilter` (quoted values scrubbed, tracebacks reduced to the
+    scrubbed exception and its place), so no value of a data set reaches a log.
     """
     import warnings
+
+    import pydicom  # noqa: F401  (its import sets its logger to WARNING: set the level after it)
+
+    from arcade_pacs.phi import PhiFilter
 
     for module in ("pydicom", "highdicom"):
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
@@ -76,6 +83,14 @@ def _logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # every record, whatever its logger: no data values
+        handler.addFilter(PhiFilter())
+    # An exception that ends a library's thread (e.g. pynetdicom's reactor on a garbage PDU) is
+    # logged through the same filter instead of printed with its raw message.
+    threads = logging.getLogger("arcade_pacs.threads")
+    threading.excepthook = lambda a: threads.error(
+        "thread %s ended by an exception", a.thread.name if a.thread else "?",
+        exc_info=(a.exc_type, a.exc_value, a.exc_traceback))
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # `db upgrade` prints its own summary
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from arcade_pacs.db import claims, queries
 from arcade_pacs.db.notify import JOBS_CHANNEL, notify
 from arcade_pacs.db.tables import Instance, Job, utcnow
+from arcade_pacs.phi import describe
 
 
 class JobState(StrEnum):
@@ -158,7 +159,8 @@ def fail(job_id: int, worker: str, error: BaseException, max_attempts: int, *, s
         return None
     retry = not isinstance(error, PermanentError) and job.attempts < max_attempts
     now = utcnow()
-    values = {"last_error": f"{type(error).__name__}: {error}"[:2000], "lease_until": None}
+    # Shown by the admin and logged: the reason without data values (no patient data).
+    values = {"last_error": describe(error)[:2000], "lease_until": None}
     if retry:
         delay = RETRY_BACKOFF_S[min(job.attempts, len(RETRY_BACKOFF_S)) - 1]
         values |= {"state": JobState.QUEUED.value, "available_at": now + timedelta(seconds=delay)}

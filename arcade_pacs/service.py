@@ -36,7 +36,7 @@ import threading
 import time
 from enum import StrEnum
 
-from arcade_pacs import faults
+from arcade_pacs import faults, retention
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
 from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
@@ -55,6 +55,8 @@ from arcade_pacs.worker import Worker
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 1.0
+RETENTION_INTERVAL_S = 600.0
+"""Seconds between retention passes (each deletes at most a few hundred files)."""
 WORKER_RESTART_CAP_S = 30.0
 
 
@@ -209,10 +211,22 @@ class Service:
                 sender.wake.set()
         return written
 
+    def retention_once(self) -> int:
+        """Delete the pixel data that ``storage.keep_days`` no longer keeps (0: retention off)."""
+        with self.sessions() as session:
+            purged = retention.purge_delivered(self.settings.storage.keep_days, session=session)
+        if purged:
+            log.info("retention: pixel data of %d delivered instances deleted", purged)
+        return purged
+
     def _report_loop(self) -> None:
+        next_retention = 0.0
         while not self.stopping.is_set():
             try:
                 self.report_once()
+                if self.settings.storage.keep_days > 0 and time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_INTERVAL_S
+                    self.retention_once()
             except Exception:
                 log.exception("reporter error")
             self.stopping.wait(REPORT_INTERVAL_S)

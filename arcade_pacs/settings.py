@@ -34,6 +34,24 @@ def _ae_title(value: str) -> str:
 AETitle = Annotated[str, AfterValidator(_ae_title)]
 
 
+class ScpTlsSettings(BaseModel):
+    """DICOM TLS on the SCP's port (PS3.15 B.9, BCP 195 profile: TLS 1.2 or newer).
+
+    Off while ``certificate`` is empty. When on, the port speaks TLS only: a plain association
+    is refused at the handshake. With ``ca_certificates`` set, clients must present a
+    certificate signed by one of those CAs (mutual TLS).
+    """
+
+    certificate: Path | None = None  # PEM server certificate (chain)
+    private_key: Path | None = None  # PEM private key of the certificate
+    ca_certificates: Path | None = None  # PEM CA bundle: when set, client certificates are required
+    handshake_timeout_s: float = Field(10.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None and str(self.certificate) != ""
+
+
 class ScpSettings(BaseModel):
     """The DICOM C-STORE / C-ECHO service class provider."""
 
@@ -43,20 +61,32 @@ class ScpSettings(BaseModel):
     allowed_calling_aets: list[str] = ["STORESCU", "MODALITY"]
     max_associations: int = Field(10, ge=1)
     network_timeout_s: float = Field(30.0, gt=0)
-    max_pdu: int = Field(0, ge=0)  # 0 = no limit
+    # Largest P-DATA PDU we receive (PS3.8 D.1 Maximum Length Received), as DCMTK and Orthanc;
+    # a longer PDU closes the association. 0 = unlimited.
+    max_pdu: int = Field(16384, ge=0)
     max_instance_bytes: int = Field(2_000_000_000, gt=0)
+    # A Deflated data set (PS3.5 A.5) may inflate to at most this many bytes (deflate bombs).
+    max_inflated_bytes: int = Field(256 * 2**20, gt=0)
+    # Most data elements (nested ones included) in one data set: parsing costs ~300 bytes of
+    # memory per element, so a file of empty elements is a memory bomb.
+    max_elements: int = Field(500_000, gt=0)
+    tls: ScpTlsSettings = ScpTlsSettings()
 
     def accepts_any(self) -> bool:
         return "*" in self.allowed_calling_aets
 
 
 class StorageSettings(BaseModel):
-    """Where received instances and produced SRs are written (Part 10 files)."""
+    """Where received instances and produced SRs are written (Part 10 files), and how long."""
 
     root: Path = Path("var/store")
-    # GET /ready answers 503 below this much free space on the storage root's file system: a
-    # modality would otherwise get 0xA700 (out of resources) for every instance.
-    min_free_mb: int = Field(1024, ge=0)
+    # Below this much free space on the storage root's file system, associations are refused
+    # (A-ASSOCIATE-RJ transient, temporary congestion), /ready answers 503 and /health is
+    # degraded: a modality would otherwise get 0xA700 for every instance. 0 = no check.
+    min_free_mb: float = Field(2048, ge=0)
+    # Pixel data of instances older than this whose study's SR was delivered is deleted (the
+    # header is kept for later SRs of the study). 0 = keep forever.
+    keep_days: float = Field(0, ge=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -139,6 +169,16 @@ class FaultSettings(BaseModel):
     kill_once: Path | None = None
 
 
+class DestinationTls(BaseModel):
+    """DICOM TLS towards one destination (PS3.15 B.9: TLS 1.2 or newer)."""
+
+    enabled: bool = False
+    ca_certificates: Path | None = None  # PEM CAs trusted for the peer's certificate; None = system store
+    certificate: Path | None = None  # PEM client certificate, when the peer requires one
+    private_key: Path | None = None
+    check_hostname: bool = True  # the peer's certificate must name `host`
+
+
 class Destination(BaseModel):
     """A DICOM node that receives every SR by C-STORE."""
 
@@ -146,6 +186,7 @@ class Destination(BaseModel):
     ae_title: AETitle
     host: str
     port: int = Field(ge=1, le=65535)
+    tls: DestinationTls = DestinationTls()
 
 
 class Settings(BaseSettings):

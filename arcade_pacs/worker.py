@@ -32,7 +32,9 @@ def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analy
         raise jobs.PermanentError(f"stored file missing: {path}")
     try:
         return analyse_source(
-            FrameSource(path, max_frames=settings.pipeline.max_frames),
+            FrameSource(path, max_frames=settings.pipeline.max_frames, max_rows=settings.pipeline.max_rows,
+                        max_columns=settings.pipeline.max_columns, max_inflated_bytes=settings.scp.max_inflated_bytes,
+                        max_elements=settings.scp.max_elements),
             classifier.predict,
             classifier.info.threshold,
             keyframes=settings.pipeline.keyframes,

@@ -65,6 +65,8 @@ class Instance(Base):
     # content raises the generation, and only a job that analysed the newest one may record.
     digest: Mapped[str | None] = mapped_column(String(64))
     generation: Mapped[int] = mapped_column(default=1, server_default="1")
+    # When retention (storage.keep_days) deleted the pixel data; the header file stays.
+    purged_at: Mapped[datetime | None]
 
     study: Mapped[Study] = relationship(back_populates="instances")
     job: Mapped[Job | None] = relationship(back_populates="instance", uselist=False)

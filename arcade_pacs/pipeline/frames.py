@@ -6,6 +6,8 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 1. Decode one frame at a time (``pydicom.pixels.iter_pixels``), so a long 1024x1024 cine is
    never held at full resolution; each frame is area-resized to 512x512 at once. A first pass
    scores every frame; a second decodes only the frames to classify (:class:`FrameSource`).
+   Compressed frames are located by their fragments when the Basic Offset Table disagrees with
+   them (odd-length fragments padded in transit; :mod:`arcade_pacs.pipeline.fragments`).
 2. Modality LUT: a Modality LUT Sequence (PS3.3 C.11.1), else Rescale Slope and Intercept,
    from the top level or, in Enhanced IODs, the frame's own Per-Frame Functional Group or
    the Shared one (PS3.3 C.7.6.16).
@@ -19,15 +21,38 @@ then Presentation: MONOCHROME1 inverted so that bright always means bright):
 
 from __future__ import annotations
 
+import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from arcade_pacs.deflate import InflateError, inflated_size
 from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
+from arcade_pacs.elementcount import TooManyElements, count_elements
+from arcade_pacs.phi import describe
+from arcade_pacs.pipeline.fragments import (
+    HEADER_WINDOW,
+    CodestreamSize,
+    FragmentError,
+    codestream_size,
+    encapsulated_with_offsets,
+    locate_frames,
+    read_fragment_table,
+    table_agrees,
+)
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
+
+MAX_SIZE = 4096
+"""Default largest Rows and Columns (``pipeline.max_rows``/``max_columns``): larger images are
+refused before any buffer of their size is allocated."""
+MAX_ELEMENTS = 500_000
+"""Default most data elements in a data set (``scp.max_elements``): an element-count bomb guard."""
+MAX_INFLATED_BYTES = 256 * 2**20
+"""Default bound on a Deflated data set once inflated (``scp.max_inflated_bytes``)."""
 
 
 class FrameError(ValueError):
@@ -82,7 +107,10 @@ def _functional_group(ds: Dataset, sequence: str, index: int = 0):
 
 def _rescale(ds: Dataset, index: int = 0) -> tuple[float, float]:
     item = _functional_group(ds, "PixelValueTransformationSequence", index) or ds
-    return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+    slope, intercept = float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise FrameError("Rescale Slope or Rescale Intercept is not a finite number")
+    return slope, intercept
 
 
 def _window(ds: Dataset, index: int = 0) -> tuple[float, float] | None:
@@ -92,7 +120,8 @@ def _window(ds: Dataset, index: int = 0) -> tuple[float, float] | None:
         return None
     first = lambda v: float(v[0] if hasattr(v, "__len__") and not isinstance(v, str) else v)  # noqa: E731
     center, width = first(center), first(width)
-    return (center, width) if width >= 1 else None
+    # A window that is not a finite range of at least 1 is ignored: the instance's range is used.
+    return (center, width) if np.isfinite(center) and np.isfinite(width) and width >= 1 else None
 
 
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -127,6 +156,38 @@ def shutter_mask(ds: Dataset, rows: int, cols: int) -> np.ndarray:
     return mask
 
 
+def _check_element_count(source, syntax, limit: int) -> None:
+    """Count a Part 10 file's (path or bytes) data elements before pydicom parses them; a
+    deflated one is counted by its compressed bytes' size bound instead (see deflate)."""
+    from arcade_pacs.deflate import _meta_end, meta_end
+
+    if not syntax or UID(syntax) == DeflatedExplicitVRLittleEndian:
+        return
+    syntax = UID(syntax)
+    try:
+        start = _meta_end(bytes(source[:144])) if isinstance(source, (bytes, bytearray)) else meta_end(Path(source))
+    except InflateError:
+        return  # no File Meta group length to start from: pydicom reads (or refuses) it as before
+    if isinstance(source, (bytes, bytearray)):
+        fp, end = io.BytesIO(source), len(source)
+    else:
+        fp, end = open(source, "rb"), Path(source).stat().st_size
+    with fp:
+        count_elements(fp, start, end, syntax.is_implicit_VR, limit, syntax.is_little_endian)
+
+
+@contextmanager
+def _named_errors():
+    """Any failure while turning pixels into frames becomes a :class:`FrameError` whose message
+    names what went wrong without quoting data values (LUTs, windows, shutters of any shape)."""
+    try:
+        yield
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"frames cannot be computed: {describe(exc)}") from None
+
+
 class FrameSource:
     """One instance's pixel data, read in two passes so memory stays bounded.
 
@@ -141,7 +202,17 @@ class FrameSource:
     after it, and :meth:`scan` rescales its scores to the [0, 1] picture.
     """
 
-    def __init__(self, src: Dataset | str | Path, max_frames: int | None = None):
+    def __init__(self, src: Dataset | str | Path, max_frames: int | None = None,
+                 max_inflated_bytes: int = MAX_INFLATED_BYTES, max_rows: int = MAX_SIZE, max_columns: int = MAX_SIZE,
+                 max_elements: int = MAX_ELEMENTS):
+        try:
+            self._open(src, max_frames, max_inflated_bytes, max_rows, max_columns, max_elements)
+        except FrameError:
+            raise
+        except Exception as exc:  # attribute values pydicom or numpy cannot use
+            raise FrameError(f"invalid image attributes: {describe(exc)}") from None
+
+    def _open(self, src, max_frames, max_inflated_bytes, max_rows, max_columns, max_elements) -> None:
         import pydicom
 
         if isinstance(src, Dataset):
@@ -149,11 +220,19 @@ class FrameSource:
         else:
             src = str(src)
             try:
-                ds = pydicom.dcmread(src, defer_size="64 KB")
-                if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                    ds = src = pydicom.dcmread(src)  # frames cannot be read lazily from a deflated file
+                meta = pydicom.filereader.read_file_meta_info(src)
+                _check_element_count(src, meta.get("TransferSyntaxUID"), max_elements)
+                if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                    # Frames cannot be read lazily from a deflated file: it is inflated in memory,
+                    # so its inflated size is counted first (deflate bombs).
+                    inflated_size(Path(src), max_inflated_bytes)
+                    ds = src = pydicom.dcmread(src)
+                else:
+                    ds = pydicom.dcmread(src, defer_size="64 KB")
+            except (InflateError, TooManyElements) as exc:
+                raise FrameError(str(exc)) from None
             except Exception as exc:
-                raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:500]) from exc
+                raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
         self.src, self.ds = src, ds
         if "PixelData" not in ds:
             raise FrameError("no Pixel Data")
@@ -165,11 +244,16 @@ class FrameSource:
         try:
             self.n_frames = number_of_frames(ds)
         except InvalidAttribute as exc:
-            raise FrameError(str(exc)) from exc
+            raise FrameError(str(exc)) from None
         if self.rows < 1 or self.columns < 1 or self.n_frames < 1:
             raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
         if max_frames is not None and self.n_frames > max_frames:
             raise FrameError(f"{self.n_frames} frames exceed the configured limit of {max_frames}")
+        if self.rows > max_rows or self.columns > max_columns:  # before anything of that size is allocated
+            raise FrameError(f"image {self.rows}x{self.columns} exceeds the configured limit of {max_rows}x{max_columns}")
+        self.decode_options: dict = {}
+        self.relocated = False  # True when frames were found by their fragments, not the offset table
+        self._locate_fragments()
         self.modality_lut = ds.get("ModalityLUTSequence") or None
         self.rescale = [_rescale(ds, i) for i in range(self.n_frames)]
         padding, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
@@ -183,6 +267,98 @@ class FrameSource:
         self.lo: float | None = None
         self.hi: float | None = None
         self.valid: np.ndarray | None = None
+
+    def _locate_fragments(self) -> None:
+        """Make compressed frames readable when the Basic Offset Table disagrees with the fragments.
+
+        One fragment per frame (the usual case) is handed to pydicom as an Extended Offset Table
+        (PS3.3 C.7.6.3.1.8), so frames are still read lazily from the file; frames of several
+        fragments get a corrected Basic Offset Table on an in-memory copy of the data set.
+        """
+        ds = self.ds
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if not syntax or not UID(syntax).is_encapsulated or "ExtendedOffsetTable" in ds:
+            return
+        element = ds.get_item("PixelData", keep_deferred=True)
+        value = element.value
+        try:
+            if value is None:  # deferred: only item headers and frame headers are read from the file
+                with open(self.src, "rb") as fp:
+                    fp.seek(element.value_tell)
+                    offsets, fragments = read_fragment_table(fp)
+                    first = element.value_tell + 8 + 4 * len(offsets)
+
+                    def read(fragment, size):
+                        fp.seek(first + fragment.offset + 8)
+                        return fp.read(size)
+
+                    groups = locate_frames(offsets, fragments, self.n_frames)
+                    self._check_codestreams(groups, fragments, read)
+            else:
+                value = bytes(value)
+                offsets, fragments = read_fragment_table(io.BytesIO(value), end=len(value))
+                first = 8 + 4 * len(offsets)
+                groups = locate_frames(offsets, fragments, self.n_frames)
+                self._check_codestreams(
+                    groups, fragments, lambda f, size: value[first + f.offset + 8:first + f.offset + 8 + size])
+        except FragmentError as exc:
+            raise FrameError(f"encapsulated pixel data cannot be read: {exc}") from None
+        n = self.n_frames
+        if table_agrees(offsets, fragments, n) or (not offsets and (n == 1 or len(fragments) == n)):
+            return  # pydicom finds the same frames by itself
+        if groups is None:
+            if not offsets:
+                return  # no table to contradict: pydicom's own rule (JPEG EOI markers) may still work
+            raise FrameError(
+                f"the Basic Offset Table ({len(offsets)} entries) does not match the {len(fragments)} "
+                f"fragments, and {n} frames cannot be located by their start markers"
+            )
+        self.relocated = True
+        firsts = [fragments[g[0]] for g in groups]
+        if all(len(g) == 1 for g in groups):
+            self.decode_options = {"extended_offsets": ([f.offset for f in firsts], [f.length for f in firsts])}
+            return
+        last = fragments[-1]
+        start, size = 8 + 4 * len(offsets), last.offset + 8 + last.length
+        if value is None:
+            import pydicom
+
+            fixed = pydicom.dcmread(self.src)
+            with open(self.src, "rb") as fp:
+                fp.seek(element.value_tell + start)
+                items = fp.read(size)
+        else:
+            fixed = Dataset(dict(ds.items()))  # a new element dict: the caller's data set is not changed
+            fixed.file_meta = ds.file_meta
+            items = value[start:start + size]
+        from pydicom.dataelem import DataElement
+
+        fixed["PixelData"] = DataElement(0x7FE00010, "OB", encapsulated_with_offsets([f.offset for f in firsts], items),
+                                         is_undefined_length=True)
+        self.src = fixed
+
+    def _check_codestreams(self, groups, fragments, read) -> None:
+        """Each frame's codestream must declare Rows x Columns (see
+        :func:`~arcade_pacs.pipeline.fragments.codestream_size`): checked from the headers, before
+        a decoder allocates what a forged header asks for."""
+        if groups is None:
+            return
+        for number, group in enumerate(groups, start=1):
+            head = b""
+            for index in group:  # a header may run on into the frame's next fragment
+                fragment = fragments[index]
+                head += read(fragment, min(fragment.length, HEADER_WINDOW - len(head)))
+                if len(head) >= HEADER_WINDOW:
+                    break
+            try:
+                size = codestream_size(head)
+            except CodestreamSize as exc:
+                raise FrameError(f"frame {number}: {exc}") from None
+            if size is not None and size != (self.rows, self.columns):
+                raise FrameError(
+                    f"frame {number} codestream declares {size[0]}x{size[1]} pixels, "
+                    f"Rows x Columns is {self.rows}x{self.columns}"
+                )
 
     @property
     def scaled_by_range(self) -> bool:
@@ -198,6 +374,8 @@ class FrameSource:
         else:
             slope, intercept = self.rescale[index]
             values = raw.astype(np.float32) * slope + intercept
+        if not np.isfinite(values).all():
+            raise FrameError(f"frame {index + 1}: pixel values are not finite after the Modality LUT or rescale")
         valid = self.field
         if self.padding is not None:
             valid = valid & ~((raw >= self.padding[0]) & (raw <= self.padding[1]))
@@ -220,7 +398,8 @@ class FrameSource:
         wanted = list(range(self.n_frames)) if indices is None else list(indices)
         seen = 0
         try:
-            for index, raw in zip(wanted, iter_pixels(self.src, indices=None if indices is None else wanted), strict=False):
+            frames = iter_pixels(self.src, indices=None if indices is None else wanted, **self.decode_options)
+            for index, raw in zip(wanted, frames, strict=False):
                 seen += 1
                 if raw.shape != (self.rows, self.columns):
                     raise FrameError(f"frame {index + 1} has shape {raw.shape}, expected {(self.rows, self.columns)}")
@@ -228,12 +407,16 @@ class FrameSource:
         except FrameError:
             raise
         except Exception as exc:
-            raise FrameError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}"[:500]) from exc
+            raise FrameError(f"pixel data cannot be decoded: {describe(exc)}") from None
         if seen != len(wanted):
             raise FrameError(f"pixel data holds {seen} frames, Number of Frames says {self.n_frames}")
 
     def scan(self, measure=None) -> np.ndarray:
         """Pass 1: every frame once; returns ``measure(frame, valid)`` per frame (zeros without one)."""
+        with _named_errors():
+            return self._scan(measure)
+
+    def _scan(self, measure=None) -> np.ndarray:
         scores = np.zeros(self.n_frames, dtype=np.float64)
         lo, hi = np.inf, -np.inf
         valid_all = self.field512.copy()
@@ -251,6 +434,10 @@ class FrameSource:
 
     def read(self, indices: list[int] | None = None) -> Frames:
         """Pass 2: the frames at 0-based ``indices`` (all when None), display-ready in [0, 1]."""
+        with _named_errors():
+            return self._read(indices)
+
+    def _read(self, indices: list[int] | None = None) -> Frames:
         if self.valid is None:
             self.scan()
         indices = list(range(self.n_frames)) if indices is None else sorted(indices)
@@ -267,9 +454,10 @@ class FrameSource:
                       numbers=[i + 1 for i in indices])
 
 
-def decode_frames(src: Dataset | str | Path, max_frames: int | None = None) -> Frames:
-    """Every frame of a data set or Part 10 file as :class:`Frames` (see :class:`FrameSource`)."""
-    return FrameSource(src, max_frames).read()
+def decode_frames(src: Dataset | str | Path, max_frames: int | None = None, **limits) -> Frames:
+    """Every frame of a data set or Part 10 file as :class:`Frames` (see :class:`FrameSource`;
+    ``limits``: ``max_rows``, ``max_columns``, ``max_inflated_bytes``)."""
+    return FrameSource(src, max_frames, **limits).read()
 
 
 def frames_from_image(data: bytes) -> Frames:
@@ -282,10 +470,20 @@ def frames_from_image(data: bytes) -> Frames:
         with Image.open(io.BytesIO(data)) as img:
             grey = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
-        raise FrameError(f"not a readable PNG/JPEG image: {exc}") from exc
+        raise FrameError(f"not a readable PNG/JPEG image: {describe(exc)}") from None
     rows, cols = grey.shape
     frame = resize_frame(grey)
     return Frames(data=frame[None], valid=np.ones(frame.shape, bool), rows=rows, columns=cols)
+
+
+def meta_end_of(data: bytes) -> int:
+    """End of a Part 10 file's File Meta Information (its first 144 bytes + group length)."""
+    from arcade_pacs.deflate import _meta_end
+
+    try:
+        return _meta_end(data[:144])
+    except InflateError:
+        return min(len(data), 1024)
 
 
 def frames_from_bytes(data: bytes, max_frames: int | None = None) -> Frames:
@@ -298,8 +496,15 @@ def frames_from_bytes(data: bytes, max_frames: int | None = None) -> Frames:
     is_dicom = len(data) > 132 and data[128:132] == b"DICM"
     if is_dicom:
         try:
+            if DeflatedExplicitVRLittleEndian.encode() in data[:meta_end_of(data)]:
+                inflated_size(data, MAX_INFLATED_BYTES)  # before pydicom inflates it in memory
+            else:
+                syntax = pydicom.dcmread(io.BytesIO(data[:meta_end_of(data)]), force=True).file_meta.get("TransferSyntaxUID")
+                _check_element_count(data, syntax, MAX_ELEMENTS)
             ds = pydicom.dcmread(io.BytesIO(data))
+        except (InflateError, TooManyElements) as exc:
+            raise FrameError(str(exc)) from None
         except (InvalidDicomError, Exception) as exc:
-            raise FrameError(f"unreadable DICOM file: {type(exc).__name__}: {exc}"[:300]) from exc
+            raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
         return decode_frames(ds, max_frames=max_frames)
     return frames_from_image(data)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
 
 from arcade_pacs.conformance import Contexts
 from arcade_pacs.receive.audit import AssociationAudit
-from arcade_pacs.receive.handlers import StoreContext, handle_echo, handle_store
+from arcade_pacs.receive.handlers import StoreContext, handle_echo, handle_requested, handle_store
+from arcade_pacs.receive.transport import ArcadeAssociationServer, ChunkedReceipt
 from arcade_pacs.settings import Settings
+from arcade_pacs.storage import incoming_dir, sweep_temporary_files
+from arcade_pacs.tls import server_context
+
+log = logging.getLogger(__name__)
 
 
 def make_scp_ae(settings: Settings, contexts: Contexts) -> AE:
@@ -16,7 +23,7 @@ def make_scp_ae(settings: Settings, contexts: Contexts) -> AE:
 
     An association from a calling AE title that is not allowed is rejected by pynetdicom with
     A-ASSOCIATE-RJ, result "rejected-permanent", reason "calling AE title not recognized"
-    (PS3.8 9.3.4).
+    (PS3.8 9.3.4). ``scp.max_pdu`` is the Maximum Length Received we announce (PS3.8 D.1).
     """
     scp = settings.scp
     ae = AE(ae_title=scp.ae_title)
@@ -35,13 +42,37 @@ def make_scp_ae(settings: Settings, contexts: Contexts) -> AE:
     return ae
 
 
-def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ThreadedAssociationServer:
-    """Start listening in background threads; returns the server (``.shutdown()`` to stop)."""
+def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ArcadeAssociationServer:
+    """Start listening in background threads; returns the server (``.shutdown()`` to stop).
+
+    Before listening, temporary files a crash left in the store are removed (nothing in them
+    was acknowledged), and data sets are set to arrive as files under the storage root
+    (:class:`~arcade_pacs.receive.transport.ChunkedReceipt`). With ``scp.tls`` configured the
+    port speaks TLS only.
+    """
+    scp, root = settings.scp, settings.storage.root
+    swept = sweep_temporary_files(root)
+    if swept:
+        log.info("removed %d temporary files left by an earlier process", swept)
+    store.receipt = ChunkedReceipt(incoming_dir(root), scp.max_instance_bytes)
+    store.receipt.install()
+    ssl_context = None
+    if scp.tls.enabled:
+        ssl_context = server_context(scp.tls.certificate, scp.tls.private_key, scp.tls.ca_certificates)
     handlers = [
+        (evt.EVT_REQUESTED, handle_requested, [store]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [store]),
     ]
     handlers.extend(AssociationAudit(store.sessions).handlers())  # GET /associations
-    return ae.start_server(
-        (settings.scp.host, settings.scp.port), block=False, evt_handlers=handlers
+    server = ae.make_server(
+        (scp.host, scp.port),
+        ssl_context=ssl_context,
+        evt_handlers=handlers,
+        server_class=ArcadeAssociationServer,
+        max_pdu=scp.max_pdu,
+        handshake_timeout_s=scp.tls.handshake_timeout_s,
     )
+    ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it there
+    threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+    return server

@@ -206,7 +206,7 @@ def send_next(scu, destination: Destination, owner: str, cfg: OutboxSettings, *,
     if delivery is None:
         return False
     delivery_id, path = delivery.id, delivery.report.path
-    outcome = scu.send(path, destination.ae_title, destination.host, destination.port)
+    outcome = scu.send_to(path, destination)
     if outcome.ok:
         faults.point("sent", destination.name)
     state = record_outcome(delivery_id, owner, outcome.status, outcome.error, outcome.ok, cfg, session=session)

@@ -3,18 +3,21 @@
 The AE is created once; each delivery opens its own association (PACS peers commonly close
 idle associations, and a failed one must not affect the next delivery). A destination that
 does not accept the TCP connection within ``outbox.connect_timeout_s``, or accepts it and then
-says nothing (a blackhole), costs its own sender at most the configured timeouts.
+says nothing (a blackhole), costs its own sender at most the configured timeouts. A destination
+with ``tls.enabled`` is reached over DICOM TLS (PS3.15 B.9); its TLS context is built once.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 from pynetdicom import AE
 
 from arcade_pacs.conformance import Contexts
-from arcade_pacs.settings import Settings
+from arcade_pacs.settings import Destination, DestinationTls, Settings
+from arcade_pacs.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,40 @@ class StoreSCU:
         self.ae.dimse_timeout = cfg.network_timeout_s
         for sop_class, syntaxes in contexts.send.items():
             self.ae.add_requested_context(sop_class, syntaxes)
+        self.destinations = list(settings.destinations)
+        self._tls: dict[tuple, ssl.SSLContext] = {}
+        for dest in self.destinations:  # bad certificate files stop the start, not a delivery
+            if dest.tls.enabled:
+                self.tls_context(dest.tls)
 
-    def send(self, path: str, ae_title: str, host: str, port: int) -> SendOutcome:
-        """C-STORE the Part 10 file at ``path``; never raises."""
+    def tls_context(self, tls: DestinationTls) -> ssl.SSLContext:
+        """The (cached) client context for one destination's TLS settings."""
+        key = (tls.ca_certificates, tls.certificate, tls.private_key, tls.check_hostname)
+        if key not in self._tls:
+            self._tls[key] = client_context(tls.ca_certificates, tls.certificate, tls.private_key, tls.check_hostname)
+        return self._tls[key]
+
+    def _configured_tls(self, ae_title: str, host: str, port: int) -> DestinationTls | None:
+        """The TLS settings of the configured destination at this address, if any."""
+        for dest in self.destinations:
+            if (dest.ae_title, dest.host, dest.port) == (ae_title, host, port) and dest.tls.enabled:
+                return dest.tls
+        return None
+
+    def send_to(self, path: str, destination: Destination) -> SendOutcome:
+        """C-STORE the file at ``path`` to ``destination`` (with its TLS settings); never raises."""
+        return self.send(path, destination.ae_title, destination.host, destination.port, tls=destination.tls)
+
+    def send(self, path: str, ae_title: str, host: str, port: int, tls: DestinationTls | None = None) -> SendOutcome:
+        """C-STORE the Part 10 file at ``path``; never raises.
+
+        ``tls`` defaults to that of the configured destination with this AE title and address.
+        """
+        tls = tls if tls is not None else self._configured_tls(ae_title, host, port)
         try:
-            assoc = self.ae.associate(host, port, ae_title=ae_title)
-        except Exception as exc:  # e.g. an invalid address
+            tls_args = (self.tls_context(tls), host) if tls is not None and tls.enabled else None
+            assoc = self.ae.associate(host, port, ae_title=ae_title, tls_args=tls_args)
+        except Exception as exc:  # e.g. an invalid address or unreadable certificate
             return SendOutcome(None, f"association failed: {type(exc).__name__}: {exc}")
         if not assoc.is_established:
             reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"

@@ -17,5 +17,5 @@ def scp(settings, sessions):
     store = StoreContext(settings, sessions, contexts)
     ae = make_scp_ae(settings, contexts)
     server = start_scp(ae, settings, store)
-    yield SimpleNamespace(port=settings.scp.port, settings=settings, sessions=sessions, contexts=contexts)
+    yield SimpleNamespace(port=settings.scp.port, settings=settings, sessions=sessions, contexts=contexts, store=store)
     server.shutdown()

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 
@@ -21,6 +20,7 @@ from arcade_pacs.admin.schemas import Check, ErrorOut, Health, ModelSummary, Rea
 from arcade_pacs.db.queries import count_rows, deliveries_by_destination, recent_errors
 from arcade_pacs.db.tables import Instance, Report, Result
 from arcade_pacs.send import outbox
+from arcade_pacs.storage import disk_space, free_space_ok
 
 router = APIRouter(tags=["health"])
 
@@ -48,6 +48,9 @@ def health_response(state: AdminState, s: Session) -> JSONResponse:
     database = database_state(s)
     failed = outbox.counts_by_state(session=s)[outbox.DeliveryState.FAILED.value] if database == "ok" else 0
     problems = [f"{failed} SR deliveries failed"] if failed else []
+    settings = state.settings.storage
+    if settings.min_free_mb > 0 and not free_space_ok(settings.root, settings.min_free_mb):
+        problems.append(f"storage: {disk_space(settings.root, settings.min_free_mb).reason}")
     body = Health(
         status="ok" if database == "ok" and not problems else "degraded",
         model_loaded=state.model is not None and state.model.get() is not None,
@@ -78,18 +81,16 @@ def health(state: AdminState = Depends(get_state), s: Session = Depends(get_sess
     return health_response(state, s)
 
 
-def storage_check(root, min_free_mb: int) -> Check:
-    """The storage root is writable and has at least ``min_free_mb`` free."""
+def storage_check(root, min_free_mb: float) -> Check:
+    """The storage root is writable and above its free-space watermark (:func:`storage.disk_space`)."""
     try:
         os.makedirs(root, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".ready-"):
             pass
-        free_mb = shutil.disk_usage(root).free // (1024 * 1024)
+        space = disk_space(root, min_free_mb)
     except OSError as exc:
         return Check(ok=False, detail=f"storage not writable: {exc.strerror or type(exc).__name__}")
-    if free_mb < min_free_mb:
-        return Check(ok=False, detail=f"storage has {free_mb} MB free, below the floor of {min_free_mb} MB")
-    return Check(ok=True, detail=f"writable, {free_mb} MB free (floor {min_free_mb} MB)")
+    return Check(ok=space.ok, detail=space.reason)
 
 
 def readiness(state: AdminState, s: Session) -> Ready:

@@ -87,6 +87,13 @@ def scored_frame(instance: Instance, frame_number: int):
     return scored[frame_number]
 
 
+def pixels_of(instance: Instance) -> str:
+    """The stored file whose pixels a picture needs; 410 once retention deleted them."""
+    if instance.purged_at is not None:
+        raise HTTPException(410, "pixel data deleted by retention (storage.keep_days)")
+    return instance.path
+
+
 def png(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
@@ -96,7 +103,7 @@ def keyframe_picture(instance_id: DbId, frame_number: FrameNumber, s: Session = 
     """A keyframe with a heat map of its window scores and the SR's regions outlined (where it looked)."""
     instance = analysed(instance_id, s)
     scores = scored_frame(instance, frame_number)
-    frame = pictures.load_frame(instance.path, frame_number)
+    frame = pictures.load_frame(pixels_of(instance), frame_number)
     finding = instance.result.finding
     return png(pictures.keyframe_png(frame, scores.window_scores, finding.threshold, finding.regions))
 
@@ -106,7 +113,7 @@ def histogram_picture(instance_id: DbId, frame_number: FrameNumber, s: Session =
     """The keyframe's pixel-intensity histogram (how the contrast dye is distributed)."""
     instance = analysed(instance_id, s)
     scored_frame(instance, frame_number)
-    return png(pictures.histogram_png(pictures.load_frame(instance.path, frame_number)))
+    return png(pictures.histogram_png(pictures.load_frame(pixels_of(instance), frame_number)))
 
 
 @router.get("/results/{instance_id}/tta.png", response_class=Response, responses=PNG)

@@ -131,7 +131,7 @@ def test_ready_reports_each_check(state, open_client):
     assert open_client.get("/ready").status_code == 200
     state.settings.storage.min_free_mb = 10**12
     body = open_client.get("/ready").json()
-    assert body["status"] == "not ready" and "below the floor" in body["reasons"][0]
+    assert body["status"] == "not ready" and "below the watermark" in body["reasons"][0]
 
 
 def test_root_redirects_browsers_and_answers_api_clients(open_client):
