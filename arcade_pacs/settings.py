@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_settings import (
@@ -70,6 +70,12 @@ class ModelSettings(BaseModel):
     # Windows per inference call: 16 keeps a worker under ~1.1 GB peak RSS (`arcade-pacs bench
     # cine`: 1367 MB at 32, 1086 MB at 16, 949 MB at 8, no loss of speed at 16 on 2 cores).
     batch_size: int = Field(16, ge=1, le=256)
+    # Which engine serves (arcade_pacs/model/engine.py): "auto" the fastest that gives Keras'
+    # answers (LiteRT when its checked form is built, Keras meanwhile), "litert" that form or
+    # refuse to start, "keras" the .keras file itself.
+    engine: Literal["auto", "litert", "keras"] = "auto"
+    # Val images a derived engine is checked on when it is built (0 = the whole val split).
+    check_images: int = Field(0, ge=0)
 
 
 class PipelineSettings(BaseModel):
@@ -82,6 +88,8 @@ class PipelineSettings(BaseModel):
     max_columns: int = Field(4096, ge=1)
     poll_interval_s: float = Field(0.5, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # Analysis threads: while one waits for inference, the next decodes and prepares tensors.
+    workers: int = Field(2, ge=1, le=16)
 
 
 class AdminSettings(BaseModel):

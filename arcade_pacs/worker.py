@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,14 +77,26 @@ def record_result(job: Job, analysis: Analysis, classifier: Classifier, seconds:
     return result
 
 
+def recover_running(sessions: sessionmaker[Session]) -> int:
+    """Re-queue the jobs an earlier process left running (once per process, before any claim)."""
+    with sessions() as session:
+        recovered = jobs.recover_running(session=session)
+    if recovered:
+        log.info("re-queued %d jobs left running by an earlier process", recovered)
+    return recovered
+
+
 class Worker:
     """Claims and runs analysis jobs until stopped."""
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder):
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder,
+                 index: int = 0, on_done: Callable[[], None] | None = None, recover: bool = True):
         self.settings = settings
         self.sessions = sessions
         self.model = model
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{index}"
+        self.on_done = on_done  # told after each job is recorded (the dispatcher wakes)
+        self.recover = recover  # re-queue jobs left running at start (one worker of a process only)
         self.wake = threading.Event()
         self.stopping = threading.Event()
 
@@ -110,14 +123,14 @@ class Worker:
                 session.commit()
                 metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
                 log.warning("job id=%s %s: %s", job.id, state.value, job.last_error)
+        if self.on_done is not None:
+            self.on_done()
         return True
 
     def run(self) -> None:
         """Loop until :meth:`stop`; sleeps on ``wake`` between polls."""
-        with self.sessions() as session:
-            recovered = jobs.recover_running(session=session)
-        if recovered:
-            log.info("re-queued %d jobs left running by an earlier process", recovered)
+        if self.recover:
+            recover_running(self.sessions)
         while not self.stopping.is_set():
             try:
                 ran = self.run_once()

@@ -21,8 +21,10 @@ router = APIRouter(tags=["health"])
 
 def model_summary(state: AdminState) -> ModelSummary:
     """What the serving model is (name, version, Device UID, threshold)."""
-    info = state.model.get().info
-    return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold)
+    classifier = state.model.get()
+    info = classifier.info
+    return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold,
+                        engine=classifier.engine_name)
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
