@@ -153,10 +153,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from arcade_pacs.bench import bench_cine
     from arcade_pacs.settings import load_settings
 
     settings = load_settings(args.config)
+    if args.what is None:
+        from arcade_pacs.bench import suite
+        from arcade_pacs.bench.peers import PeerMissing
+
+        try:
+            return suite.main(settings, args.quick, args.json)
+        except PeerMissing as exc:
+            print(f"arcade-pacs bench: error: {exc}", file=sys.stderr)
+            return 2
+    from arcade_pacs.bench.cine import bench_cine
+
     result = bench_cine(
         settings.data_dir, Path(args.model or settings.model.path), args.frames, args.size, args.bits,
         settings.pipeline.keyframes,
@@ -249,13 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="measure memory and time (see arcade_pacs/bench.py)")
-    p.add_argument("what", choices=["cine"])
+    p = sub.add_parser("bench", help="measure everything (engine, end to end, ingest, HTTP, memory); "
+                                     "'bench cine': one long cine's memory and time")
+    p.add_argument("what", nargs="?", choices=["cine"], help="cine: one long, large cine run only")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run under 2 minutes")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--bits", type=int, default=12)
     p.add_argument("--model")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 

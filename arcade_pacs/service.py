@@ -22,6 +22,7 @@ from arcade_pacs.db import make_engine, make_session_factory, migrate
 from arcade_pacs.model import engine as engines
 from arcade_pacs.model.classifier import Classifier, configure_tensorflow
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.report.reporter import report_ready_studies
@@ -29,7 +30,6 @@ from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.settings import Settings
 from arcade_pacs.training.retrain import RetrainManager
-from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.worker import Worker, recover_running
 
 log = logging.getLogger(__name__)
