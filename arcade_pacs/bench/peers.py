@@ -93,6 +93,7 @@ def write_cine(pixels: np.ndarray, out: Path, study_uid: str, series_uid: str, n
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
     ds.Modality = "XA"
     ds.PatientName, ds.PatientID = "Bench^Synthetic", "BENCH"
+    ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
     ds.StudyDate, ds.StudyTime = "20260101", "120000"
     ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", "1"
     ds.SeriesNumber, ds.InstanceNumber = number, 1
