@@ -267,7 +267,7 @@ def start_plugin(work: Path, settings, pacs_port: int, timeout: float = 300.0) -
         "database": {"url": f"sqlite:///{work / 'arcade.db'}"},
         "model": {"path": str(Path(settings.model.path).resolve()), "engine": settings.model.engine,
                   "threads": settings.model.threads, "batch_size": settings.model.batch_size,
-                  "check_images": settings.model.check_images},
+                  "check_images": settings.model.check_images, "litert_batch": settings.model.litert_batch},
         "pipeline": {"study_quiet_seconds": 0, "workers": settings.pipeline.workers,
                      "keyframes": settings.pipeline.keyframes},
         "admin": {"host": LOOPBACK, "port": admin_port},

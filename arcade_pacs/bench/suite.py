@@ -169,7 +169,8 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         build_s = round(time.monotonic() - t, 1)
     chosen = engines.select(model_path, settings.model.engine, info.threshold, images_dir,
                             threads=settings.model.threads, batch_size=settings.model.batch_size,
-                            check_images=settings.model.check_images or None)
+                            check_images=settings.model.check_images or None,
+                            litert_batch=settings.model.litert_batch)
     engine = chosen.engine
     say(f"serving engine: {engine.name} ({chosen.reason})")
     windows = compute.real_windows(images_dir)
@@ -241,6 +242,7 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         "passes_per_s": passes,
         "passes_per_s_batch": best,
         "passes_per_s_by_batch": {str(b): r for b, r in rates.items()},
+        "serving_batch": settings.model.litert_batch if engine_served == "litert" else settings.model.batch_size,
         "keras_predict_passes_per_s": keras_rate["median"],
         "speedup_vs_keras_predict": round(passes / keras_rate["median"], 1),
         "sgemm_gflops": sgemm["best"],

@@ -80,8 +80,10 @@ class Classifier:
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
+        """The batcher's largest batch (and Keras' windows per call; LiteRT keeps its own)."""
         self.batcher.max_batch = value
-        self.engine.batch_size = value
+        if isinstance(self.engine, KerasEngine):
+            self.engine.batch_size = value
 
     @property
     def model(self):
@@ -111,7 +113,8 @@ class Classifier:
             raise FileNotFoundError(f"model file not found: {path}")
         info = ModelInfo.read(path)
         chosen = select(path, settings.engine, info.threshold, images_dir, threads=settings.threads,
-                        batch_size=settings.batch_size, check_images=settings.check_images or None)
+                        batch_size=settings.batch_size, check_images=settings.check_images or None,
+                        litert_batch=settings.litert_batch)
         keras_model = chosen.engine.model if isinstance(chosen.engine, KerasEngine) else None
         return cls(keras_model, info, path, settings.batch_size, chosen.engine), chosen
 

@@ -491,8 +491,11 @@ class Selection:
 
 
 def select(model_path: Path, choice: str, threshold: float, images_dir: Path, *, threads: int = 0,
-           batch_size: int = 16, check_images: int | None = None) -> Selection:
-    """Load the engine ``choice`` asks for (see the module docstring for the rules)."""
+           batch_size: int = 16, check_images: int | None = None, litert_batch: int | None = None) -> Selection:
+    """Load the engine ``choice`` asks for (see the module docstring for the rules).
+
+    ``batch_size`` is Keras' windows per call; ``litert_batch`` LiteRT's (default: the same).
+    """
     if choice not in ENGINE_CHOICES:
         raise ValueError(f"unknown engine {choice!r}: one of {', '.join(ENGINE_CHOICES)}")
     model_path = Path(model_path)
@@ -523,7 +526,7 @@ def select(model_path: Path, choice: str, threshold: float, images_dir: Path, *,
         golden = Golden.read(model_path)
         if golden is None or golden.digest != digest:
             raise EngineCheckError(f"golden pairs of {model_path.name} are missing or of another model")
-        engine = LiteRTEngine(built.tflite, threads, batch_size)
+        engine = LiteRTEngine(built.tflite, threads, litert_batch or batch_size)
         check = check_golden(engine, golden, threshold)
     except EngineCheckError as exc:
         if choice == "litert":
