@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import anyio
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
-from fastapi.concurrency import run_in_threadpool
 
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state
 from arcade_pacs.admin.schemas import PredictResponse
@@ -13,6 +14,21 @@ from arcade_pacs.pipeline.predict import predict_bytes
 router = APIRouter(tags=["predict"])
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+PREPARING_AT_ONCE = 4
+"""Uploads decoded and cut into windows at the same time. More only queue at the engine while
+each holds its frames and tensors (50 concurrent users took the process past 2 GB); the
+inference batcher packs the windows of those in flight."""
+
+_limiter: RunVar[anyio.CapacityLimiter] = RunVar("predict_limiter")
+
+
+def limiter() -> anyio.CapacityLimiter:
+    """One limiter per event loop (a test may run several apps, each in its own loop)."""
+    try:
+        return _limiter.get()
+    except LookupError:
+        _limiter.set(anyio.CapacityLimiter(PREPARING_AT_ONCE))
+        return _limiter.get()
 
 
 @router.post("/predict", response_model=PredictResponse)
@@ -25,13 +41,14 @@ async def predict(file: UploadFile = File(...), state: AdminState = Depends(get_
         raise HTTPException(400, "empty file")
     classifier = state.model.get()
     try:
-        body = await run_in_threadpool(
+        body = await anyio.to_thread.run_sync(
             predict_bytes,
             data,
             classifier.predict,
             classifier.info.threshold,
             state.settings.pipeline.keyframes,
             state.settings.pipeline.max_frames,
+            limiter=limiter(),
         )
     except FrameError as exc:
         raise HTTPException(422, str(exc)) from exc
