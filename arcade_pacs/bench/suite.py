@@ -109,6 +109,10 @@ def table(result: dict) -> str:
     lines = [f"{'figure':<38} {'value':>12}  {'unit':<8} target", "-" * 78]
     for key, label, unit in ROWS:
         value = result.get(key)
+        if key == "study_10x60_s":
+            label = f"{label} ({result.get('study_runs')} cines)"
+        if key == "e2e_latency_p95_s":
+            label = f"{label} ({result.get('e2e_runs')} runs)"
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
         lines.append(f"{label:<38} {shown:>12}  {unit:<8} {met(key, value)}")
     m = result["machine"]
