@@ -75,3 +75,31 @@ def test_a_model_swapped_mid_job_serves_the_next_job_and_the_running_one_finishe
         assert s.query(Job).filter(Job.state != JobState.DONE.value).count() == 0
         versions = {i: s.get(Instance, i).result.model_version for i in (first, second)}
     assert versions == {first: "tiny-1", second: "tiny-2"}
+
+
+def test_two_workers_share_the_queue_and_the_batched_model_each_job_runs_once(settings, sessions, tiny_classifier, rubo):
+    """Service runs `pipeline.workers` threads: one prepares while the other's windows are inferred."""
+    import threading
+
+    ids = [ingest(xa_dataset(real_frame(rubo, n)), settings, sessions) for n in (30, 45, 60, 75)]
+    holder = ModelHolder(tiny_classifier)
+    done = []
+    workers = [Worker(settings, sessions, holder, index=i, on_done=lambda: done.append(1), recover=False)
+               for i in range(2)]
+    assert workers[0].name != workers[1].name
+
+    def drain(worker):
+        while worker.run_once():
+            pass
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    with sessions() as s:
+        jobs_ = s.query(Job).all()
+        assert {j.state for j in jobs_} == {JobState.DONE.value}
+        assert all(j.attempts == 1 for j in jobs_)
+        assert all(s.get(Instance, i).result is not None for i in ids)
+    assert len(done) == 4
