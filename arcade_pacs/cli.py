@@ -175,6 +175,29 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_engine(args) -> int:
+    from arcade_pacs.model import engine as engines
+    from arcade_pacs.model.classifier import ModelInfo
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    path = Path(args.model or settings.model.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    built = engines.cached(path)
+    if built is None and args.build:
+        m = settings.model
+        built = engines.build(path, ModelInfo.read(path).threshold,
+                              settings.data_dir / "arcade" / "stenosis" / "val" / "images",
+                              threads=m.threads, batch_size=m.batch_size, check_images=m.check_images or None)
+    if built is None:
+        print(json.dumps({"model": str(path), "digest": engines.model_digest(path), "litert": None,
+                          "hint": "arcade-pacs engine --build (or let `serve` build it in the background)"}))
+        return 1
+    print(json.dumps({"model": str(path), "litert": str(built.tflite)} | built.manifest, indent=2))
+    return 0 if built.check_passed else 1
+
+
 def cmd_keyframes(args) -> int:
     from arcade_pacs.pipeline.frames import decode_frames
     from arcade_pacs.pipeline.keyframes import opacification, plot_opacification, select_keyframes
@@ -270,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("engine", help="show (or --build) the checked LiteRT form of the model")
+    p.add_argument("--build", action="store_true", help="convert and check it now if it is missing or stale")
+    p.add_argument("--model")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser("card", help="write models/MODEL_CARD.md from the model's measurements")
     p.add_argument("--model")

@@ -106,7 +106,7 @@ def met(key: str, value) -> str:
 
 
 def table(result: dict) -> str:
-    lines = [f"{'figure':<38} {'value':>12}  {'unit':<8} target", "-" * 78]
+    lines = [f"{'figure':<46} {'value':>12}  {'unit':<8} target", "-" * 86]
     for key, label, unit in ROWS:
         value = result.get(key)
         if key == "study_10x60_s":
@@ -114,9 +114,9 @@ def table(result: dict) -> str:
         if key == "e2e_latency_p95_s":
             label = f"{label} ({result.get('e2e_runs')} runs)"
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        lines.append(f"{label:<38} {shown:>12}  {unit:<8} {met(key, value)}")
+        lines.append(f"{label:<46} {shown:>12}  {unit:<8} {met(key, value)}")
     m = result["machine"]
-    lines.append("-" * 78)
+    lines.append("-" * 86)
     lines.append(f"{m['cpu']}, {m['cores']} cores, {', '.join(m['isa'])}; load average {m['load_average_1m']} "
                  f"at start; {json.dumps(m['versions'])}")
     noise = result["noise"]

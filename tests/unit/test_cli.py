@@ -56,3 +56,22 @@ def test_serve_with_a_missing_model_says_so(tmp_path):
                    f'[database]\nurl = "sqlite:///{tmp_path}/a.db"\n')
     out = cli("--config", cfg, "serve", timeout=120)
     assert out.returncode == 2 and "model file not found" in out.stderr
+
+
+def test_engine_command_shows_the_checked_form_of_a_model(tmp_path, tiny_model, data_dir, capsys):
+    import json
+    import shutil
+
+    from arcade_pacs.cli import main
+    from arcade_pacs.model.classifier import ModelInfo
+
+    model = tmp_path / "tiny.keras"
+    shutil.copy(tiny_model, model)
+    shutil.copy(ModelInfo.sidecar(tiny_model), ModelInfo.sidecar(model))
+    config = tmp_path / "c.toml"
+    config.write_text(f"data_dir = \"{data_dir}\"\n[model]\ncheck_images = 2\n")
+    assert main(["--config", str(config), "engine", "--model", str(model)]) == 1  # not built yet
+    assert json.loads(capsys.readouterr().out.strip())["litert"] is None
+    assert main(["--config", str(config), "engine", "--model", str(model), "--build"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["check"]["passed"] and shown["check"]["images"] == 2 and shown["litert"].endswith("model.tflite")
