@@ -326,16 +326,49 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from arcade_pacs.bench import bench_cine
     from arcade_pacs.settings import load_settings
 
     settings = load_settings(args.config)
+    if args.what is None:
+        from arcade_pacs.bench import suite
+        from arcade_pacs.bench.peers import PeerMissing
+
+        try:
+            return suite.main(settings, args.quick, args.json)
+        except PeerMissing as exc:
+            print(f"arcade-pacs bench: error: {exc}", file=sys.stderr)
+            return 2
+    from arcade_pacs.bench.cine import bench_cine
+
     result = bench_cine(
         settings.data_dir, Path(args.model or settings.model.path), args.frames, args.size, args.bits,
         settings.pipeline.keyframes,
     )
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
+
+
+def cmd_engine(args) -> int:
+    from arcade_pacs.model import engine as engines
+    from arcade_pacs.model.classifier import ModelInfo
+    from arcade_pacs.settings import load_settings
+
+    settings = load_settings(args.config)
+    path = Path(args.model or settings.model.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    built = engines.cached(path)
+    if built is None and args.build:
+        m = settings.model
+        built = engines.build(path, ModelInfo.read(path).threshold,
+                              settings.data_dir / "arcade" / "stenosis" / "val" / "images",
+                              threads=m.threads, batch_size=m.batch_size, check_images=m.check_images or None)
+    if built is None:
+        print(json.dumps({"model": str(path), "digest": engines.model_digest(path), "litert": None,
+                          "hint": "arcade-pacs engine --build (or let `serve` build it in the background)"}))
+        return 1
+    print(json.dumps({"model": str(path), "litert": str(built.tflite)} | built.manifest, indent=2))
+    return 0 if built.check_passed else 1
 
 
 def cmd_keyframes(args) -> int:
@@ -439,15 +472,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="measure memory and time (see arcade_pacs/bench.py)")
-    p.add_argument("what", choices=["cine"])
+    p = sub.add_parser("bench", help="measure everything (engine, end to end, ingest, HTTP, memory); "
+                                     "'bench cine': one long cine's memory and time")
+    p.add_argument("what", nargs="?", choices=["cine"], help="cine: one long, large cine run only")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run under 2 minutes")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--bits", type=int, default=12)
     p.add_argument("--model")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("engine", help="show (or --build) the checked LiteRT form of the model")
+    p.add_argument("--build", action="store_true", help="convert and check it now if it is missing or stale")
+    p.add_argument("--model")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser("card", help="write models/MODEL_CARD.md from the model's measurements")
     p.add_argument("--model")

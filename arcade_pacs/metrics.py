@@ -33,7 +33,7 @@ JOB_SECONDS = Histogram(
     buckets=(0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600), registry=REGISTRY,
 )
 INFERENCE_PASSES = Counter(
-    "arcade_inference_passes_total", "Forward passes of the model (one batch each)", registry=REGISTRY
+    "arcade_inference_passes_total", "Engine calls: batches of windows run through the model", registry=REGISTRY
 )
 INFERENCE_IMAGES = Counter(
     "arcade_inference_images_total", "Tensors scored by the model (TTA views counted separately)", registry=REGISTRY

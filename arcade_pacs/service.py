@@ -5,8 +5,10 @@
 ``scp``
     the DICOM SCP: stores instances and queues their jobs (no model, no inference).
 ``worker``
-    one analysis worker (the model loaded once), the reporter (SRs of quiet studies) and one
-    sender per destination. Any number of workers on any number of hosts share the database
+    ``pipeline.workers`` analysis threads sharing one model (loaded once with the engine
+    ``model.engine`` selects, warmed up, swappable by retraining) and its inference batcher, so
+    one job's decoding overlaps another's inference; the reporter (SRs of quiet studies, woken
+    as each job ends) and one sender per destination. Any number of workers on any number of hosts share the database
     and the storage volume: jobs, study reports and deliveries are claimed with leases.
 ``admin``
     the admin HTTP API (``/predict`` and retraining load a model of their own).
@@ -21,6 +23,8 @@ port (for probes), unless started with ``http=False``.
 
 Before anything starts: the database schema must be the one this version knows
 (``arcade-pacs db upgrade`` makes it so), and an admin bound beyond loopback needs a token.
+Under ``model.engine = "auto"`` a missing LiteRT form is built in the background (Keras serves
+meanwhile) and swapped in once it passed its check.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ from arcade_pacs import faults, retention
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
 from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
+from arcade_pacs.model import engine as engines
 from arcade_pacs.model.classifier import Classifier, configure_tensorflow
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.report.reporter import report_ready_studies
@@ -161,24 +167,35 @@ class Service:
         self.sessions = make_session_factory(self.engine)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
+        self.report_wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._build_lock = threading.Lock()
+        self._pending_build = False
         self._server = None
         self._listener: Listener | None = None
         self.model: ModelHolder | None = None
-        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
         self.senders: list[Sender] = []
         self.worker_process: WorkerProcess | None = None
         self.retrain: RetrainManager | None = None
         runs = self.runs
         if runs(Role.WORKER) or runs(Role.ADMIN):
             configure_tensorflow(settings.model.threads or None)
-            self.model = ModelHolder(Classifier.load(settings.model.path, settings.model.batch_size))
+            classifier, selection = Classifier.serving(settings.model, self.val_images)
+            log.info("model served by %s (%s)", classifier.engine_name, selection.reason)
+            self.warm_up(classifier)
+            self.model = ModelHolder(classifier)
+            self._pending_build = selection.needs_build
         if runs(Role.SCP):
             self.contexts = load_contexts()
-            self.store = StoreContext(settings, self.sessions, self.contexts)
+            self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[self._wake_workers])
             self.scp_ae = make_scp_ae(settings, self.contexts)
         if runs(Role.WORKER):
-            self.worker = Worker(settings, self.sessions, self.model, model_path=settings.model.path)
+            self.workers = [
+                Worker(settings, self.sessions, self.model, model_path=settings.model.path if i == 0 else None,
+                       index=i, on_done=self.report_wake.set, load=self._load_serving)
+                for i in range(settings.pipeline.workers)
+            ]
             scu = StoreSCU(settings, load_contexts())
             self.senders = [Sender(settings, self.sessions, scu, dest, self.name) for dest in settings.destinations]
         if runs(Role.ADMIN):
@@ -193,13 +210,74 @@ class Service:
             return part in (Role.SCP, Role.ADMIN)
         return self.role is part
 
-    def _promoted(self, classifier: Classifier) -> None:
-        """A retrained model won: serve it from the next request on, with this service's batch size.
+    @property
+    def val_images(self):
+        """Where derived engines are checked (ARCADE's val pictures)."""
+        return self.settings.data_dir / "arcade" / "stenosis" / "val" / "images"
 
-        Worker processes see the new files and load them before their next job.
+    @staticmethod
+    def warm_up(classifier: Classifier) -> None:
+        """First inference and first tensor preparation now, not in the first study."""
+        import numpy as np
+
+        frame_tensors(np.zeros((512, 512), dtype=np.float32))
+        log.info("model warmed up in %.1fs", classifier.warm_up())
+
+    def _load_serving(self, _path) -> Classifier:
+        """A model changed on disk (promoted by another process): load it with this service's engine."""
+        classifier, selection = Classifier.serving(self.settings.model, self.val_images)
+        self.warm_up(classifier)
+        if selection.needs_build:
+            self._start_build()
+        return classifier
+
+    def _wake_workers(self, _instance_id=None) -> None:
+        for worker in self.workers:
+            worker.wake.set()
+
+    def _promoted(self, classifier: Classifier) -> None:
+        """A retrained model won: serve it from the next job on, then its derived engine if any.
+
+        Under ``litert`` the new model's form is built and checked before it serves (a failure
+        keeps the old model serving); under ``auto`` Keras serves it at once and the form is
+        built in the background. Worker processes see the new files and load them before their
+        next job.
         """
-        classifier.batch_size = self.settings.model.batch_size
+        choice = self.settings.model.engine
+        if choice == "litert":
+            classifier, _ = Classifier.serving(self.settings.model, self.val_images)
+        else:
+            classifier.batch_size = self.settings.model.batch_size
+        self.warm_up(classifier)
         self.model.swap(classifier)
+        if choice == "auto":
+            self._start_build()
+
+    def _start_build(self) -> None:
+        self._thread("engine-build", self._build_engine)
+
+    def _build_engine(self) -> None:
+        """Build and check the LiteRT form of the serving model; serve it if it passed and is faster."""
+        with self._build_lock:
+            try:
+                m = self.settings.model
+                info = self.model.get().info
+                engines.build(m.path, info.threshold, self.val_images, threads=m.threads, batch_size=m.batch_size,
+                              check_images=m.check_images or None, wait=False)
+                classifier, selection = Classifier.serving(m, self.val_images)
+            except engines.BuildBusy as exc:
+                log.info("%s: Keras keeps serving until a restart finds the form", exc)
+                return
+            except Exception:
+                log.exception("building the LiteRT form failed: Keras keeps serving")
+                return
+            if selection.needs_build or self.stopping.is_set() or classifier.engine_name == self.model.get().engine_name:
+                return
+            if classifier.info.version != self.model.get().info.version:
+                return  # another model was promoted meanwhile; its own build follows
+            self.warm_up(classifier)
+            self.model.swap(classifier)
+            log.info("model now served by %s (%s)", classifier.engine_name, selection.reason)
 
     def report_once(self) -> int:
         """Cancel deliveries to removed destinations, write the SRs of ready studies, wake the senders."""
@@ -229,7 +307,8 @@ class Service:
                     self.retention_once()
             except Exception:
                 log.exception("reporter error")
-            self.stopping.wait(REPORT_INTERVAL_S)
+            self.report_wake.wait(REPORT_INTERVAL_S)  # set as each job ends, so SRs follow at once
+            self.report_wake.clear()
 
     def _thread(self, name: str, target) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -242,10 +321,11 @@ class Service:
             self._server = start_scp(self.scp_ae, self.settings, self.store)
             log.info("SCP %s listening on %s:%d", self.settings.scp.ae_title, self.settings.scp.host,
                      self.settings.scp.port)
-        if self.worker is not None:
+        if self.workers:
             if self.engine.dialect.name == "postgresql":
-                self._listener = Listener(self.settings.database.url, JOBS_CHANNEL, self.worker.wake.set).start()
-            self._thread("worker", self.worker.run)
+                self._listener = Listener(self.settings.database.url, JOBS_CHANNEL, self._wake_workers).start()
+            for worker in self.workers:
+                self._thread(f"worker-{worker.name.rsplit(':', 1)[-1]}", worker.run)
             self._thread("reporter", self._report_loop)
             for sender in self.senders:
                 self._thread(f"sender-{sender.destination.name}", sender.run)
@@ -253,6 +333,9 @@ class Service:
                      len(self.senders))
         if self.worker_process is not None:
             self._thread("worker-process", self.worker_process.run)
+        if self._pending_build:
+            self._pending_build = False
+            self._start_build()
 
     def scp_listening(self) -> bool:
         """The SCP's server is started and its listening socket open (for ``GET /ready``)."""
@@ -266,12 +349,13 @@ class Service:
     def stop(self) -> None:
         """Stop accepting associations, then let the loops finish their current step."""
         self.stopping.set()
+        self.report_wake.set()
         if self._listener is not None:
             self._listener.stop()
         if self.worker_process is not None:
             self.worker_process.stop()
-        if self.worker is not None:
-            self.worker.stop()
+        for worker in self.workers:
+            worker.stop()
         for sender in self.senders:
             sender.stop()
         if self._server is not None:

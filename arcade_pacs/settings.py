@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_settings import (
@@ -103,6 +103,15 @@ class ModelSettings(BaseModel):
     # Windows per inference call: 16 keeps a worker under ~1.1 GB peak RSS (`arcade-pacs bench
     # cine`: 1367 MB at 32, 1086 MB at 16, 949 MB at 8, no loss of speed at 16 on 2 cores).
     batch_size: int = Field(16, ge=1, le=256)
+    # Which engine serves (arcade_pacs/model/engine.py): "auto" the fastest that gives Keras'
+    # answers (LiteRT when its checked form is built, Keras meanwhile), "litert" that form or
+    # refuse to start, "keras" the .keras file itself.
+    engine: Literal["auto", "litert", "keras"] = "auto"
+    # Windows per LiteRT call (the batcher still packs up to batch_size windows per batch):
+    # XNNPACK on 2 cores measured 134 passes/s at 4, 120 at 8, 106 at 16 (`arcade-pacs bench`).
+    litert_batch: int = Field(4, ge=1, le=256)
+    # Val images a derived engine is checked on when it is built (0 = the whole val split).
+    check_images: int = Field(0, ge=0)
 
 
 class PipelineSettings(BaseModel):
@@ -119,6 +128,8 @@ class PipelineSettings(BaseModel):
     # A running job's and a study report's claim lasts this long unless renewed by the
     # heartbeat (every lease_s / 4); a claim whose lease ran out is taken over by another worker.
     lease_s: float = Field(60.0, ge=1)
+    # Analysis threads: while one waits for inference, the next decodes and prepares tensors.
+    workers: int = Field(2, ge=1, le=16)
 
 
 class AdminSettings(BaseModel):

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -125,13 +126,16 @@ class Worker:
     """Claims and runs analysis jobs until stopped."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder,
-                 model_path: Path | None = None):
+                 model_path: Path | None = None, index: int = 0, on_done: Callable[[], None] | None = None,
+                 load: Callable[[Path], Classifier] | None = None):
         self.settings = settings
         self.sessions = sessions
         self.model = model
         if model_path is not None:
-            model.watch(model_path)  # a model promoted by another process is loaded before the next job
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
+            model.watch(model_path, load)  # a model promoted by another process is loaded before the next job
+        # Unique per worker thread of a process: the name owns leases.
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{index}"[:64]
+        self.on_done = on_done  # told after each job is recorded (the reporter wakes)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.heartbeat = Heartbeat(sessions, self.name, settings.pipeline.lease_s)
@@ -149,6 +153,8 @@ class Worker:
             self._run(job_id, path, sop_uid)
         finally:
             self.heartbeat.hold(None)
+        if self.on_done is not None:
+            self.on_done()
         return True
 
     def _run(self, job_id: int, path: str, sop_uid: str) -> None:

@@ -152,3 +152,20 @@ def sessions(settings):
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def shipped_litert(data_dir):
+    """The shipped model's LiteRT form, built and checked on the whole val split if not cached.
+
+    Built once (minutes) and kept in models/.engines/, as ``arcade-pacs serve`` would build it;
+    tests that start the plugin use it so the plugin serves the engine it serves in production.
+    """
+    from arcade_pacs.model import engine as engines
+    from arcade_pacs.model.classifier import ModelInfo
+
+    built = engines.cached(SHIPPED_MODEL)
+    if built is None:
+        built = engines.build(SHIPPED_MODEL, ModelInfo.read(SHIPPED_MODEL).threshold,
+                              data_dir / "arcade" / "stenosis" / "val" / "images")
+    return built

@@ -27,6 +27,7 @@ class ModelSummary(BaseModel):
     version: str
     device_uid: str
     threshold: float
+    engine: str = Field("keras", description="the inference engine serving it: keras or litert")
 
 
 class Health(BaseModel):

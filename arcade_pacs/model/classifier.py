@@ -8,14 +8,17 @@ threshold chosen on the validation split, and the metrics measured when it was m
 from __future__ import annotations
 
 import json
-import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from arcade_pacs import metrics
+from arcade_pacs.model.batcher import Batcher
+from arcade_pacs.model.engine import Engine, KerasEngine, Selection, configure_tensorflow, select
 from arcade_pacs.settings import ModelSettings
+
+__all__ = ["Classifier", "ModelInfo", "configure_tensorflow", "MODEL_NAME", "PREDICT_BATCH"]
 
 MODEL_NAME = "ARCADE EfficientNetB0 stenosis classifier"
 PREDICT_BATCH = ModelSettings.model_fields["batch_size"].default
@@ -54,54 +57,81 @@ class ModelInfo:
         tmp.replace(path)
 
 
-def configure_tensorflow(threads: int | None = None) -> None:
-    """Quiet TensorFlow's start-up chatter and bound its thread pools (once, before first use)."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
-        except RuntimeError:  # already initialised: keep what is there
-            pass
-
-
 class Classifier:
-    """A loaded model: batched, thread-safe prediction with test-time augmentation."""
+    """A loaded model: its metadata and the engine serving it, behind one shared batcher.
 
-    def __init__(self, keras_model, info: ModelInfo, path: Path | None = None, batch_size: int = PREDICT_BATCH):
-        self.model = keras_model
+    ``predict`` may be called from many threads at once (worker jobs, ``/predict``); the
+    :class:`~arcade_pacs.model.batcher.Batcher` packs their windows into batches for the one
+    engine. ``model`` is the Keras model (the source of truth), loaded on first use when the
+    serving engine is a derived one.
+    """
+
+    def __init__(self, keras_model, info: ModelInfo, path: Path | None = None, batch_size: int = PREDICT_BATCH,
+                 engine: Engine | None = None):
+        self._keras = keras_model
         self.info = info
         self.path = path
-        self.batch_size = batch_size
-        self._lock = threading.Lock()
+        self.engine = engine if engine is not None else KerasEngine(keras_model, batch_size)
+        self.batcher = Batcher(self.engine.predict, batch_size)
+
+    @property
+    def batch_size(self) -> int:
+        return self.batcher.max_batch
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        """The batcher's largest batch (and Keras' windows per call; LiteRT keeps its own)."""
+        self.batcher.max_batch = value
+        if isinstance(self.engine, KerasEngine):
+            self.engine.batch_size = value
+
+    @property
+    def model(self):
+        """The Keras model (loaded from ``path`` on first use when another engine serves)."""
+        if self._keras is None:
+            if isinstance(self.engine, KerasEngine):
+                self._keras = self.engine.model
+            else:
+                self._keras = KerasEngine.load(self.path).model
+        return self._keras
 
     @classmethod
     def load(cls, path: Path, batch_size: int = PREDICT_BATCH) -> Classifier:
-        """Load ``path`` (``.keras``) and its sidecar; raise ``FileNotFoundError`` when either is missing."""
+        """Load ``path`` (``.keras``) with Keras, and its sidecar; ``FileNotFoundError`` when either is missing."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         info = ModelInfo.read(path)
-        configure_tensorflow()
-        import keras
+        engine = KerasEngine.load(path, batch_size)
+        return cls(engine.model, info, path, batch_size, engine)
 
-        model = keras.models.load_model(path, compile=False)
-        return cls(model, info, path, batch_size)
+    @classmethod
+    def serving(cls, settings: ModelSettings, images_dir: Path) -> tuple[Classifier, Selection]:
+        """Load the configured model with the engine ``settings.engine`` selects (see :mod:`.engine`)."""
+        path = Path(settings.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        info = ModelInfo.read(path)
+        chosen = select(path, settings.engine, info.threshold, images_dir, threads=settings.threads,
+                        batch_size=settings.batch_size, check_images=settings.check_images or None,
+                        litert_batch=settings.litert_batch)
+        keras_model = chosen.engine.model if isinstance(chosen.engine, KerasEngine) else None
+        return cls(keras_model, info, path, settings.batch_size, chosen.engine), chosen
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def warm_up(self) -> float:
+        """Run one full batch and one single window, so the first job is as fast as the tenth.
+
+        Returns the seconds it took (graph tracing, XNNPACK weight packing, buffer allocation).
+        """
+        started = time.perf_counter()
+        for n in (self.batch_size, 1):
+            self.predict(np.full((n, 224, 224, 3), 0.5, dtype=np.float32))
+        return time.perf_counter() - started
 
     def predict(self, tensors: np.ndarray) -> np.ndarray:
         """Probabilities ``(N,)`` for ``(N, 224, 224, 3)`` float32 tensors in [0, 1]."""
-        tensors = np.asarray(tensors, dtype=np.float32)
-        out = np.zeros(len(tensors), dtype=np.float32)
-        with self._lock:
-            for start in range(0, len(tensors), self.batch_size):
-                batch = tensors[start : start + self.batch_size]
-                out[start : start + len(batch)] = np.asarray(
-                    self.model.predict_on_batch(batch)
-                ).reshape(-1)
-                metrics.INFERENCE_PASSES.inc()
-        metrics.INFERENCE_IMAGES.inc(len(tensors))
-        return out
+        return self.batcher.predict(tensors)

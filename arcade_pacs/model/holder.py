@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from arcade_pacs.model.classifier import Classifier, ModelInfo
@@ -31,23 +32,30 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._path: Path | None = None
         self._stamp: tuple[int, int] | None = None
+        self._load: Callable[[Path], Classifier] | None = None
+        self._refreshing = threading.Lock()
 
-    def watch(self, path: Path) -> None:
+    def watch(self, path: Path, load: Callable[[Path], Classifier] | None = None) -> None:
         """Follow the model file at ``path``: :meth:`refresh` reloads it when it changes on disk.
 
-        A worker in another process than the admin learns of a promoted model this way.
+        A worker in another process than the admin learns of a promoted model this way;
+        ``load`` builds the new classifier (the service's engine choice), Keras by default.
         """
-        self._path, self._stamp = Path(path), _stamp(path)
+        self._path, self._stamp, self._load = Path(path), _stamp(path), load
 
     def refresh(self) -> bool:
         """Reload the watched model if its files changed since loaded; True when a new one serves."""
         if self._path is None:
             return False
+        with self._refreshing:  # several worker threads of one process: one reload
+            return self._reload()
+
+    def _reload(self) -> bool:
         stamp = _stamp(self._path)
         if stamp is None or stamp == self._stamp:
             return False
         current = self.get()
-        classifier = Classifier.load(self._path, current.batch_size)
+        classifier = self._load(self._path) if self._load else Classifier.load(self._path, current.batch_size)
         self._stamp = stamp
         if classifier.info.version == current.info.version:
             return False

@@ -98,3 +98,8 @@ def start_serve(config: Path, log: Path, scp_port: int | None, admin_port: int |
         raise RuntimeError("plugin did not start:\n" + log.read_text()[-3000:]) from None
     return proc
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _shipped_engine_ready(shipped_litert):
+    """Every plugin started here serves the checked LiteRT form (built once, before the first)."""
+    return shipped_litert

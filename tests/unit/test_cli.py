@@ -84,3 +84,22 @@ def test_progress_lines_without_a_terminal(capsys):
         for done in range(1, 31):
             bar.update(done, note="images")
     assert capsys.readouterr().err.splitlines() == ["scored 10/30 images", "scored 20/30 images", "scored 30/30 images"]
+
+
+def test_engine_command_shows_the_checked_form_of_a_model(tmp_path, tiny_model, data_dir, capsys):
+    import json
+    import shutil
+
+    from arcade_pacs.cli import main
+    from arcade_pacs.model.classifier import ModelInfo
+
+    model = tmp_path / "tiny.keras"
+    shutil.copy(tiny_model, model)
+    shutil.copy(ModelInfo.sidecar(tiny_model), ModelInfo.sidecar(model))
+    config = tmp_path / "c.toml"
+    config.write_text(f"data_dir = \"{data_dir}\"\n[model]\ncheck_images = 2\n")
+    assert main(["--config", str(config), "engine", "--model", str(model)]) == 1  # not built yet
+    assert json.loads(capsys.readouterr().out.strip())["litert"] is None
+    assert main(["--config", str(config), "engine", "--model", str(model), "--build"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["check"]["passed"] and shown["check"]["images"] == 2 and shown["litert"].endswith("model.tflite")

@@ -109,3 +109,31 @@ def test_the_heartbeat_renews_the_lease_while_a_job_runs(settings, sessions, tin
     with sessions() as s:
         job = s.query(Job).one()
         assert job.state == "done" and job.attempts == 1
+
+
+def test_two_workers_share_the_queue_and_the_batched_model_each_job_runs_once(settings, sessions, tiny_classifier, rubo):
+    """Service runs `pipeline.workers` threads: one prepares while the other's windows are inferred."""
+    import threading
+
+    ids = [ingest(xa_dataset(real_frame(rubo, n)), settings, sessions) for n in (30, 45, 60, 75)]
+    holder = ModelHolder(tiny_classifier)
+    done = []
+    workers = [Worker(settings, sessions, holder, index=i, on_done=lambda: done.append(1))
+               for i in range(2)]
+    assert workers[0].name != workers[1].name
+
+    def drain(worker):
+        while worker.run_once():
+            pass
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    with sessions() as s:
+        jobs_ = s.query(Job).all()
+        assert {j.state for j in jobs_} == {JobState.DONE.value}
+        assert all(j.attempts == 1 for j in jobs_)
+        assert all(s.get(Instance, i).result is not None for i in ids)
+    assert len(done) == 4

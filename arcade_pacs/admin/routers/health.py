@@ -26,11 +26,13 @@ router = APIRouter(tags=["health"])
 
 
 def model_summary(state: AdminState) -> ModelSummary | None:
-    """What the serving model is (name, version, Device UID, threshold); ``None`` in an SCP process."""
+    """What the serving model is (name, version, Device UID, threshold, engine); ``None`` in an SCP process."""
     if state.model is None:
         return None
-    info = state.model.get().info
-    return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold)
+    classifier = state.model.get()
+    info = classifier.info
+    return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold,
+                        engine=classifier.engine_name)
 
 
 def database_state(s: Session) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import anyio
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
-from fastapi.concurrency import run_in_threadpool
 
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state
 from arcade_pacs.admin.schemas import PredictResponse, Problem
@@ -24,6 +25,22 @@ from arcade_pacs.pipeline.upload import UnsupportedUpload, UploadTooLarge, check
 
 router = APIRouter(tags=["predict"])
 T = TypeVar("T")
+
+PREPARING_AT_ONCE = 4
+"""Uploads decoded and cut into windows at the same time. More only queue at the engine while
+each holds its frames and tensors (50 concurrent users took the process past 2 GB); the
+inference batcher packs the windows of those in flight."""
+
+_limiter: RunVar[anyio.CapacityLimiter] = RunVar("predict_limiter")
+
+
+def limiter() -> anyio.CapacityLimiter:
+    """One limiter per event loop (a test may run several apps, each in its own loop)."""
+    try:
+        return _limiter.get()
+    except LookupError:
+        _limiter.set(anyio.CapacityLimiter(PREPARING_AT_ONCE))
+        return _limiter.get()
 
 
 def _predict(data: bytes, state: AdminState) -> dict:
@@ -54,7 +71,7 @@ async def bounded_analysis(file: UploadFile, state: AdminState, analyse: Callabl
         limits = state.settings.pipeline
         try:
             check_upload(data, limits.max_rows, limits.max_columns, limits.max_frames)
-            return await run_in_threadpool(analyse, data, state)
+            return await anyio.to_thread.run_sync(analyse, data, state, limiter=limiter())
         except UnsupportedUpload as exc:
             raise HTTPException(415, str(exc)) from exc
         except UploadTooLarge as exc:

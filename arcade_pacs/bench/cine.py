@@ -100,7 +100,7 @@ def bench_cine(data_dir: Path, model_path: Path, frames: int, size: int, bits: i
         path = synthetic_cine(data_dir, Path(tmp) / "cine.dcm", frames, size, bits)
         file_mb = path.stat().st_size / 2**20
         out = subprocess.run(
-            [sys.executable, "-m", "arcade_pacs.bench", str(path), str(model_path), str(keyframes)],
+            [sys.executable, "-m", "arcade_pacs.bench.cine", str(path), str(model_path), str(keyframes)],
             capture_output=True, text=True, check=True,
         )
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,35 @@
+"""`arcade-pacs bench --quick --json` as a smoke test: it finishes and prints every figure.
+
+Never a timed assertion: the numbers depend on the machine and its load; only their presence
+and type are checked (the targets are judged by a person reading the bench's table).
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from arcade_pacs.bench.suite import REQUIRED_NUMERIC
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+def test_bench_quick_prints_every_field_as_a_number(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "arcade_pacs.cli", "bench", "--quick", "--json"],
+        capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in REQUIRED_NUMERIC:
+        assert key in result, key
+        assert isinstance(result[key], (int, float)) and not isinstance(result[key], bool), key
+        assert math.isfinite(result[key]), key
+    assert result["engine"] in ("litert", "keras")
+    machine = result["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["versions"].get("ai-edge-litert")
+    assert "[8/8] memory" in out.stderr  # the progress display went through every step
+    assert "passes/s" in out.stdout  # the table
