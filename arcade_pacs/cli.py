@@ -266,6 +266,7 @@ def cmd_train(args) -> int:
         limit_train=args.limit_train,
         limit_val=args.limit_val,
         resume=args.resume,
+        keep_epochs=args.keep_epochs,
     )
     with ProgressBar("train", None) as bar:
         def show(p) -> None:
@@ -292,8 +293,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from arcade_pacs.model.classifier import Classifier
     from arcade_pacs.settings import load_settings
+    from arcade_pacs.training.calibrate import plot_reliability, score_calibrated
     from arcade_pacs.training.data import DatasetError, load_split
-    from arcade_pacs.training.evaluate import metrics, plot_roc, score_split
+    from arcade_pacs.training.evaluate import metrics, plot_roc
 
     settings = load_settings(args.config)
     data = Path(args.data) if args.data else settings.data_dir / "arcade"
@@ -302,13 +304,24 @@ def cmd_evaluate(args) -> int:
     except DatasetError as exc:
         raise CliError(str(exc)) from exc
     classifier = Classifier.load(args.model or settings.model.path)
-    with ProgressBar("scored", len(split), enabled=not args.json) as bar:
-        scores = score_split(classifier.predict, split, tta=True,
-                             progress=lambda done, total: bar.update(done, total, note="images"))
+    with ProgressBar("scored", 2 * len(split), enabled=not args.json) as bar:
+        views = {}
+
+        def progress(view, done, total):
+            views.setdefault(view, len(views))
+            bar.update(views[view] * total + done, 2 * total, note="windows' views")
+
+        scores, calibration = score_calibrated(classifier, split, progress=progress)
     result = metrics(scores, classifier.info.threshold) | {
+        "ece_raw": calibration["raw"]["ece"],
+        "ece_calibrated": calibration["calibrated"]["ece"],
+        "reliability": calibration,
         "split": args.split,
         "model_version": classifier.info.version,
     }
+    if args.reliability:
+        plot_reliability({"raw scores": calibration["raw"], "calibrated": calibration["calibrated"]},
+                         f"ARCADE {args.split}: {classifier.info.version}", Path(args.reliability))
     if args.roc:
         plot_roc(scores, classifier.info.threshold, f"ARCADE {args.split}: {classifier.info.version}", Path(args.roc))
     if args.failures:
@@ -321,7 +334,8 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
+            if key != "reliability":
+                print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
     return 0
 
 
@@ -350,7 +364,7 @@ def cmd_bench(args) -> int:
 
 def cmd_engine(args) -> int:
     from arcade_pacs.model import engine as engines
-    from arcade_pacs.model.classifier import ModelInfo
+    from arcade_pacs.model.classifier import build_engines
     from arcade_pacs.settings import load_settings
 
     settings = load_settings(args.config)
@@ -359,10 +373,7 @@ def cmd_engine(args) -> int:
         raise FileNotFoundError(f"model file not found: {path}")
     built = engines.cached(path)
     if built is None and args.build:
-        m = settings.model
-        built = engines.build(path, ModelInfo.read(path).threshold,
-                              settings.data_dir / "arcade" / "stenosis" / "val" / "images",
-                              threads=m.threads, batch_size=m.batch_size, check_images=m.check_images or None)
+        built = build_engines(path, settings.model, settings.data_dir / "arcade" / "stenosis" / "val" / "images")[0]
     if built is None:
         print(json.dumps({"model": str(path), "digest": engines.model_digest(path), "litert": None,
                           "hint": "arcade-pacs engine --build (or let `serve` build it in the background)"}))
@@ -384,6 +395,61 @@ def cmd_keyframes(args) -> int:
                       "opacification": [round(float(v), 4) for v in scores]}))
     if args.plot:
         plot_opacification(scores, chosen, Path(args.plot), title=Path(args.file).name)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from arcade_pacs.settings import load_settings
+    from arcade_pacs.training.train import package
+
+    settings = load_settings(args.config)
+    model = Path(args.model or settings.model.path)
+    info = package(model, [Path(m) for m in args.member], Path(args.out or model),
+                   Path(args.data) if args.data else settings.data_dir / "arcade", limit_val=args.limit_val)
+    print(json.dumps({"model": str(args.out or model), "version": info.version, "device_uid": info.device_uid,
+                      "members": info.members, "calibration": info.calibration, "threshold": info.threshold,
+                      "val": info.metrics["val"]}, indent=2))
+    return 0
+
+
+def cmd_options(args) -> int:
+    from arcade_pacs.model.classifier import Classifier
+    from arcade_pacs.settings import load_settings
+    from arcade_pacs.training.data import load_split
+    from arcade_pacs.training.options import choose, evaluate_options, options_for, table, write
+    from arcade_pacs.training.views import VIEWS, ViewBank, score_views
+
+    settings = load_settings(args.config)
+    data = Path(args.data) if args.data else settings.data_dir / "arcade"
+    split = load_split(data, "val", args.limit)
+    banks: dict[str, ViewBank] = {}
+    folder = Path(args.banks)
+    for spec in args.member:
+        name, _, path = spec.partition("=")
+        cached = folder / f"{name}_val.npz"
+        bank = ViewBank.load(cached) if cached.is_file() and args.limit is None else None
+        missing = [VIEWS[v] for v in VIEWS if bank is None or v not in bank.scores]
+        if missing:
+            clf = Classifier.load(Path(path))
+            with ProgressBar(f"{name}: views scored", len(missing) * len(split)) as bar:
+                done = {}
+
+                def progress(view, n, total, bar=bar, done=done):
+                    done.setdefault(view, len(done))
+                    bar.update(done[view] * total + n, note="images")
+
+                bank = score_views(clf.predict, split, missing, name, bank=bank, progress=progress)
+            if args.limit is None:
+                bank.save(cached)
+        banks[name] = bank
+    rows = evaluate_options(banks, options_for(banks), args.target_fpr)
+    chosen = choose(rows, args.max_passes)
+    rule = (f"best val window AUC among options of at most {args.max_passes} passes per window that keep the "
+            "original + horizontal-flip views")
+    if args.out:
+        write(rows, chosen, rule, Path(args.out))
+    print(table(rows, chosen))
+    print(f"\nrule: {rule}\nchosen: {chosen['option']}")
     return 0
 
 
@@ -454,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="keep every epoch's weights in the work folder (for weight averaging, SWA)")
     p.add_argument("--promote", action="store_true",
                    help="replace the serving model if the candidate's val AUC is at least its own")
     p.add_argument("--config", default=argparse.SUPPRESS)
@@ -467,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roc", help="write the ROC curve PNG here")
     p.add_argument("--limit", type=int, help="first N images only (smoke tests)")
     p.add_argument("--out", help="also write the JSON result to this file (the model card reads it)")
+    p.add_argument("--reliability", metavar="PNG",
+                   help="write the reliability diagram (raw and calibrated scores, with their ECE)")
     p.add_argument("--failures", metavar="DIR",
                    help="draw the worst missed stenoses and false alarms (PNG contact sheets) into DIR")
     p.add_argument("--config", default=argparse.SUPPRESS)
@@ -489,6 +559,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser("options", help="compare members and test-time views on val (model selection)")
+    p.add_argument("--member", action="append", required=True, metavar="NAME=PATH", help="a trained model")
+    p.add_argument("--banks", default="runs/banks", help="cache of each member's scored views")
+    p.add_argument("--max-passes", type=int, default=2, help="the rule's inference budget, passes per window")
+    p.add_argument("--target-fpr", type=float, default=0.10)
+    p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
+    p.add_argument("--limit", type=int, help="first N val images only (smoke tests; nothing cached)")
+    p.add_argument("--out", help="write the options and the choice as JSON (the model card reads it)")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_options)
+
+    p = sub.add_parser("calibrate", help="make a served model: members averaged, calibrated on val, new identity")
+    p.add_argument("--model", help="trained weights with their sidecar (default: the configured model)")
+    p.add_argument("--member", action="append", default=[], help="further trained weights averaged with it")
+    p.add_argument("--out", help="where the served model goes (default: over --model)")
+    p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
+    p.add_argument("--limit-val", type=int, help="first N val images only (smoke tests)")
+    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("card", help="write models/MODEL_CARD.md from the model's measurements")
     p.add_argument("--model")

@@ -45,7 +45,7 @@ from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
 from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
 from arcade_pacs.model import engine as engines
-from arcade_pacs.model.classifier import Classifier, configure_tensorflow
+from arcade_pacs.model.classifier import Classifier, build_engines, configure_tensorflow
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
@@ -261,9 +261,7 @@ class Service:
         with self._build_lock:
             try:
                 m = self.settings.model
-                info = self.model.get().info
-                engines.build(m.path, info.threshold, self.val_images, threads=m.threads, batch_size=m.batch_size,
-                              check_images=m.check_images or None, wait=False)
+                build_engines(m.path, m, self.val_images, wait=False)
                 classifier, selection = Classifier.serving(m, self.val_images)
             except engines.BuildBusy as exc:
                 log.info("%s: Keras keeps serving until a restart finds the form", exc)

@@ -168,10 +168,10 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
     if settings.model.engine != "keras" and engines.cached(model_path) is None:
         say("building the LiteRT form first (once per model; excluded from start-up)")
         t = time.monotonic()
-        engines.build(model_path, info.threshold, images_dir, threads=settings.model.threads,
+        engines.build(model_path, info.platt.inverse(info.threshold), images_dir, threads=settings.model.threads,
                       batch_size=settings.model.batch_size, check_images=settings.model.check_images or None)
         build_s = round(time.monotonic() - t, 1)
-    chosen = engines.select(model_path, settings.model.engine, info.threshold, images_dir,
+    chosen = engines.select(model_path, settings.model.engine, info.platt.inverse(info.threshold), images_dir,
                             threads=settings.model.threads, batch_size=settings.model.batch_size,
                             check_images=settings.model.check_images or None,
                             litert_batch=settings.model.litert_batch)

@@ -3,6 +3,12 @@
 Every ``.keras`` file has a JSON sidecar with the same stem (``arcade_effb0.json``) holding what
 the SR and the admin must say about the model: name, version, Device UID, the operating
 threshold chosen on the validation split, and the metrics measured when it was made.
+
+A model may be an ensemble: the sidecar's ``members`` names further ``.keras`` files beside it
+whose probabilities are averaged with the main file's, pass by pass, each through its own
+cached, checked engine. The sidecar's ``calibration`` (a Platt map fitted on ``val``,
+:mod:`arcade_pacs.model.calibration`) is applied to that average, so every probability the
+plugin reports, and the threshold, are on the calibrated scale.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.batcher import Batcher
-from arcade_pacs.model.engine import Engine, KerasEngine, Selection, configure_tensorflow, select
+from arcade_pacs.model.calibration import Platt
+from arcade_pacs.model.engine import Built, Engine, KerasEngine, Selection, build, configure_tensorflow, select
 from arcade_pacs.settings import ModelSettings
 
 __all__ = ["Classifier", "ModelInfo", "configure_tensorflow", "MODEL_NAME", "PREDICT_BATCH"]
@@ -36,6 +43,18 @@ class ModelInfo:
     created: str = ""
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)  # Platt map (empty: raw scores)
+    members: list[str] = field(default_factory=list)  # further .keras files beside this one, averaged
+
+    @property
+    def platt(self) -> Platt:
+        """The calibration map (the identity for a model stored without one)."""
+        return Platt.from_json(self.calibration)
+
+    def member_paths(self, model_path: Path) -> list[Path]:
+        """Every member's weights file, the main one first."""
+        model_path = Path(model_path)
+        return [model_path, *(model_path.with_name(name) for name in self.members)]
 
     @staticmethod
     def sidecar(model_path: Path) -> Path:
@@ -67,12 +86,21 @@ class Classifier:
     """
 
     def __init__(self, keras_model, info: ModelInfo, path: Path | None = None, batch_size: int = PREDICT_BATCH,
-                 engine: Engine | None = None):
+                 engine: Engine | None = None, members: list[Engine] | None = None):
         self._keras = keras_model
         self.info = info
         self.path = path
         self.engine = engine if engine is not None else KerasEngine(keras_model, batch_size)
-        self.batcher = Batcher(self.engine.predict, batch_size)
+        self.engines = [self.engine, *(members or [])]
+        self.calibration = info.platt
+        self.batcher = Batcher(self._run, batch_size)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One batch: every member's probabilities, averaged, then calibrated."""
+        raw = self.engines[0].predict(batch)
+        if len(self.engines) > 1:
+            raw = np.mean([np.asarray(raw, np.float64)] + [e.predict(batch) for e in self.engines[1:]], axis=0)
+        return self.calibration(np.asarray(raw, np.float32))
 
     @property
     def batch_size(self) -> int:
@@ -103,7 +131,8 @@ class Classifier:
             raise FileNotFoundError(f"model file not found: {path}")
         info = ModelInfo.read(path)
         engine = KerasEngine.load(path, batch_size)
-        return cls(engine.model, info, path, batch_size, engine)
+        members = [KerasEngine.load(p, batch_size) for p in info.member_paths(path)[1:]]
+        return cls(engine.model, info, path, batch_size, engine, members)
 
     @classmethod
     def serving(cls, settings: ModelSettings, images_dir: Path) -> tuple[Classifier, Selection]:
@@ -112,15 +141,24 @@ class Classifier:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         info = ModelInfo.read(path)
-        chosen = select(path, settings.engine, info.threshold, images_dir, threads=settings.threads,
-                        batch_size=settings.batch_size, check_images=settings.check_images or None,
-                        litert_batch=settings.litert_batch)
-        keras_model = chosen.engine.model if isinstance(chosen.engine, KerasEngine) else None
-        return cls(keras_model, info, path, settings.batch_size, chosen.engine), chosen
+        # Engines are checked on raw outputs: the stored threshold mapped back through the calibration.
+        raw_threshold = info.platt.inverse(info.threshold)
+        chosen = [
+            select(member, settings.engine, raw_threshold, images_dir, threads=settings.threads,
+                   batch_size=settings.batch_size, check_images=settings.check_images or None,
+                   litert_batch=settings.litert_batch)
+            for member in info.member_paths(path)
+        ]
+        first = chosen[0]
+        if len(chosen) > 1:  # the ensemble serves one engine kind; a build still needed by any member counts
+            first = Selection(first.engine, "; ".join(c.reason for c in chosen),
+                              needs_build=any(c.needs_build for c in chosen), check=first.check)
+        keras_model = first.engine.model if isinstance(first.engine, KerasEngine) else None
+        return cls(keras_model, info, path, settings.batch_size, first.engine, [c.engine for c in chosen[1:]]), first
 
     @property
     def engine_name(self) -> str:
-        return self.engine.name
+        return self.engine.name if len(self.engines) == 1 else f"{self.engine.name} x{len(self.engines)}"
 
     def warm_up(self) -> float:
         """Run one full batch and one single window, so the first job is as fast as the tenth.
@@ -135,3 +173,18 @@ class Classifier:
     def predict(self, tensors: np.ndarray) -> np.ndarray:
         """Probabilities ``(N,)`` for ``(N, 224, 224, 3)`` float32 tensors in [0, 1]."""
         return self.batcher.predict(tensors)
+
+
+def build_engines(model_path: Path, settings: ModelSettings, images_dir: Path, wait: bool = True) -> list[Built]:
+    """Build and check the LiteRT form of every member of the model at ``model_path``.
+
+    Forms are checked on raw outputs, so decisions are compared at the stored (calibrated)
+    threshold mapped back through the calibration.
+    """
+    info = ModelInfo.read(model_path)
+    raw_threshold = info.platt.inverse(info.threshold)
+    return [
+        build(member, raw_threshold, images_dir, threads=settings.threads, batch_size=settings.batch_size,
+              check_images=settings.check_images or None, wait=wait)
+        for member in info.member_paths(model_path)
+    ]

@@ -8,6 +8,8 @@ left out) by maximum likelihood, and judged on ``test`` by the expected calibrat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from scipy.optimize import minimize
 
 from arcade_pacs import figures
 from arcade_pacs.model.calibration import Platt, logit
+from arcade_pacs.training.data import Split
+from arcade_pacs.training.views import VIEWS, ViewBank, as_split_scores, score_views
 
 
 def fit_platt(scores: np.ndarray, labels: np.ndarray) -> Platt:
@@ -72,3 +76,80 @@ def plot_reliability(curves: dict[str, dict], title: str, path: Path) -> Path:
     ax.set_title(title)
     ax.legend(loc="upper left")
     return figures.save(fig, path)
+
+
+TTA_VIEWS = ("original", "hflip")
+"""The views serving averages (:func:`arcade_pacs.pipeline.tta.tta_scores`): original + mirror."""
+
+
+@dataclass
+class Calibrated:
+    """A calibration fitted on ``val`` and what it gives there."""
+
+    platt: Platt
+    threshold: float  # on the calibrated scale, for the target FPR on val's negative windows
+    metrics: dict  # the protocol's metrics on val, calibrated scores
+    ece_raw: float
+    ece_calibrated: float
+
+
+def tta_views(predict: Callable[[np.ndarray], np.ndarray], split: Split) -> ViewBank:
+    """Raw per-view scores of ``split`` (the views serving averages), for fitting or judging."""
+    return score_views(predict, split, [VIEWS[v] for v in TTA_VIEWS], member="model")
+
+
+def _views(bank: ViewBank) -> np.ndarray:
+    return np.stack([bank.scores[v] for v in TTA_VIEWS])  # (V, N, 9)
+
+
+def calibrated_scores(bank: ViewBank, platt: Platt) -> np.ndarray:
+    """What serving computes per window: each view calibrated, then averaged."""
+    return platt(_views(bank)).mean(axis=0)
+
+
+def fit_on_views(bank: ViewBank, target_fpr: float) -> Calibrated:
+    """Fit the Platt map on every labelled window's views, choose the threshold on the result."""
+    from arcade_pacs.training.evaluate import metrics
+    from arcade_pacs.training.metrics import threshold_for_fpr
+
+    keep = bank.labels >= 0
+    views = _views(bank)
+    platt = fit_platt(views[:, keep].ravel(), np.tile(bank.labels[keep], len(views)))
+    scores = calibrated_scores(bank, platt)
+    threshold = threshold_for_fpr(scores[bank.labels == 0], target_fpr)
+    labels = bank.labels[keep]
+    return Calibrated(
+        platt=platt,
+        threshold=threshold,
+        metrics=metrics(as_split_scores(bank, scores), threshold),
+        ece_raw=reliability(views.mean(axis=0)[keep], labels)["ece"],
+        ece_calibrated=reliability(scores[keep], labels)["ece"],
+    )
+
+
+def raw_classifier(classifier):
+    """The same members and engines without the calibration (what the map was fitted on)."""
+    from dataclasses import replace
+
+    from arcade_pacs.model.classifier import Classifier
+
+    raw = replace(classifier.info, calibration={})
+    return Classifier(classifier._keras, raw, classifier.path, classifier.batch_size, classifier.engines[0],
+                      classifier.engines[1:])
+
+
+def score_calibrated(classifier, split: Split, progress: Callable[[str, int, int], None] | None = None):
+    """The protocol's scores as serving computes them, and the calibration judged on them.
+
+    Returns ``(scores, calibration)``: :class:`SplitScores` of each window's calibrated views
+    averaged (equal to scoring with ``classifier`` itself), and the expected calibration error
+    and reliability curve before (raw views averaged) and after the map.
+    """
+    bank = score_views(raw_classifier(classifier).predict, split, [VIEWS[v] for v in TTA_VIEWS], "model",
+                       progress=progress)
+    platt = classifier.calibration
+    scores = calibrated_scores(bank, platt)
+    keep = bank.labels >= 0
+    before = reliability(_views(bank).mean(axis=0)[keep], bank.labels[keep])
+    after = reliability(scores[keep], bank.labels[keep])
+    return as_split_scores(bank, scores), {"raw": before, "calibrated": after}

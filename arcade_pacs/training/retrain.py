@@ -20,7 +20,7 @@ import shutil
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -89,18 +89,28 @@ def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bo
 
 
 def model_files(path: Path) -> list[Path]:
-    """The files that make up a model: weights, metadata sidecar, training curves."""
+    """The files that make up a model: weights, metadata sidecar, training curves, and the
+    weights of the further members its sidecar names (an ensemble)."""
     path = Path(path)
-    return [path, ModelInfo.sidecar(path), path.with_name(path.stem + "_training.png")]
+    sidecar = ModelInfo.sidecar(path)
+    members = ModelInfo.read(path).member_paths(path)[1:] if sidecar.is_file() else []
+    return [path, sidecar, path.with_name(path.stem + "_training.png"), *members]
 
 
 def promote(candidate: Path, serving: Path) -> None:
     """Copy the candidate's files over the serving ones, each atomically (copy, then rename)."""
-    for src, dst in zip(model_files(candidate), model_files(serving), strict=True):
+    serving = Path(serving)
+    for src in model_files(candidate):
+        dst = serving.with_name(src.name.replace(Path(candidate).stem, serving.stem, 1))
         if src.is_file():
             tmp = dst.with_name(dst.name + ".promote.tmp")
             shutil.copyfile(src, tmp)
             tmp.replace(dst)
+    info = ModelInfo.read(serving)
+    renamed = [name.replace(Path(candidate).stem, serving.stem, 1) for name in info.members]
+    if renamed != info.members:  # the sidecar names its members by file name
+        info.members = renamed
+        info.write(serving)
 
 
 def retrain(
@@ -115,6 +125,9 @@ def retrain(
     loaded new classifier (the running service swaps it in).
     """
     check_layout(cfg.data_dir)
+    if cfg.members == 1 and ModelInfo.sidecar(serving).is_file():
+        # The same kind of model as the one serving: as many members (each calibrated as one).
+        cfg = replace(cfg, members=1 + len(ModelInfo.read(serving).members))
     info = train(cfg, progress=progress)
     current = serving_val_auc(serving, cfg)
     candidate = val_auc(info)

@@ -26,7 +26,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,8 +37,7 @@ from arcade_pacs.model.classifier import MODEL_NAME, ModelInfo, configure_tensor
 from arcade_pacs.pipeline.keyframes import vessel_map
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, sample_windows, window_transforms
 from arcade_pacs.training.data import DatasetError, Split, load_split, window_labels
-from arcade_pacs.training.evaluate import metrics, score_split, window_auc
-from arcade_pacs.training.metrics import threshold_for_fpr
+from arcade_pacs.training.evaluate import score_split, window_auc
 
 
 @dataclass
@@ -69,6 +68,17 @@ class TrainConfig:
     limit_train: int | None = None
     limit_val: int | None = None
     resume: bool = False
+    # Keep each epoch's serving weights (workdir/epochNN.keras): what weight averaging (SWA,
+    # training/averaging.py) averages.
+    keep_epochs: bool = False
+    # Ensemble size: members 2.. are trained with seeds seed+1.. into <out>_m1.keras, ...; the
+    # model averages them pass by pass (one calibration for the average).
+    members: int = 1
+
+    def member_out(self, index: int) -> Path:
+        """Where member ``index`` (1-based beyond the main file) is written, beside ``out``."""
+        out = Path(self.out)
+        return out.with_name(f"{out.stem}_m{index}{out.suffix}")
 
     def epoch_size(self, epoch: int) -> int:
         """Input resolution of ``epoch`` (0-based)."""
@@ -244,6 +254,13 @@ def weights_sha256(model) -> str:
     return h.hexdigest()
 
 
+def model_identity(weights: list[str], calibration: dict, seed: int, when: datetime) -> tuple[str, str]:
+    """Version and Device UID of a model: derived from its members' weights and its calibration,
+    so the same served outputs always carry the same identity, and any change gives a new one."""
+    digest = hashlib.sha256(json.dumps([weights, calibration], sort_keys=True).encode()).hexdigest()
+    return f"effb0-{when:%Y%m%d.%H%M}-s{seed}-{digest[:8]}", device_uid_for(digest)
+
+
 def device_uid_for(weights_sha256: str) -> str:
     """A Device UID derived from the weights, so the same weights always carry the same UID."""
     from pydicom.uid import generate_uid
@@ -296,6 +313,23 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
         When ``cfg.data_dir`` does not hold ARCADE's layout; nothing is written then.
     """
     configure_tensorflow()
+
+
+    started = time.time()
+    members = []
+    for index in range(1, cfg.members):  # the other members first, each a whole training run
+        member_cfg = replace(cfg, seed=cfg.seed + index, members=1, out=cfg.member_out(index), workdir=None)
+        member_best, member_history = _train_one(member_cfg, progress)
+        Path(member_cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(member_best, member_cfg.out)
+        members.append((Path(member_cfg.out), member_history))
+    best_path, history = _train_one(cfg, progress)
+    val_split = load_split(cfg.data_dir, "val", cfg.limit_val)
+    return finalize(best_path, cfg, val_split, history, started, members=members)
+
+
+def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) -> tuple[Path, list[dict]]:
+    """One training run; returns the best checkpoint's serving file (in the work folder) and the history."""
     import keras
     import tensorflow as tf
 
@@ -389,6 +423,8 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
         if checkpoint_eligible(out_size, cfg.checkpoint_any_resolution) and val_auc is not None and val_auc > best_auc:
             best_auc = val_auc
             _save_serving_model(model, best_path)
+        if cfg.keep_epochs:
+            _save_serving_model(model, workdir / f"epoch{epoch + 1:02d}.keras")
         saved = ckpt.write(str(workdir / "ckpt"))
         state_path.write_text(json.dumps(
             {"checkpoint": saved, "epoch": epoch + 1, "best_auc": best_auc, "history": history}, indent=1
@@ -398,7 +434,7 @@ def train(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) 
 
     if not best_path.is_file():  # e.g. every epoch at low resolution: ship the last weights
         _save_serving_model(model, best_path)
-    return finalize(best_path, cfg, val_split, history, started)
+    return best_path, history
 
 
 def _progress(cfg, epoch, step, losses, started, step_times, val_auc, history) -> Progress:
@@ -415,38 +451,92 @@ def _progress(cfg, epoch, step, losses, started, step_times, val_auc, history) -
     )
 
 
-def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[dict], started: float) -> ModelInfo:
-    """Choose the threshold on ``val`` with TTA, write model + sidecar + curves to ``cfg.out``."""
+def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[dict], started: float,
+             members: list[tuple[Path, list[dict]]] | None = None) -> ModelInfo:
+    """Calibrate on ``val``, choose the threshold there, write model + sidecar + curves to ``cfg.out``.
+
+    ``members`` are further trained members already written beside ``cfg.out`` (an ensemble):
+    the calibration is fitted on their average with the main model, pass by pass.
+    """
     import keras
 
-    from arcade_pacs.model.classifier import Classifier
-
     out = Path(cfg.out)
-    model = keras.models.load_model(best_path, compile=False)
-    sha = weights_sha256(model)
+    tmp = out.with_name(out.stem + ".tmp.keras")
+    shutil.copyfile(best_path, tmp)
+    tmp.replace(out)
+    members = members or []
+    shas = [weights_sha256(keras.models.load_model(p, compile=False)) for p in [out, *(m for m, _ in members)]]
+    info = ModelInfo(name=MODEL_NAME, members=[Path(m).name for m, _ in members])
+    calibrate_model(out, info, val_split, cfg.target_fpr)
     now = datetime.now(UTC)
-    info = ModelInfo(
-        name=MODEL_NAME,
-        version=f"effb0-{now:%Y%m%d.%H%M}-s{cfg.seed}-{sha[:8]}",
-        device_uid=device_uid_for(sha),
-        created=now.isoformat(timespec="seconds"),
-    )
-    clf = Classifier(model, info, best_path)
-    val_scores = score_split(clf.predict, val_split, tta=True)
-    threshold = threshold_for_fpr(val_scores.window_scores[val_scores.labels == 0], cfg.target_fpr)
-    info.threshold = threshold
-    info.metrics = {"val": metrics(val_scores, threshold)}
+    info.version, info.device_uid = model_identity(shas, info.calibration, cfg.seed, now)
+    info.created = now.isoformat(timespec="seconds")
     cfg_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     info.training = {
         "config": cfg_dict,
         "history": history,
+        "member_histories": [h for _, h in members],
         "minutes": round((time.time() - started) / 60, 1),
-        "weights_sha256": sha,
+        "weights_sha256": shas[0],
+        "member_weights_sha256": shas[1:],
         "imagenet_init": bool(cfg.imagenet_weights),
     }
-    tmp = out.with_name(out.stem + ".tmp.keras")
-    shutil.copyfile(best_path, tmp)
-    tmp.replace(out)
     info.write(out)
     plot_history(history, out.with_name(out.stem + "_training.png"))
+    return info
+
+
+def calibrate_model(path: Path, info: ModelInfo, val_split: Split, target_fpr: float):
+    """Fit ``info``'s calibration and threshold on ``val`` for the model (and members) at ``path``.
+
+    Scores each val window's serving views with the raw members' average, fits the Platt map,
+    chooses the threshold on the calibrated scale; sets ``info.calibration``, ``.threshold`` and
+    ``.metrics["val"]`` (with the expected calibration error before and after) and returns the fit.
+    """
+    from arcade_pacs.model.classifier import Classifier
+    from arcade_pacs.model.engine import KerasEngine
+    from arcade_pacs.training.calibrate import fit_on_views, tta_views
+
+    raw = replace(info, calibration={})
+    engines = [KerasEngine.load(p) for p in raw.member_paths(path)]
+    classifier = Classifier(engines[0].model, raw, path, engine=engines[0], members=engines[1:])
+    calibrated = fit_on_views(tta_views(classifier.predict, val_split), target_fpr)
+    info.calibration = calibrated.platt.to_json()
+    info.threshold = calibrated.threshold
+    info.metrics = {"val": calibrated.metrics | {"ece_raw": calibrated.ece_raw,
+                                                 "ece_calibrated": calibrated.ece_calibrated}}
+    return calibrated
+
+
+def package(model: Path, members: list[Path], out: Path, data_dir: Path, target_fpr: float = 0.10,
+            limit_val: int | None = None) -> ModelInfo:
+    """Make a served model from trained weights: ``model`` (its sidecar's training record kept)
+    and further ``members`` averaged with it, calibrated on ``val`` with a new threshold, version
+    and Device UID. Members are copied beside ``out`` as ``<out stem>_m1.keras``, ...
+    """
+    import keras
+
+    model, out = Path(model), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = ModelInfo.read(model)
+    if model.resolve() != out.resolve():
+        shutil.copyfile(model, out)
+        for suffix in ("_training.png",):
+            extra = model.with_name(model.stem + suffix)
+            if extra.is_file():
+                shutil.copyfile(extra, out.with_name(out.stem + suffix))
+    names = []
+    for index, member in enumerate(members, start=1):
+        target = out.with_name(f"{out.stem}_m{index}{out.suffix}")
+        shutil.copyfile(member, target)
+        names.append(target.name)
+    info = ModelInfo(name=source.name, members=names, training=source.training)
+    calibrate_model(out, info, load_split(data_dir, "val", limit_val), target_fpr)
+    shas = [weights_sha256(keras.models.load_model(p, compile=False)) for p in info.member_paths(out)]
+    now = datetime.now(UTC)
+    seed = int(source.training.get("config", {}).get("seed", 0))
+    info.version, info.device_uid = model_identity(shas, info.calibration, seed, now)
+    info.created = now.isoformat(timespec="seconds")
+    info.training = source.training | {"packaged_from": source.version, "member_weights_sha256": shas[1:]}
+    info.write(out)
     return info

@@ -148,7 +148,7 @@ class Option:
         return len(self.members) * len(self.views)
 
     def label(self) -> str:
-        return f"{'+'.join(self.members)} | {'+'.join(self.views)}"
+        return f"{'+'.join(self.members)} × {'+'.join(self.views)}"
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -62,9 +62,25 @@ def test_short_training_run_writes_a_loadable_candidate(arcade_dir, tmp_path):
     # The data side is timed every epoch and is a fraction of the step it feeds.
     assert all(0 < h["sample_ms"] < h["step_ms"] for h in meta["training"]["history"])
     assert any("ms/step" in line for line in lines)
+    # Calibrated on val: the map is stored, increasing, and judged by its ECE before and after.
+    assert meta["calibration"]["method"] == "platt" and meta["calibration"]["a"] > 0
+    assert {"ece_raw", "ece_calibrated"} <= meta["metrics"]["val"].keys()
     clf = Classifier.load(out)
     assert clf.model.input_shape == (None, 224, 224, 3)
     assert clf.predict(np.zeros((2, 224, 224, 3), np.float32)).shape == (2,)
+    assert clf.calibration.a == meta["calibration"]["a"]
+
+
+@pytest.mark.slow
+def test_an_ensemble_trains_each_member_and_calibrates_their_average(arcade_dir, tmp_path):
+    out = tmp_path / "ens" / "m.keras"
+    cfg = TrainConfig(data_dir=arcade_dir, out=out, epochs=1, steps_per_epoch=2, batch_size=4,
+                      limit_train=6, limit_val=2, low_res_fraction=0.0, seed=3, members=2)
+    info = train(cfg)
+    assert info.members == ["m_m1.keras"] and out.with_name("m_m1.keras").is_file()
+    assert len(info.training["member_weights_sha256"]) == 1
+    assert info.training["member_weights_sha256"][0] != info.training["weights_sha256"]  # seed 4 vs 3
+    assert len(Classifier.load(out).engines) == 2
 
 
 def test_training_on_a_missing_dataset_fails_clearly_and_writes_nothing(tmp_path):

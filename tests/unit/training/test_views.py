@@ -36,3 +36,16 @@ def test_options_average_views_then_members(tmp_path):
     again = ViewBank.load(tmp_path / "a.npz")
     assert again.member == "a" and set(again.scores) == {"original", "hflip"}
     np.testing.assert_array_equal(again.labels, labels)
+
+
+def test_the_rule_picks_the_best_auc_within_the_budget_that_keeps_the_flip():
+    from arcade_pacs.training.options import choose
+
+    rows = [
+        {"option": "a+b × original+hflip", "passes_per_window": 4, "views": ["original", "hflip"], "window_auc": 0.85},
+        {"option": "a+b × original", "passes_per_window": 2, "views": ["original"], "window_auc": 0.84},
+        {"option": "a × original+hflip", "passes_per_window": 2, "views": ["original", "hflip"], "window_auc": 0.82},
+        {"option": "b × original+hflip", "passes_per_window": 2, "views": ["original", "hflip"], "window_auc": 0.83},
+    ]
+    assert choose(rows, max_passes=2)["option"] == "b × original+hflip"
+    assert choose(rows, max_passes=4)["option"] == "a+b × original+hflip"
