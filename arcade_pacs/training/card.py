@@ -28,6 +28,58 @@ def evaluation_path(model_path: Path) -> Path:
     return Path(model_path).with_name(Path(model_path).stem + "_test.json")
 
 
+def options_path(model_path: Path) -> Path:
+    """The saved model-selection table (``arcade-pacs options --out ...``)."""
+    return Path(model_path).with_name(Path(model_path).stem + "_options.json")
+
+
+def options_section(model_path: Path) -> str:
+    """The options compared on val, the rule stated before the table, and the one shipped."""
+    from arcade_pacs.training.options import table
+
+    path = options_path(model_path)
+    if not path.is_file():
+        return "(no model-selection table saved: run `arcade-pacs options --out ...`)"
+    data = json.loads(path.read_text())
+    return (f"Rule: **{data['rule']}**. Shipped by that rule: "
+            f"`{data['chosen']['option']}`.\n\n" + table(data["options"], data["chosen"]))
+
+
+def calibration_section(info: ModelInfo, test: dict) -> str:
+    """The map, and its expected calibration error before and after, on val (fitted) and test."""
+    if not info.calibration:
+        return "This model carries no calibration: its scores are classifier outputs, not probabilities."
+    val = info.metrics.get("val", {})
+    c = info.platt
+    lines = [
+        f"Platt map fitted on val's labelled windows (both TTA views): `p = sigmoid({c.a:.4f} * logit(s) "
+        f"{'+' if c.b >= 0 else '-'} {abs(c.b):.4f})`, applied to each pass before the views are averaged "
+        "and before the threshold, so the SR's \"Probability\", `/predict` and the dashboard report the "
+        "calibrated value and the threshold above is on that scale.",
+        "",
+        "| expected calibration error (10 bins) | raw scores | calibrated |",
+        "|---|---|---|",
+        f"| val (where the map was fitted) | {_fmt(val.get('ece_raw', '-'))} | {_fmt(val.get('ece_calibrated', '-'))} |",
+        f"| test | {_fmt(test.get('ece_raw', '-'))} | {_fmt(test.get('ece_calibrated', '-'))} |",
+    ]
+    return "\n".join(lines)
+
+
+def failures_section(model_path: Path, test: dict) -> str:
+    """The failure pictures ``evaluate --failures`` drew, with the cases."""
+    failures = test.get("failures")
+    if not failures:
+        return "(no failure pictures saved: run `arcade-pacs evaluate --split test --failures models/ ...`)"
+    lines = []
+    for kind, title in (("false_negatives", "Worst missed stenoses"), ("false_positives", "Negative windows scored highest")):
+        f = failures[kind]
+        if f["picture"]:
+            lines += [f"![{title}]({f['picture']})", ""]
+        lines.append(f"{title}: " + ", ".join(f"`{name}` {p:.2f}" for name, p in f["cases"]) + ".")
+        lines.append("")
+    return "\n".join(lines).strip()
+
+
 def notes_path(model_path: Path) -> Path:
     return Path(model_path).with_name(Path(model_path).stem + "_notes.md")
 
@@ -133,4 +185,8 @@ def render(model_path: Path) -> str:
         metrics_table=metrics_table(info.metrics.get("val", {}), test),
         verdict=verdict(test),
         notes=notes.read_text().strip() if notes.is_file() else "(none)",
+        options=options_section(model_path),
+        calibration=calibration_section(info, test),
+        failures=failures_section(model_path, test),
+        members=", ".join(f"`{m}`" for m in info.members) or "none (a single network)",
     )
