@@ -96,17 +96,18 @@ def _logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args) -> int:
-    from arcade_pacs.service import Role, Service, StartupError, watch_parent
+    from arcade_pacs.service import ParentLink, Role, Service, StartupError
     from arcade_pacs.settings import load_settings
 
-    if args.supervised:
-        watch_parent()
+    link = ParentLink(args.supervised).start() if args.supervised else None
     settings = load_settings(args.config)
     try:
         service = Service(settings, Role(args.role), http=not args.no_http)
     except StartupError as exc:
         print(f"arcade-pacs serve: refusing to start: {exc}", file=sys.stderr)
         return 2
+    if link is not None:
+        link.on_wake = service.wake_workers
     service.serve_forever()
     return 0
 
@@ -476,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all (default): SCP + admin here, a worker in a supervised child process; "
                         "scp, worker, admin: that part alone (any number of workers may share one database)")
     p.add_argument("--no-http", action="store_true", help="serve no HTTP (scp and worker roles serve /health by default)")
-    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # exit with the parent process
+    p.add_argument("--supervised", type=int, metavar="PID", help=argparse.SUPPRESS)  # a worker of serve PID
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 

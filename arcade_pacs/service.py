@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 from arcade_pacs import faults, retention
@@ -107,13 +108,13 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "arcade_pacs.cli"]
         if self.settings.config_file is not None:
             cmd += ["--config", str(self.settings.config_file)]
-        return cmd + ["serve", "--role", Role.WORKER.value, "--no-http", "--supervised"]
+        return cmd + ["serve", "--role", Role.WORKER.value, "--no-http", "--supervised", str(os.getpid())]
 
     def run(self) -> None:
         delay = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.proc = subprocess.Popen(self.command())
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE)
             log.info("worker process pid=%d started", self.proc.pid)
             code = self.proc.wait()
             if self.stopping.is_set():
@@ -123,6 +124,18 @@ class WorkerProcess:
             log.error("worker process pid=%d died (exit %s); restarting in %.0f s (restart %d)",
                       self.proc.pid, code, delay, self.restarts)
             self.stopping.wait(delay)
+
+    def wake(self, _instance_id=None) -> None:
+        """An instance was stored: tell the child's workers at once (a line on its stdin), so a
+        SQLite installation does not wait for the next poll. Never raises."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            return
+        try:
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+        except (OSError, ValueError):  # the child is gone or restarting: it polls anyway
+            pass
 
     def stop(self) -> None:
         self.stopping.set()
@@ -134,16 +147,30 @@ class WorkerProcess:
                 self.proc.kill()
 
 
-def watch_parent() -> None:
-    """Exit when the process that started this one is gone (a supervised worker never outlives it)."""
-    parent = os.getppid()
+class ParentLink:
+    """A supervised worker's link to the ``serve`` process that started it.
 
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
+    The parent holds the write end of this process's standard input: each line it writes
+    wakes the workers (an instance was stored), and end of file means the parent is gone, so
+    this process exits. The parent's pid, given on the command line, catches a parent that
+    died before the link was watched.
+    """
+
+    def __init__(self, parent: int):
+        self.parent = parent
+        self.on_wake: Callable[[], None] | None = None
+
+    def start(self) -> ParentLink:
+        threading.Thread(target=self._watch, name="parent-link", daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        if os.getppid() != self.parent:
+            os._exit(0)
+        for _line in sys.stdin.buffer:
+            if self.on_wake is not None:
+                self.on_wake()
         os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Service:
@@ -188,7 +215,7 @@ class Service:
             self._pending_build = selection.needs_build
         if runs(Role.SCP):
             self.contexts = load_contexts()
-            self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[self._wake_workers])
+            self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[self.wake_workers])
             self.scp_ae = make_scp_ae(settings, self.contexts)
         if runs(Role.WORKER):
             self.workers = [
@@ -203,6 +230,7 @@ class Service:
             self.retrain.recover()
         if self.role is Role.ALL:
             self.worker_process = WorkerProcess(settings)
+            self.store.on_stored.append(self.worker_process.wake)
 
     def runs(self, part: Role) -> bool:
         """Whether this process runs ``part`` itself (``all`` runs its worker in a child process)."""
@@ -231,7 +259,8 @@ class Service:
             self._start_build()
         return classifier
 
-    def _wake_workers(self, _instance_id=None) -> None:
+    def wake_workers(self, _instance_id=None) -> None:
+        """Wake every analysis thread (an instance was stored, here or in the parent process)."""
         for worker in self.workers:
             worker.wake.set()
 
@@ -321,7 +350,7 @@ class Service:
                      self.settings.scp.port)
         if self.workers:
             if self.engine.dialect.name == "postgresql":
-                self._listener = Listener(self.settings.database.url, JOBS_CHANNEL, self._wake_workers).start()
+                self._listener = Listener(self.settings.database.url, JOBS_CHANNEL, self.wake_workers).start()
             for worker in self.workers:
                 self._thread(f"worker-{worker.name.rsplit(':', 1)[-1]}", worker.run)
             self._thread("reporter", self._report_loop)

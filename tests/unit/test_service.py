@@ -60,3 +60,28 @@ def test_serve_says_which_command_to_run_and_db_upgrade_runs_it(database_url, tm
     public.write_text(config.read_text() + '[admin]\nhost = "0.0.0.0"\n')
     out = subprocess.run(env_args + ["--config", str(public), "serve"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "admin.token" in out.stderr
+
+
+def test_a_supervised_worker_is_woken_by_its_parent_and_exits_with_it():
+    """The parent's line on stdin wakes the child's workers; end of file (the parent died) ends it."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, time\n"
+         "from arcade_pacs.service import ParentLink\n"
+         "link = ParentLink(os.getppid())\n"
+         "link.on_wake = lambda: print('woken', flush=True)\n"
+         "link.start()\n"
+         "time.sleep(60)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "woken"
+        child.stdin.close()  # what the kernel does when the parent dies
+        assert child.wait(timeout=10) == 0
+    finally:
+        child.kill()
