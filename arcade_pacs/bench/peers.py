@@ -223,14 +223,36 @@ class Plugin:
         raise TimeoutError(f"jobs still pending after {timeout}s")
 
     def peak_rss_mb(self) -> float:
-        """The serve process's peak resident memory (VmHWM) so far."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        raise RuntimeError("VmHWM not found")
+        """Peak resident memory (VmHWM) of the serve process and every process it started (the
+        supervised worker), summed: an upper bound of the whole plugin's peak, since each
+        process's own peak may come at a different time."""
+        total = 0
+        for pid in process_tree(self.proc.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        if not total:
+            raise RuntimeError("VmHWM not found")
+        return round(total / 1024, 1)
 
     def close(self) -> None:
         stop(self.proc)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc/<pid>/task/<tid>/children``)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                pending += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
 
 
 def toml_value(value) -> str:

@@ -93,7 +93,7 @@ ROWS = [
     ("predict_p95_s", "/predict p95", "s"),
     ("predict_failures", "failed requests", ""),
     ("predict_passes_per_s_per_cpu", "/predict passes/s per CPU", ""),
-    ("peak_rss_mb", "serve peak RSS", "MB"),
+    ("peak_rss_mb", "serve peak RSS (with its worker process)", "MB"),
 ]
 
 
