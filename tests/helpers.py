@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from arcade_pacs.bench.peers import stop  # noqa: F401 - one way to stop a peer, shared with the bench
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (loopback)."""
@@ -54,12 +56,3 @@ def run(args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
-def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """Terminate a process and wait for it (kill it if it does not stop)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

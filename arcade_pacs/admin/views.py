@@ -43,6 +43,20 @@ def keyframe_tta(window_scores: list[float], original: list[float] | None,
     return TTAViews(original=original[best], flipped=flipped[best])
 
 
+def headline(r: Result) -> dict:
+    """What every view of a stored result starts with: its finding, the model version, when."""
+    f = r.finding
+    return {
+        "probability": f.probability,
+        "present": f.present,
+        "threshold": f.threshold,
+        "tta": TTAViews(original=f.tta_original, flipped=f.tta_flipped),
+        "model_version": r.model_version,
+        "seconds": r.seconds,
+        "created_at": r.created_at,
+    }
+
+
 def run_result(r: Result) -> RunResult:
     f = r.finding
     scored = {fs.frame_number: fs for fs in r.frames if fs.window_scores is not None}
@@ -60,15 +74,9 @@ def run_result(r: Result) -> RunResult:
         if n in scored
     ]
     return RunResult(
-        probability=f.probability,
-        present=f.present,
-        threshold=f.threshold,
-        tta=TTAViews(original=f.tta_original, flipped=f.tta_flipped),
+        **headline(r),
         model_name=r.model_name,
-        model_version=r.model_version,
         device_uid=r.device_uid,
-        seconds=r.seconds,
-        created_at=r.created_at,
         keyframes=keyframes,
         regions=[RegionOut(**region.to_json()) for region in f.regions],
     )

@@ -60,6 +60,7 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Terminate a process and wait for it (kill it if it does not stop)."""
     if proc.poll() is None:
         proc.terminate()
         try:

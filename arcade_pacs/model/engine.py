@@ -101,6 +101,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def in_batches(tensors: np.ndarray, batch_size: int, run) -> np.ndarray:
+    """``run`` over ``tensors`` ``batch_size`` windows at a time; the ``(N,)`` probabilities."""
+    tensors = np.asarray(tensors, dtype=np.float32)
+    out = np.zeros(len(tensors), dtype=np.float32)
+    for start in range(0, len(tensors), batch_size):
+        batch = tensors[start : start + batch_size]
+        out[start : start + len(batch)] = np.asarray(run(batch)).reshape(-1)
+    return out
+
+
 class KerasEngine:
     """Keras ``predict_on_batch`` in chunks of ``batch_size`` (the reference engine)."""
 
@@ -119,13 +129,8 @@ class KerasEngine:
         return cls(keras.models.load_model(path, compile=False), batch_size)
 
     def predict(self, tensors: np.ndarray) -> np.ndarray:
-        tensors = np.asarray(tensors, dtype=np.float32)
-        out = np.zeros(len(tensors), dtype=np.float32)
         with self._lock:
-            for start in range(0, len(tensors), self.batch_size):
-                batch = tensors[start : start + self.batch_size]
-                out[start : start + len(batch)] = np.asarray(self.model.predict_on_batch(batch)).reshape(-1)
-        return out
+            return in_batches(tensors, self.batch_size, lambda batch: self.model.predict_on_batch(batch))
 
 
 class LiteRTEngine:
@@ -161,13 +166,8 @@ class LiteRTEngine:
         return self._it.get_tensor(self._out).reshape(-1).copy()
 
     def predict(self, tensors: np.ndarray) -> np.ndarray:
-        tensors = np.asarray(tensors, dtype=np.float32)
-        out = np.zeros(len(tensors), dtype=np.float32)
         with self._lock:
-            for start in range(0, len(tensors), self.batch_size):
-                batch = tensors[start : start + self.batch_size]
-                out[start : start + len(batch)] = self._run(batch)
-        return out
+            return in_batches(tensors, self.batch_size, self._run)
 
 
 # --- golden pairs -------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from arcade_pacs.admin.schemas import (
     RegionOut,
     ResultDetail,
     ResultSummary,
-    TTAViews,
 )
-from arcade_pacs.admin.views import run_result
+from arcade_pacs.admin.views import headline, run_result
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Instance, Result
 
@@ -28,18 +27,7 @@ PNG = {200: {"content": {"image/png": {}}}}
 
 def result_summary(r: Result) -> ResultSummary:
     """The headline of one stored result (no patient data: database ids and scores only)."""
-    f = r.finding
-    return ResultSummary(
-        instance_id=r.instance_id,
-        probability=f.probability,
-        present=f.present,
-        threshold=f.threshold,
-        tta=TTAViews(original=f.tta_original, flipped=f.tta_flipped),
-        keyframes=f.frame_numbers,
-        model_version=r.model_version,
-        seconds=r.seconds,
-        created_at=r.created_at,
-    )
+    return ResultSummary(instance_id=r.instance_id, keyframes=r.finding.frame_numbers, **headline(r))
 
 
 @router.get("/results", response_model=list[ResultSummary])
