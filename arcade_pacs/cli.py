@@ -268,6 +268,7 @@ def cmd_train(args) -> int:
         limit_val=args.limit_val,
         resume=args.resume,
         keep_epochs=args.keep_epochs,
+        members=args.members,
     )
     with ProgressBar("train", None) as bar:
         def show(p) -> None:
@@ -521,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--members", type=int, default=T.members,
+                   help="train an ensemble of N members (seeds seed..seed+N-1), averaged and calibrated as one")
     p.add_argument("--keep-epochs", action="store_true",
                    help="keep every epoch's weights in the work folder (for weight averaging, SWA)")
     p.add_argument("--promote", action="store_true",
