@@ -47,10 +47,14 @@ def _inflate(fin, fout, max_bytes: int) -> int:
             fout.write(data)
 
     try:
-        while chunk := fin.read(CHUNK):
-            emit(inflater.decompress(chunk, CHUNK))
-            while inflater.unconsumed_tail:
-                emit(inflater.decompress(inflater.unconsumed_tail, CHUNK))
+        while not inflater.eof and (chunk := fin.read(CHUNK)):
+            pending = chunk
+            while pending and not inflater.eof:
+                out = inflater.decompress(pending, CHUNK)
+                emit(out)
+                if not out and inflater.unconsumed_tail == pending:
+                    raise InflateError("deflate stream makes no progress")
+                pending = inflater.unconsumed_tail
         emit(inflater.flush())
     except zlib.error as exc:
         raise InflateError(f"corrupt deflate stream: {exc}") from None
