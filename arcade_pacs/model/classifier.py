@@ -45,6 +45,8 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)  # Platt map (empty: raw scores)
     members: list[str] = field(default_factory=list)  # further .keras files beside this one, averaged
+    backbone: str = "effb0"  # the network it was trained as ("effb0", "lite0"): training/network.py
+    init: str = "scratch"  # how its backbone started: "scratch" or "imagenet"
 
     @property
     def platt(self) -> Platt:

@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs import figures
-from arcade_pacs.model.classifier import MODEL_NAME, ModelInfo, configure_tensorflow
+from arcade_pacs.model.classifier import ModelInfo, configure_tensorflow
 from arcade_pacs.pipeline.keyframes import vessel_map
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, sample_windows, window_transforms
 from arcade_pacs.training.data import DatasetError, Split, load_split, window_labels
 from arcade_pacs.training.evaluate import score_split, window_auc
+from arcade_pacs.training.network import model_name
 
 
 @dataclass
@@ -64,7 +65,19 @@ class TrainConfig:
     low_res_val_every: int = 1
     checkpoint_any_resolution: bool = True
     seed: int = 0
-    imagenet_weights: Path | None = None
+    # The network: backbone "effb0" | "lite0", initialised "scratch" | "imagenet" (training/network.py).
+    backbone: str = "effb0"
+    init: str = "scratch"
+    imagenet_weights: Path | None = None  # effb0 + imagenet only: a local Keras no-top weights file
+    # Fine-tuning a pretrained backbone: the first `freeze_epochs` epochs train the head alone
+    # (backbone frozen, its batch norm in inference mode) at `head_learning_rate`; the rest train
+    # the whole network on their own one-cycle schedule peaking at `learning_rate`.
+    freeze_epochs: int = 0
+    head_learning_rate: float = 3e-3
+    # Keep the backbone's batch-norm statistics (ImageNet's, or the from-scratch ones) fixed
+    # while the rest trains: what small-batch fine-tuning usually needs.
+    freeze_bn: bool = False
+    drop_connect: float = 0.0
     limit_train: int | None = None
     limit_val: int | None = None
     resume: bool = False
@@ -79,6 +92,13 @@ class TrainConfig:
         """Where member ``index`` (1-based beyond the main file) is written, beside ``out``."""
         out = Path(self.out)
         return out.with_name(f"{out.stem}_m{index}{out.suffix}")
+
+    def phase_steps(self, epoch: int) -> tuple[int, int, float]:
+        """``(first step, steps, peak learning rate)`` of the phase (head or whole) holding ``epoch``."""
+        head = min(self.freeze_epochs, self.epochs)
+        if epoch < head:
+            return 0, head * self.steps_per_epoch, self.head_learning_rate
+        return head * self.steps_per_epoch, (self.epochs - head) * self.steps_per_epoch, self.learning_rate
 
     def epoch_size(self, epoch: int) -> int:
         """Input resolution of ``epoch`` (0-based)."""
@@ -254,11 +274,12 @@ def weights_sha256(model) -> str:
     return h.hexdigest()
 
 
-def model_identity(weights: list[str], calibration: dict, seed: int, when: datetime) -> tuple[str, str]:
+def model_identity(weights: list[str], calibration: dict, seed: int, when: datetime,
+                   backbone: str = "effb0") -> tuple[str, str]:
     """Version and Device UID of a model: derived from its members' weights and its calibration,
     so the same served outputs always carry the same identity, and any change gives a new one."""
     digest = hashlib.sha256(json.dumps([weights, calibration], sort_keys=True).encode()).hexdigest()
-    return f"effb0-{when:%Y%m%d.%H%M}-s{seed}-{digest[:8]}", device_uid_for(digest)
+    return f"{backbone}-{when:%Y%m%d.%H%M}-s{seed}-{digest[:8]}", device_uid_for(digest)
 
 
 def device_uid_for(weights_sha256: str) -> str:
@@ -268,11 +289,11 @@ def device_uid_for(weights_sha256: str) -> str:
     return generate_uid(entropy_srcs=["arcade-pacs-model", weights_sha256])
 
 
-def _save_serving_model(train_model, path: Path) -> None:
+def _save_serving_model(train_model, path: Path, cfg: TrainConfig) -> None:
     """Rebuild at 224x224 (the declared serving input), copy the weights, save atomically."""
     from arcade_pacs.training.network import build_classifier
 
-    serving = build_classifier(MODEL_INPUT)
+    serving = build_classifier(MODEL_INPUT, cfg.backbone)
     serving.set_weights(train_model.get_weights())
     tmp = path.with_name(path.stem + ".tmp.keras")
     serving.save(tmp)
@@ -347,25 +368,37 @@ def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) ->
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_classifier(None, cfg.imagenet_weights)
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, clipnorm=2.0
-    )
+    model = build_classifier(None, cfg.backbone, cfg.init, cfg.imagenet_weights, drop_connect=cfg.drop_connect)
+    backbone = model.get_layer("backbone")
+    # One optimiser per phase: an optimiser's slots are made for the variables it first sees.
+    optimizers = {
+        phase: keras.optimizers.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, clipnorm=2.0)
+        for phase in ("head", "whole")
+    }
     loss_fn = keras.losses.BinaryCrossentropy()
-    total_steps = cfg.epochs * cfg.steps_per_epoch
-    schedule = OneCycle(cfg.learning_rate, total_steps, cfg.warmup_fraction)
     images = tf.constant(train_split.images[..., None])  # uint8 (N, 512, 512, 1)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(idx, transforms, contrast, brightness, gamma, noise, noise_seed, labels, out_size):
-        x = training_windows(images, idx, transforms, out_size)
-        x = photometric(x, contrast, brightness, gamma, noise, noise_seed)
-        with tf.GradientTape() as tape:
-            pred = model(x, training=True)
-            loss = loss_fn(labels[:, None], pred)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
+    def set_phase(phase: str):
+        """Freeze or thaw the backbone for ``phase`` and return that phase's compiled step."""
+        backbone.trainable = phase == "whole"
+        if phase == "whole" and cfg.freeze_bn:
+            for layer in backbone.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        optimizer = optimizers[phase]
+
+        @tf.function(reduce_retracing=True)
+        def train_step(idx, transforms, contrast, brightness, gamma, noise, noise_seed, labels, out_size):
+            x = training_windows(images, idx, transforms, out_size)
+            x = photometric(x, contrast, brightness, gamma, noise, noise_seed)
+            with tf.GradientTape() as tape:
+                pred = model(x, training=True)
+                loss = loss_fn(labels[:, None], pred)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        return optimizer, train_step
 
     predict_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
@@ -374,7 +407,7 @@ def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) ->
             [predict_fn(tf.constant(x[i : i + 64])).numpy().reshape(-1) for i in range(0, len(x), 64)]
         )
 
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    ckpt = tf.train.Checkpoint(model=model, head_optimizer=optimizers["head"], optimizer=optimizers["whole"])
     state_path = workdir / "state.json"
     history: list[dict] = []
     start_epoch, best_auc = 0, -1.0
@@ -385,13 +418,20 @@ def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) ->
         history, start_epoch, best_auc = state["history"], state["epoch"], state["best_auc"]
 
     step_times: list[float] = []
+    phase = None
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
         out_size = cfg.epoch_size(epoch)
+        epoch_phase = "head" if epoch < cfg.freeze_epochs else "whole"
+        if epoch_phase != phase:
+            phase = epoch_phase
+            optimizer, train_step = set_phase(phase)
+            first_step, phase_steps, peak = cfg.phase_steps(epoch)
+            schedule = OneCycle(peak, phase_steps, cfg.warmup_fraction)
         losses, sample_s, epoch_t0 = [], 0.0, time.time()
         for step in range(cfg.steps_per_epoch):
             t0 = time.time()
-            optimizer.learning_rate.assign(schedule(epoch * cfg.steps_per_epoch + step))
+            optimizer.learning_rate.assign(schedule(epoch * cfg.steps_per_epoch + step - first_step))
             b = sampler.batch(rng, cfg.batch_size, out_size)
             sample_s += time.time() - t0  # the data side: must stay a small share of a step
             loss = train_step(
@@ -415,6 +455,7 @@ def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) ->
             "loss": float(np.mean(losses)),
             "val_auc": val_auc,
             "lr_end": float(optimizer.learning_rate.numpy()),
+            "phase": phase,
             "step_ms": round(step_ms, 1),
             "sample_ms": round(1000 * sample_s / cfg.steps_per_epoch, 2),
             "elapsed_s": round(time.time() - started, 1),
@@ -422,9 +463,9 @@ def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) ->
         history.append(record)
         if checkpoint_eligible(out_size, cfg.checkpoint_any_resolution) and val_auc is not None and val_auc > best_auc:
             best_auc = val_auc
-            _save_serving_model(model, best_path)
+            _save_serving_model(model, best_path, cfg)
         if cfg.keep_epochs:
-            _save_serving_model(model, workdir / f"epoch{epoch + 1:02d}.keras")
+            _save_serving_model(model, workdir / f"epoch{epoch + 1:02d}.keras", cfg)
         saved = ckpt.write(str(workdir / "ckpt"))
         state_path.write_text(json.dumps(
             {"checkpoint": saved, "epoch": epoch + 1, "best_auc": best_auc, "history": history}, indent=1
@@ -433,7 +474,7 @@ def _train_one(cfg: TrainConfig, progress: Callable[[Progress], None] | None) ->
             progress(_progress(cfg, epoch, cfg.steps_per_epoch - 1, losses, started, step_times, val_auc, history))
 
     if not best_path.is_file():  # e.g. every epoch at low resolution: ship the last weights
-        _save_serving_model(model, best_path)
+        _save_serving_model(model, best_path, cfg)
     return best_path, history
 
 
@@ -466,10 +507,11 @@ def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[
     tmp.replace(out)
     members = members or []
     shas = [weights_sha256(keras.models.load_model(p, compile=False)) for p in [out, *(m for m, _ in members)]]
-    info = ModelInfo(name=MODEL_NAME, members=[Path(m).name for m, _ in members])
+    info = ModelInfo(name=model_name(cfg.backbone), members=[Path(m).name for m, _ in members],
+                     backbone=cfg.backbone, init=cfg.init)
     calibrate_model(out, info, val_split, cfg.target_fpr)
     now = datetime.now(UTC)
-    info.version, info.device_uid = model_identity(shas, info.calibration, cfg.seed, now)
+    info.version, info.device_uid = model_identity(shas, info.calibration, cfg.seed, now, cfg.backbone)
     info.created = now.isoformat(timespec="seconds")
     cfg_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     info.training = {
@@ -479,7 +521,7 @@ def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[
         "minutes": round((time.time() - started) / 60, 1),
         "weights_sha256": shas[0],
         "member_weights_sha256": shas[1:],
-        "imagenet_init": bool(cfg.imagenet_weights),
+        "imagenet_init": cfg.init == "imagenet",
     }
     info.write(out)
     plot_history(history, out.with_name(out.stem + "_training.png"))
@@ -530,12 +572,13 @@ def package(model: Path, members: list[Path], out: Path, data_dir: Path, target_
         target = out.with_name(f"{out.stem}_m{index}{out.suffix}")
         shutil.copyfile(member, target)
         names.append(target.name)
-    info = ModelInfo(name=source.name, members=names, training=source.training)
+    info = ModelInfo(name=source.name, members=names, training=source.training, backbone=source.backbone,
+                     init=source.init)
     calibrate_model(out, info, load_split(data_dir, "val", limit_val), target_fpr)
     shas = [weights_sha256(keras.models.load_model(p, compile=False)) for p in info.member_paths(out)]
     now = datetime.now(UTC)
     seed = int(source.training.get("config", {}).get("seed", 0))
-    info.version, info.device_uid = model_identity(shas, info.calibration, seed, now)
+    info.version, info.device_uid = model_identity(shas, info.calibration, seed, now, source.backbone)
     info.created = now.isoformat(timespec="seconds")
     info.training = source.training | {"packaged_from": source.version, "member_weights_sha256": shas[1:]}
     info.write(out)
