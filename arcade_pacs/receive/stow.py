@@ -36,7 +36,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import dicomweb, metrics
+from arcade_pacs import dicomweb
 from arcade_pacs.db.tables import Association, utcnow
 from arcade_pacs.deflate import InflateError, meta_end
 from arcade_pacs.dicomweb import InstanceStatus
@@ -366,7 +366,6 @@ def record_request(sessions: sessionmaker[Session], *, client: str, called: str,
     answered with per-instance results, ``rejected`` for one refused as a whole (token, media
     type, size, syntax, busy), ``aborted`` for a client that went away mid-body.
     """
-    metrics.ASSOCIATIONS.labels(outcome=outcome).inc()
     try:
         with sessions() as session:
             session.add(Association(
