@@ -51,10 +51,12 @@ from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
+from arcade_pacs.receive.stow import StowReceiver
 from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
+from arcade_pacs.send.stow import StowClient
 from arcade_pacs.settings import Settings
 from arcade_pacs.training.retrain import RetrainManager
 from arcade_pacs.worker import Worker
@@ -217,14 +219,16 @@ class Service:
             self.contexts = load_contexts()
             self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[self.wake_workers])
             self.scp_ae = make_scp_ae(settings, self.contexts)
+            self.stow = StowReceiver(self.store)  # POST /dicom-web/studies on this process's HTTP port
         if runs(Role.WORKER):
             self.workers = [
                 Worker(settings, self.sessions, self.model, model_path=settings.model.path if i == 0 else None,
                        index=i, on_done=self.report_wake.set, load=self._load_serving)
                 for i in range(settings.pipeline.workers)
             ]
-            scu = StoreSCU(settings, load_contexts())
-            self.senders = [Sender(settings, self.sessions, scu, dest, self.name) for dest in settings.destinations]
+            scu, stow = StoreSCU(settings, load_contexts()), StowClient(settings)
+            self.senders = [Sender(settings, self.sessions, stow if dest.kind == "dicomweb" else scu, dest, self.name)
+                            for dest in settings.destinations]
         if runs(Role.ADMIN):
             self.retrain = RetrainManager(self.sessions, settings.data_dir / "arcade", settings.model.path, self._promoted)
             self.retrain.recover()
@@ -415,6 +419,7 @@ class Service:
             self.settings, self.sessions, self.model, self.retrain,
             scp_listening=self.scp_listening if scp else None,
             active_associations=self.active_associations if scp else None,
+            stow=self.stow if scp else None,
         )
         app = create_app(state, full=self.runs(Role.ADMIN))
         uvicorn.run(app, host=self.settings.admin.host, port=self.settings.admin.port, log_level="warning")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -191,13 +191,61 @@ class DestinationTls(BaseModel):
 
 
 class Destination(BaseModel):
-    """A DICOM node that receives every SR by C-STORE."""
+    """A node that receives every SR: by C-STORE (``kind = "dimse"``, the default: ``ae_title``,
+    ``host``, ``port``) or by STOW-RS (``kind = "dicomweb"``: ``url`` and the fields below)."""
 
     name: str
-    ae_title: AETitle
-    host: str
-    port: int = Field(ge=1, le=65535)
+    ae_title: AETitle | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
     tls: DestinationTls = DestinationTls()
+    # DICOMweb (PS3.18 10.5, STOW-RS): `url` is the service's base URL (e.g. Orthanc's
+    # http://pacs:8042/dicom-web), the SR is POSTed to {url}/studies. HTTPS always verifies the
+    # peer's certificate: `tls.ca_certificates` (system store when empty), `tls.check_hostname`,
+    # `tls.certificate`/`private_key` when the peer asks for a client certificate.
+    kind: Literal["dimse", "dicomweb"] = "dimse"
+    url: str | None = None
+    token: SecretStr | None = None  # sent as Authorization: Bearer <token>
+    username: str | None = None  # HTTP Basic authentication (with `password`)
+    password: SecretStr | None = None
+    timeout_s: float | None = Field(None, gt=0)  # per request; None = outbox.network_timeout_s
+
+    @model_validator(mode="after")
+    def _complete(self) -> Destination:
+        if self.kind == "dimse" and (self.ae_title is None or self.host is None or self.port is None):
+            raise ValueError(f"destination {self.name!r}: ae_title, host and port are required (kind = \"dimse\")")
+        if self.kind == "dicomweb":
+            if not self.url or not self.url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"destination {self.name!r}: kind = \"dicomweb\" needs an http(s) url")
+            if self.token is not None and self.username is not None:
+                raise ValueError(f"destination {self.name!r}: token (Bearer) or username/password (Basic), not both")
+        return self
+
+
+def _sender_name(value: str) -> str:
+    """Shown where the SCP shows a calling AE title (audit, instances): 1-16 printable ASCII."""
+    value = value.strip()
+    if not 1 <= len(value) <= 16 or not value.isascii() or not value.isprintable():
+        raise ValueError(f"invalid DICOMweb sender name {value!r}: 1-16 printable ASCII characters")
+    return value
+
+
+class DicomwebSender(BaseModel):
+    """A client allowed to store by STOW-RS: it sends ``Authorization: Bearer <token>``."""
+
+    name: Annotated[str, AfterValidator(_sender_name)]
+    token: SecretStr = Field(min_length=16)
+
+
+class DicomwebSettings(BaseModel):
+    """STOW-RS receipt (``POST /dicom-web/studies`` on the admin port of a process running the SCP)."""
+
+    # Largest request body, bytes, counted while it arrives (413 beyond); each instance in it is
+    # also bounded by scp.max_instance_bytes, as a C-STORE is.
+    max_request_bytes: int = Field(4_000_000_000, gt=0)
+    # STOW-RS requests handled at once; more get 503 with Retry-After (as associations beyond
+    # scp.max_associations are rejected, transient).
+    max_concurrent_requests: int = Field(4, ge=1)
 
 
 class Settings(BaseSettings):
@@ -218,6 +266,16 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     faults: FaultSettings = FaultSettings()
     destinations: list[Destination] = []
+    dicomweb: DicomwebSettings = DicomwebSettings()
+    dicomweb_senders: list[DicomwebSender] = []
+
+    @field_validator("dicomweb_senders")
+    @classmethod
+    def _distinct_senders(cls, senders: list[DicomwebSender]) -> list[DicomwebSender]:
+        """Each sender has its own name and token, so the audit names the one who sent."""
+        if len({s.name for s in senders}) < len(senders) or len({s.token.get_secret_value() for s in senders}) < len(senders):
+            raise ValueError("dicomweb_senders: every sender needs its own name and its own token")
+        return senders
 
     @classmethod
     def settings_customise_sources(

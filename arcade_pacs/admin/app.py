@@ -1,7 +1,8 @@
 """The admin HTTP API (FastAPI) and its dashboard (``/ui/``).
 
 API: health and readiness, status, studies, results and their pictures, SRs, jobs, deliveries,
-the association audit, metrics, ``/predict``, ``/retrain``.
+the association audit, metrics, ``/predict``, ``/retrain``; STOW-RS (``/dicom-web/studies``) where
+the process runs the SCP.
 
 The app factory receives the running service's resources explicitly (:class:`AdminState`);
 nothing is created per request. Each resource has its router (``routers/``), the dependencies
@@ -22,6 +23,7 @@ from arcade_pacs.admin.pages import routes as pages
 from arcade_pacs.admin.routers import (
     associations,
     deliveries,
+    dicomweb,
     health,
     jobs,
     predict,
@@ -33,6 +35,7 @@ from arcade_pacs.admin.routers import (
 
 __all__ = ["AdminState", "create_app"]
 
+DICOMWEB_PREFIX = "/dicom-web/"
 ROUTERS = (health, studies, results, reports, associations, jobs, deliveries, predict, retrain)
 PROBE_ROUTERS = (health,)
 
@@ -48,9 +51,13 @@ def create_app(state: AdminState, full: bool = True) -> FastAPI:
     )
     app.state.admin = state
     # Bodies past /predict's limit are refused while they arrive (a little room for the form's framing).
-    app.add_middleware(BodyLimit, max_bytes=int(state.settings.admin.predict_max_mb * 1024 * 1024) + 64 * 1024)
+    # STOW-RS bodies have their own bound (dicomweb.max_request_bytes), counted as they are read.
+    app.add_middleware(BodyLimit, max_bytes=int(state.settings.admin.predict_max_mb * 1024 * 1024) + 64 * 1024,
+                       exempt=(DICOMWEB_PREFIX,))
     for module in ROUTERS if full else PROBE_ROUTERS:
         app.include_router(module.router)
+    if state.stow is not None:  # a process that runs the SCP receives by STOW-RS too
+        app.include_router(dicomweb.router)
     if full:
         app.include_router(pages.pages)
         app.include_router(pages.router)

@@ -26,6 +26,7 @@ from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.receive.stow import StowReceiver
 from arcade_pacs.settings import Settings
 from arcade_pacs.training.retrain import RetrainManager
 
@@ -48,6 +49,8 @@ class AdminState:
     # The SCP as the service runs it (None where this process runs no SCP, e.g. a test app).
     scp_listening: Callable[[], bool] | None = None
     active_associations: Callable[[], int] | None = None
+    # STOW-RS receipt, where this process runs the SCP (POST /dicom-web/studies; None: not served).
+    stow: StowReceiver | None = None
     predict_slots: threading.Semaphore = field(init=False)
 
     def __post_init__(self):

@@ -16,12 +16,13 @@ from fastapi import HTTPException
 class BodyLimit:
     """Wraps an ASGI app: request bodies larger than ``max_bytes`` get 413."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, exempt: tuple[str, ...] = ()):
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt  # path prefixes whose routes bound their bodies themselves
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "").startswith(self.exempt):
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

@@ -235,6 +235,8 @@ class AssociationOut(BaseModel):
     instances_stored: int
     instances_refused: int
     bytes_received: int
+    protocol: str = Field("dimse", description="dimse (an association) or dicomweb (a STOW-RS request: "
+                                                "calling_aet is the [[dicomweb_senders]] name)")
 
 
 class AssociationPage(BaseModel):

@@ -185,5 +185,5 @@ def association_out(a: Association) -> AssociationOut:
         id=a.id, calling_aet=a.calling_aet, called_aet=a.called_aet, peer_address=a.peer_address,
         peer_port=a.peer_port, started_at=a.started_at, ended_at=a.ended_at, outcome=a.outcome,
         reason=a.reason, instances_stored=a.instances_stored, instances_refused=a.instances_refused,
-        bytes_received=a.bytes_received,
+        bytes_received=a.bytes_received, protocol=a.protocol or "dimse",
     )

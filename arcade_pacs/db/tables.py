@@ -228,7 +228,8 @@ class RetrainRun(Base):
 
 
 class Association(Base):
-    """An audit row per DICOM association the SCP saw: who called, from where, what came of it.
+    """An audit row per DICOM association the SCP saw (and per STOW-RS request): who called, from
+    where, what came of it.
 
     Written when the association ends (released, aborted) or is rejected (PS3.8 7.1: A-RELEASE,
     A-ABORT, A-ASSOCIATE-RJ). No patient data: AE titles, addresses, counts and times only.
@@ -248,3 +249,6 @@ class Association(Base):
     instances_stored: Mapped[int] = mapped_column(default=0)
     instances_refused: Mapped[int] = mapped_column(default=0)
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    # "dimse" for an association; "dicomweb" for a STOW-RS request (calling_aet then holds the
+    # [[dicomweb_senders]] name, called_aet the SCP's AE title).
+    protocol: Mapped[str] = mapped_column(String(16), default="dimse", server_default="dimse")

@@ -59,16 +59,19 @@ RESOURCE_LIMITATION = 0x0213
 """A general DIMSE failure a peer uses while overloaded (PS3.7 C.5): passes, so retried."""
 
 
-def verdict(status: int | None, ok: bool) -> Verdict:
-    """Classify a C-STORE outcome (PS3.4 B.2.3).
+def verdict(status: int | None, ok: bool, final: bool = False) -> Verdict:
+    """Classify a C-STORE outcome (PS3.4 B.2.3), or a STOW-RS one (PS3.18 Table I.2-2 uses the same codes).
 
     No status (association refused or aborted, timeout, connection error) and Refused: Out of
     Resources (0xA7xx) may pass: retry. Error: Data Set Does Not Match SOP Class (0xA9xx),
     Cannot Understand (0xCxxx) and every other failure will not pass by sending the same
-    object again: fail at once, keeping the status.
+    object again: fail at once, keeping the status. ``final``: a refusal without a status that
+    will not pass either (an HTTP 4xx without a Failure Reason): fail at once.
     """
     if ok:
         return Verdict.SENT
+    if final:
+        return Verdict.FAIL
     if status is None or 0xA700 <= status <= 0xA7FF or status == RESOURCE_LIMITATION:
         return Verdict.RETRY
     return Verdict.FAIL
@@ -112,7 +115,7 @@ def claim(destination: str, owner: str, lease_s: float, *, session: Session) -> 
 
 def record_outcome(
     delivery_id: int, owner: str, status: int | None, error: str | None, ok: bool,
-    cfg: OutboxSettings, *, session: Session,
+    cfg: OutboxSettings, *, session: Session, final: bool = False,
 ) -> DeliveryState | None:
     """Record one attempt by ``owner`` (not committed); ``None`` when the claim was lost meanwhile."""
     delivery = session.get(Delivery, delivery_id, populate_existing=True)
@@ -121,7 +124,7 @@ def record_outcome(
     now = utcnow()
     attempts = delivery.attempts + 1
     values = {"attempts": attempts, "last_status": status, "last_error": error, "lease_owner": None, "lease_until": None}
-    kind = verdict(status, ok)
+    kind = verdict(status, ok, final)
     if kind is Verdict.SENT:
         values |= {"state": DeliveryState.SENT.value, "sent_at": now, "last_error": None}
     elif kind is Verdict.FAIL:
@@ -199,6 +202,9 @@ def counts_by_state(*, session: Session) -> dict[str, int]:
 def send_next(scu, destination: Destination, owner: str, cfg: OutboxSettings, *, session: Session) -> bool:
     """Claim and attempt the next due delivery to ``destination``; False when none was due.
 
+    ``scu`` is the destination's sender implementation: anything with ``send_to(path,
+    destination) -> SendOutcome`` (the C-STORE SCU, or the STOW-RS client for ``kind = "dicomweb"``).
+
     Never raises on a network failure (the SCU returns an outcome); the claim is committed
     before the network is touched, and the outcome after it.
     """
@@ -209,7 +215,8 @@ def send_next(scu, destination: Destination, owner: str, cfg: OutboxSettings, *,
     outcome = scu.send_to(path, destination)
     if outcome.ok:
         faults.point("sent", destination.name)
-    state = record_outcome(delivery_id, owner, outcome.status, outcome.error, outcome.ok, cfg, session=session)
+    state = record_outcome(delivery_id, owner, outcome.status, outcome.error, outcome.ok, cfg, session=session,
+                           final=outcome.final)
     session.commit()
     metrics.DELIVERY_ATTEMPTS.labels(outcome="sent" if outcome.ok else "failed").inc()
     if state is None:

@@ -27,10 +27,13 @@ SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """What happened: ``status`` is the peer's DIMSE status, ``None`` when none came back."""
+    """What happened: ``status`` is the peer's DIMSE status (or STOW-RS Failure/Warning Reason),
+    ``None`` when none came back; ``final`` marks a refusal without a status that sending again
+    cannot change (e.g. an HTTP 403), so the outbox fails it at once instead of retrying."""
 
     status: int | None
     error: str | None = None
+    final: bool = False
 
     @property
     def ok(self) -> bool:

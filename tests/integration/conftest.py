@@ -8,17 +8,18 @@ from tests.helpers import free_port, stop, tool, wait_for_port
 
 
 def write_config(path: Path, values: dict) -> Path:
-    """Write a TOML config (flat sections and one array of destinations)."""
+    """Write a TOML config (flat sections, and arrays of tables such as destinations)."""
     lines = []
     for section, table in values.items():
-        if section == "destinations":
+        if isinstance(table, list):
             continue
         lines.append(f"[{section}]")
         for key, value in table.items():
             lines.append(f"{key} = {_toml(value)}")
-    for dest in values.get("destinations", []):
-        lines.append("[[destinations]]")
-        lines.extend(f"{k} = {_toml(v)}" for k, v in dest.items())
+    for section, entries in values.items():
+        for entry in entries if isinstance(entries, list) else []:
+            lines.append(f"[[{section}]]")
+            lines.extend(f"{k} = {_toml(v)}" for k, v in entry.items())
     path.write_text("\n".join(lines) + "\n")
     return path
 

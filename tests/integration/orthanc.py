@@ -30,15 +30,18 @@ def dicomweb_plugin() -> str:
 class Orthanc:
     """Orthanc with its own DICOM and HTTP ports and storage in a temporary folder."""
 
-    def __init__(self, folder: Path, aet: str = "PACS", modalities: dict | None = None, dicomweb: bool = False):
-        """``dicomweb``: load the DICOMweb plugin (QIDO-RS/WADO-RS under ``/dicom-web/``, WADO-URI at
-        ``/wado``), as a web viewer reads the archive (PS3.18)."""
+    def __init__(self, folder: Path, aet: str = "PACS", modalities: dict | None = None, dicomweb: bool = False,
+                 dicomweb_servers: dict | None = None, http_port: int | None = None, extra: dict | None = None):
+        """``dicomweb``: load the DICOMweb plugin (QIDO-RS/WADO-RS/STOW-RS under ``/dicom-web/``, WADO-URI
+        at ``/wado``), as a web viewer reads the archive (PS3.18); ``dicomweb_servers``: the DICOMweb
+        servers its client knows (``POST /dicom-web/servers/{id}/stow``); ``http_port``: a fixed
+        port (to start it again where a sender expects it); ``extra``: more configuration keys."""
         self.folder = folder
         self.aet = aet
         self.dicom_port = free_port()
-        self.http_port = free_port()
+        self.http_port = http_port or free_port()
         self.config = folder / "orthanc.json"
-        self.config.write_text(json.dumps({
+        self.config.write_text(json.dumps((extra or {}) | {
             "Name": "arcade-test-pacs",
             "StorageDirectory": str(folder / "storage"),
             "IndexDirectory": str(folder / "index"),
@@ -53,7 +56,8 @@ class Orthanc:
             "Plugins": [dicomweb_plugin()] if dicomweb else [],
             "StorageCompression": False,
             "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/", "EnableWado": dicomweb, "WadoRoot": "/wado",
-                         "Ssl": False, "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
+                         "Ssl": False, "StudiesMetadata": "Full", "SeriesMetadata": "Full",
+                         "Servers": dicomweb_servers or {}},
         }))
         self.proc: subprocess.Popen | None = None
 

@@ -28,3 +28,14 @@ def test_association_audit_and_tta_views_migrate_both_ways(tmp_path):
     migrate(engine)
     assert "associations" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_association_protocol_migrates_both_ways(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    assert "protocol" in {c["name"] for c in inspect(engine).get_columns("associations")}
+    alembic(engine, command.downgrade, "0006")
+    assert "protocol" not in {c["name"] for c in inspect(engine).get_columns("associations")}
+    migrate(engine)
+    assert "protocol" in {c["name"] for c in inspect(engine).get_columns("associations")}
+    engine.dispose()
