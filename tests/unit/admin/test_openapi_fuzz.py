@@ -31,7 +31,7 @@ def fuzzed_app(tmp_path_factory, tiny_classifier, rubo):
 
     tmp = tmp_path_factory.mktemp("fuzz")
     cfg = Settings(storage={"root": tmp / "store", "min_free_mb": 1}, database={"url": f"sqlite:///{tmp / 'a.db'}"},
-                   pipeline={"study_quiet_seconds": 0}, admin={"token": TOKEN}, destinations=[])
+                   pipeline={"study_quiet_seconds": 0}, admin={"token": TOKEN, "trusted_hosts": ["testserver"]}, destinations=[])
     engine = make_engine(cfg.database.url)
     migrate(engine)
     sessions = make_session_factory(engine)
