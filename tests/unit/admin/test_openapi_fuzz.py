@@ -49,6 +49,7 @@ def fuzzed_app(tmp_path_factory, tiny_classifier, rubo):
     # POST /retrain, so it reads runs but never starts a training.
     retrainer = RetrainManager(sessions, tmp / "no-data", tmp / "serving.keras", holder.swap)
     state = AdminState(cfg, sessions, holder, retrainer, scp_listening=lambda: True, active_associations=lambda: 0)
+    state.throttle.free_failures = 10**9  # generated wrong tokens must not lock the fuzzer out
     yield create_app(state)
     engine.dispose()
 
