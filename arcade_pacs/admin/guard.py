@@ -8,8 +8,10 @@
 - **Security headers** on every response, refusals included: a Content-Security-Policy that
   allows only the admin's own scripts, styles and pictures (``data:`` pictures for the upload
   page) and no framing (``frame-ancestors 'none'``, with ``X-Frame-Options: DENY`` for older
-  browsers), ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``, and HSTS
-  over HTTPS (OWASP Secure Headers Project). The API documentation pages get the same policy
+  browsers), ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: same-origin`` (no address,
+  with its study UID, reaches another site; ``no-referrer`` would make Chromium send
+  ``Origin: null`` with the dashboard's own forms), and HSTS over HTTPS (OWASP Secure Headers
+  Project). The API documentation pages get the same policy
   except inline styles and ``blob:`` workers, which Swagger UI and ReDoc need.
 - **Cross-origin writes.** A POST (or other unsafe method) whose ``Origin`` is not this host is
   refused (403): a second line behind the SameSite=Strict session cookie and the bearer header
@@ -95,7 +97,7 @@ class Guard:
                 headers.setdefault("content-security-policy", policy)
                 headers["x-frame-options"] = "DENY"
                 headers["x-content-type-options"] = "nosniff"
-                headers["referrer-policy"] = "no-referrer"
+                headers["referrer-policy"] = "same-origin"
                 if https:
                     headers["strict-transport-security"] = "max-age=31536000"
             await send(message)

@@ -21,7 +21,7 @@ def assert_hardened(response, docs: bool = False):
     assert ("'unsafe-inline'" in csp) == docs, csp
     assert h["x-frame-options"] == "DENY"
     assert h["x-content-type-options"] == "nosniff"
-    assert h["referrer-policy"] == "no-referrer"
+    assert h["referrer-policy"] == "same-origin"
 
 
 @pytest.fixture
