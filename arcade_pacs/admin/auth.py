@@ -28,7 +28,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 MIN_TOKEN_LENGTH = 32
-MIN_TOKEN_DISTINCT = 12
+MIN_TOKEN_DISTINCT = 8
 PLACEHOLDERS = ("changeme", "example", "password", "secret123")
 TOKEN_ADVICE = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
@@ -37,7 +37,8 @@ def token_problem(token: str) -> str | None:
     """Why ``token`` is too weak for an admin reachable from the network, or ``None``.
 
     At least :data:`MIN_TOKEN_LENGTH` characters with :data:`MIN_TOKEN_DISTINCT` distinct ones
-    (``secrets.token_urlsafe(32)`` gives 43), and not a placeholder left from an example file.
+    (``secrets.token_urlsafe(32)`` gives 43; 32 random hex digits have fewer than 8 distinct
+    about once in 10^7 draws), and not a placeholder left from an example file.
     The value is never quoted back.
     """
     if len(token) < MIN_TOKEN_LENGTH:

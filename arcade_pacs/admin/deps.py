@@ -37,8 +37,9 @@ from arcade_pacs.training.retrain import RetrainManager
 
 RESEARCH_NOTICE = "Research use only: not clinically validated; not for diagnostic use."
 
-DbId = Annotated[int, Path(ge=1, le=2**63 - 1, description="database id")]
-"""A row id in a path: positive and within a 64-bit column (else 422, never a database error)."""
+DbId = Annotated[int, Path(ge=1, le=2**31 - 1, description="database id")]
+"""A row id in a path: positive and within the id columns (INTEGER, 32 bits on PostgreSQL: a larger
+id was a 500 there); else 422, never a database error."""
 FrameNumber = Annotated[int, Path(ge=1, le=100_000, description="1-based DICOM frame number")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")]
 """Where a page of a list starts: bounded for the API and the dashboard alike (else 422, never an
