@@ -42,6 +42,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from arcade_pacs import faults, retention
+from arcade_pacs.admin.auth import token_problem
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
 from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
@@ -83,9 +84,10 @@ class StartupError(Exception):
 
 
 def admin_binding_problem(settings: Settings) -> str | None:
-    """An admin reachable beyond loopback without a token is refused (state changes would be open)."""
+    """An admin reachable beyond loopback needs a token (state changes would be open) that a
+    network client cannot guess (:func:`arcade_pacs.admin.auth.token_problem`)."""
     host = settings.admin.host.strip()
-    if settings.admin.token or host == "localhost":
+    if host == "localhost":
         return None
     try:
         loopback = ipaddress.ip_address(host).is_loopback
@@ -93,8 +95,13 @@ def admin_binding_problem(settings: Settings) -> str | None:
         loopback = False
     if loopback:
         return None
-    return (f"admin.host is {host!r} (not loopback) and admin.token is empty: set admin.token "
-            "(ARCADE_ADMIN__TOKEN) or bind the admin to 127.0.0.1")
+    if not settings.admin.token:
+        return (f"admin.host is {host!r} (not loopback) and admin.token is empty: set admin.token "
+                "(ARCADE_ADMIN__TOKEN) or bind the admin to 127.0.0.1")
+    weak = token_problem(settings.admin.token)
+    if weak:
+        return f"admin.host is {host!r} (not loopback) and the token is too weak: {weak}"
+    return None
 
 
 class WorkerProcess:
@@ -413,6 +420,7 @@ class Service:
         import uvicorn
 
         from arcade_pacs.admin.app import AdminState, create_app
+        from arcade_pacs.admin.server import server_config
 
         scp = self.runs(Role.SCP)
         state = AdminState(
@@ -422,4 +430,4 @@ class Service:
             stow=self.stow if scp else None,
         )
         app = create_app(state, full=self.runs(Role.ADMIN))
-        uvicorn.run(app, host=self.settings.admin.host, port=self.settings.admin.port, log_level="warning")
+        uvicorn.Server(server_config(app, self.settings)).run()

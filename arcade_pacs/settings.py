@@ -146,6 +146,34 @@ class AdminSettings(BaseModel):
     # The dashboard shows UIDs and dates only; True adds patient names and IDs (read from the
     # stored headers) for a trusted network.
     show_patient_identity: bool = False
+    # The dashboard's own upload page: analyses at once (429 beyond), apart from /predict's.
+    upload_concurrency: int = Field(2, ge=1)
+    # --- Hostile clients (arcade_pacs/admin/guard.py, auth.py, server.py) ---
+    # Host names the admin answers to besides localhost, admin.host and this machine's name (an IP
+    # address is always accepted): a DNS-rebinding page, whose Host is its own name, is refused
+    # (400). Add the names users type (a reverse proxy's name); "*" turns the check off.
+    trusted_hosts: list[str] = []
+    # The dashboard's reading session after /ui/login (an HttpOnly cookie, never the token).
+    session_hours: float = Field(8.0, gt=0, le=24 * 30)
+    # Failed authentications per client (bearer token, /ui/login) before it must wait; the wait
+    # doubles with each further failure up to auth_max_wait_s (429 with Retry-After meanwhile).
+    auth_free_failures: int = Field(5, ge=1)
+    auth_max_wait_s: float = Field(300.0, gt=0)
+    # Slow clients: a request's headers must arrive within header_timeout_s; its body within
+    # body_timeout_s plus one second per body_min_rate bytes (Apache mod_reqtimeout's rule);
+    # otherwise the connection is closed. At most max_connections connections (503 beyond) and
+    # max_connections_per_client from one address (closed beyond; 0 = no per-client bound, for
+    # a reverse proxy in front).
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(20.0, gt=0)
+    body_min_rate: int = Field(500, ge=1)
+    max_connections: int = Field(100, ge=2)
+    max_connections_per_client: int = Field(20, ge=0)
+    # HTTPS on the admin port (PEM files); cookies are then Secure. Behind a reverse proxy that
+    # ends TLS, list its address here so its X-Forwarded-Proto/-For are believed.
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    forwarded_allow_ips: list[str] = ["127.0.0.1"]
 
 
 class OutboxSettings(BaseModel):

@@ -135,6 +135,7 @@ def settings(tmp_path, database_url) -> Settings:
         database={"url": database_url},
         scp={"port": 11112, "allowed_calling_aets": ["STORESCU", "MODALITY"]},
         pipeline={"study_quiet_seconds": 0},
+        admin={"trusted_hosts": ["testserver"]},  # the name Starlette's TestClient sends
         destinations=[],
     )
 

@@ -81,7 +81,7 @@ def chromium():
 
 
 def log_in(page, base: str) -> None:
-    """The dashboard's login form (the token is then kept in a reading cookie)."""
+    """The dashboard's login form (it opens a reading session, kept in a cookie)."""
     page.goto(base + "/ui/")
     assert page.url.endswith("/ui/login"), page.url
     page.fill("#token", TOKEN)

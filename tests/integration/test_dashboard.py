@@ -161,3 +161,47 @@ def test_an_operation_without_the_token_is_refused(page, served):
     page.wait_for_selector("#op-result .done")
     assert "Re-analysis queued for 1 run" in page.locator("#op-result").inner_text()
     assert page.errors == []
+
+
+def test_the_pages_carry_the_security_policy_and_run_under_it(page, served):
+    """Every page above ran with no console error under this policy (a refused inline script or
+    style is a console error); the policy itself is on every answer."""
+    response = page.request.get(served.base + "/ui/")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
+    assert response.headers["x-frame-options"] == "DENY"
+    # The dashboard cannot be framed by another page.
+    page.set_content(f'<iframe id="f" src="{served.base}/ui/"></iframe>')
+    page.wait_for_timeout(1000)
+    assert page.frame_locator("#f").locator("header.top").count() == 0
+    page.errors.clear()
+
+
+REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+"""The one outside address in ReDoc's bundle (a sidebar logo, unconditional): the policy refuses it."""
+
+
+@pytest.mark.parametrize(("path", "ready"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
+def test_the_api_docs_render_from_local_files_only(page, served, path, ready):
+    requested, failed = [], []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.goto(served.base + path)
+    page.wait_for_selector(ready, timeout=60_000)
+    assert page.locator(ready).count() >= 10
+    assert "/predict" in page.content()
+    page.wait_for_load_state("networkidle")
+    outside = [u for u in requested if not (u.startswith(served.base) or u.startswith(("data:", "blob:")))]
+    assert outside in ([], [REDOCLY_LOGO]), outside
+    assert all(u in failed for u in outside)  # refused by the policy: nothing left the network
+    assert [e for e in page.errors if REDOCLY_LOGO not in e] == []
+
+
+def test_log_out_ends_the_session(page, served):
+    page.goto(served.base + "/ui/studies")
+    page.click("#logout")
+    page.wait_for_url(served.base + "/ui/login")
+    page.goto(served.base + "/ui/studies")
+    assert page.url.endswith("/ui/login")
+    assert page.request.get(served.base + "/results").status == 401
+    assert page.errors == []

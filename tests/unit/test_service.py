@@ -20,7 +20,8 @@ def test_an_admin_beyond_loopback_needs_a_token():
     for host in ("0.0.0.0", "::", "10.1.2.3", "pacs-ai.hospital.org"):
         problem = admin_binding_problem(Settings(admin={"host": host}))
         assert problem and "admin.token" in problem, host
-        assert admin_binding_problem(Settings(admin={"host": host, "token": "x" * 32})) is None
+        assert admin_binding_problem(Settings(admin={"host": host, "token": "kq3V9-_xTzL0bWm2RyN8dA5cUeHf7JpG"})) is None
+        assert "too weak" in admin_binding_problem(Settings(admin={"host": host, "token": "x" * 32}))
 
 
 @pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -11,11 +12,15 @@ from sqlalchemy.orm import Session
 
 from arcade_pacs import jobs
 from arcade_pacs.admin import pictures
+from arcade_pacs.admin.auth import TooManyFailures
 from arcade_pacs.admin.deps import (
     RESEARCH_NOTICE,
-    TOKEN_COOKIE,
+    SESSION_COOKIE,
     AdminState,
     DbId,
+    Offset,
+    Uid,
+    client_address,
     get_session,
     get_state,
     require_reader,
@@ -48,15 +53,21 @@ def ui_reader(request: Request, state: AdminState = Depends(get_state)) -> None:
 router = APIRouter(prefix="/ui", include_in_schema=False)
 pages = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(ui_reader)])
 
+OLD_TOKEN_COOKIE = "arcade_token"
+"""The cookie that held the token itself before sessions: deleted at login, never read."""
+
 HOME_STUDIES = 15
 HOME_ASSOCIATIONS = 8
 
 
-def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, headers: dict | None = None,
+           **context) -> HTMLResponse:
     state: AdminState = request.app.state.admin
     context.setdefault("notice", RESEARCH_NOTICE)
     context.setdefault("token_required", bool(state.settings.admin.token))
-    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+    context.setdefault("logged_in", bool(state.settings.admin.token)
+                       and state.logins.valid(request.cookies.get(SESSION_COOKIE)))
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code, headers=headers)
 
 
 def home_context(state: AdminState, s: Session) -> dict:
@@ -83,9 +94,8 @@ def home_fragment(request: Request, state: AdminState = Depends(get_state), s: S
 
 
 @pages.get("/studies", response_class=HTMLResponse)
-def studies(request: Request, offset: int = 0, state: AdminState = Depends(get_state),
+def studies(request: Request, offset: Offset = 0, state: AdminState = Depends(get_state),
             s: Session = Depends(get_session)):
-    offset = max(0, offset)
     show = state.settings.admin.show_patient_identity
     items = [study_summary(st, show) for st in studies_page(50, offset, session=s)]
     return render(request, "studies.html", studies=items, offset=offset, limit=50,
@@ -93,15 +103,14 @@ def studies(request: Request, offset: int = 0, state: AdminState = Depends(get_s
 
 
 @pages.get("/associations", response_class=HTMLResponse)
-def associations(request: Request, offset: int = 0, s: Session = Depends(get_session)):
-    offset = max(0, offset)
+def associations(request: Request, offset: Offset = 0, s: Session = Depends(get_session)):
     items = [association_out(a) for a in page(Association, 100, offset, session=s)]
     return render(request, "associations.html", associations=items, offset=offset, limit=100,
                   total=count_rows(Association, session=s))
 
 
 @pages.get("/studies/{study_uid}", response_class=HTMLResponse)
-def study(request: Request, study_uid: str, state: AdminState = Depends(get_state),
+def study(request: Request, study_uid: Uid, state: AdminState = Depends(get_state),
           s: Session = Depends(get_session)):
     """Per run: keyframes with heat map and regions, histograms, TTA, opacification, probability; the SRs."""
     found = study_by_uid(study_uid, session=s)
@@ -171,7 +180,8 @@ def analyse_upload(data: bytes, state: AdminState) -> dict:
 async def upload(request: Request, file: UploadFile = File(...), state: AdminState = Depends(get_state)):
     """Classify an uploaded PNG, JPEG or DICOM file and show the same pictures as a study's run."""
     try:
-        result = await bounded_analysis(file, state, analyse_upload)
+        result = await bounded_analysis(file, state, analyse_upload, state.upload_slots,
+                                        state.settings.admin.upload_concurrency)
     except HTTPException as exc:
         return render(request, "_message.html", status_code=exc.status_code, kind="refused",
                       message=f"Cannot analyse this file: {exc.detail}")
@@ -204,7 +214,7 @@ def retrain_fragment(request: Request, state: AdminState = Depends(get_state), s
 
 @router.post("/operations/studies/{study_uid}/reanalyse", response_class=HTMLResponse,
              dependencies=[Depends(require_token)])
-def reanalyse_form(request: Request, study_uid: str, s: Session = Depends(get_session)):
+def reanalyse_form(request: Request, study_uid: Uid, s: Session = Depends(get_session)):
     found = study_by_uid(study_uid, session=s)
     if found is None:
         return render(request, "_message.html", status_code=404, kind="refused", message="No such study.")
@@ -256,13 +266,35 @@ def login_page(request: Request):
 
 
 @router.post("/login")
-def login(request: Request, token: str = Form(...), state: AdminState = Depends(get_state)):
-    """Keep the token in an HttpOnly, SameSite=Strict cookie for reading pages (never for changes)."""
-    import secrets
-
+def login(request: Request, token: str = Form(..., max_length=4096), state: AdminState = Depends(get_state)):
+    """Trade the token for a reading session (:class:`arcade_pacs.admin.auth.SessionStore`): a
+    random id in an HttpOnly, SameSite=Strict cookie (Secure over HTTPS) that expires after
+    ``admin.session_hours``; it never authorises a change. Failed attempts are throttled per client."""
     expected = state.settings.admin.token
-    if expected and not secrets.compare_digest(token.encode(), expected.encode()):
+    if not expected:  # nothing to log in to: reading is open (on loopback only)
+        return RedirectResponse("/ui/", status_code=303)
+    client = client_address(request)
+    try:
+        state.throttle.check(client)
+    except TooManyFailures as exc:
+        return render(request, "login.html", status_code=429, headers={"Retry-After": str(exc.seconds)},
+                      error=f"Too many failed attempts: try again in {exc.seconds} s.")
+    if not secrets.compare_digest(token.encode(), expected.encode()):
+        state.throttle.failed(client, "dashboard login")
         return render(request, "login.html", status_code=401, error="Wrong token.")
+    state.throttle.succeeded(client)
     response = RedirectResponse("/ui/", status_code=303)
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
+    response.set_cookie(SESSION_COOKIE, state.logins.issue(), max_age=int(state.logins.lifetime_s), path="/",
+                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    response.delete_cookie(OLD_TOKEN_COOKIE, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, state: AdminState = Depends(get_state)):
+    """End the reading session here and in the browser."""
+    state.logins.revoke(request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
     return response

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import get_session, require_reader
+from arcade_pacs.admin.deps import Offset, get_session, require_reader
 from arcade_pacs.admin.schemas import AssociationPage
 from arcade_pacs.admin.views import association_out
 from arcade_pacs.db.queries import count_rows, page
@@ -17,7 +17,7 @@ router = APIRouter(tags=["associations"], dependencies=[Depends(require_reader)]
 @router.get("/associations", response_model=AssociationPage)
 def associations(
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=10_000_000),
+    offset: Offset = 0,
     s: Session = Depends(get_session),
 ):
     """DICOM associations, newest first: calling AE, peer address, time, instances, outcome."""

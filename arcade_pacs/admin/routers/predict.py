@@ -6,10 +6,16 @@ is counted while it arrives and refused past ``admin.predict_max_mb`` (413,
 pixel buffer exists (413, same limits as receipt); the file type is checked by its magic bytes
 (415); undecodable content is 422; at most ``admin.predict_concurrency`` predictions run at once
 (429 beyond). Every refusal carries a one-line reason.
+
+Access: open on an admin without a token (loopback only), otherwise the reader's access
+(:func:`arcade_pacs.admin.deps.require_reader`: the token or a dashboard session): a prediction
+costs the model's time, and an anonymous client could otherwise hold every slot. The dashboard's
+upload page has slots of its own (``admin.upload_concurrency``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,7 +23,7 @@ import anyio
 from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
-from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state
+from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state, require_reader
 from arcade_pacs.admin.schemas import PredictResponse, Problem
 from arcade_pacs.pipeline.frames import FrameError
 from arcade_pacs.pipeline.predict import predict_bytes
@@ -50,17 +56,20 @@ def _predict(data: bytes, state: AdminState) -> dict:
     return body | {"model_version": classifier.info.version}
 
 
-async def bounded_analysis(file: UploadFile, state: AdminState, analyse: Callable[[bytes, AdminState], T]) -> T:
+async def bounded_analysis(file: UploadFile, state: AdminState, analyse: Callable[[bytes, AdminState], T],
+                           slots: threading.Semaphore | None = None, at_once: int | None = None) -> T:
     """Read ``file`` and run ``analyse(data, state)`` within every bound of the module docstring.
 
     The one guarded path for an uploaded file, shared by ``POST /predict`` and the dashboard's
-    upload page. Raises :class:`HTTPException` (400/413/415/422/429/503) with a one-line reason.
+    upload page, each with its own ``slots`` (``at_once`` of them; /predict's by default).
+    Raises :class:`HTTPException` (400/413/415/422/429/503) with a one-line reason.
     """
+    if slots is None:
+        slots, at_once = state.predict_slots, state.settings.admin.predict_concurrency
     if state.model is None:
         raise HTTPException(503, "no model in this process")
-    if not state.predict_slots.acquire(blocking=False):
-        raise HTTPException(429, f"at most {state.settings.admin.predict_concurrency} predictions at once; try again",
-                            headers={"Retry-After": "5"})
+    if not slots.acquire(blocking=False):
+        raise HTTPException(429, f"at most {at_once} predictions at once; try again", headers={"Retry-After": "5"})
     try:
         limit = int(state.settings.admin.predict_max_mb * 1024 * 1024)
         data = await file.read(limit + 1)
@@ -81,14 +90,16 @@ async def bounded_analysis(file: UploadFile, state: AdminState, analyse: Callabl
         except MemoryError as exc:
             raise HTTPException(413, "image too large to decode") from exc
     finally:
-        state.predict_slots.release()
+        slots.release()
 
 
 @router.post("/predict", response_model=PredictResponse, responses={
     413: {"model": Problem, "description": "file or declared image too large"},
     415: {"model": Problem, "description": "not DICOM, PNG or JPEG"},
     422: {"model": Problem, "description": "the file cannot be analysed (the reason), or the request is invalid"},
-    429: {"model": Problem, "description": "too many predictions at once; try again"}})
+    401: {"model": Problem, "description": "a token is configured and the request carries neither it nor a session"},
+    429: {"model": Problem, "description": "too many predictions at once, or too many failed tokens; try again"}},
+    dependencies=[Depends(require_reader)])
 async def predict(file: UploadFile = File(...), state: AdminState = Depends(get_state)):
     """Classify one uploaded PNG, JPEG or DICOM file."""
     body = await bounded_analysis(file, state, _predict)

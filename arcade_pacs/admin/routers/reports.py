@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arcade_pacs.admin.deps import AdminState, get_session, get_state, require_reader
+from arcade_pacs.admin.deps import AdminState, Uid, get_session, get_state, require_reader
 from arcade_pacs.db.tables import Report
 from arcade_pacs.report.text import render_sr_text
 
@@ -26,14 +26,14 @@ def stored_report(sop_uid: str, s: Session) -> Report:
 
 @router.get("/reports/{sop_uid}.dcm", response_class=FileResponse,
             responses={200: {"content": {"application/dicom": {}}}})
-def download_sr(sop_uid: str, s: Session = Depends(get_session)):
+def download_sr(sop_uid: Uid, s: Session = Depends(get_session)):
     """The SR as written and sent (DICOM Part 10, ``application/dicom``, PS3.18 8.7.3.5)."""
     report = stored_report(sop_uid, s)
     return FileResponse(report.path, media_type="application/dicom", filename=f"{sop_uid}.dcm")
 
 
 @router.get("/reports/{sop_uid}.txt", response_class=PlainTextResponse)
-async def sr_text(sop_uid: str, state: AdminState = Depends(get_state), s: Session = Depends(get_session)):
+async def sr_text(sop_uid: Uid, state: AdminState = Depends(get_state), s: Session = Depends(get_session)):
     """The SR's content tree as text (DCMTK ``dsrdump``, else the plugin's own rendering)."""
     report = stored_report(sop_uid, s)
     text, renderer = await run_in_threadpool(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.orm import Session
 
 from arcade_pacs import jobs
-from arcade_pacs.admin.deps import AdminState, get_session, get_state, require_reader, require_token
+from arcade_pacs.admin.deps import AdminState, Offset, Uid, get_session, get_state, require_reader, require_token
 from arcade_pacs.admin.schemas import ReanalyseAccepted, StudyDetail, StudyPage
 from arcade_pacs.admin.views import study_detail, study_summary
 from arcade_pacs.db.queries import count_rows, studies_page, study_by_uid
@@ -18,7 +18,7 @@ router = APIRouter(tags=["studies"])
 @router.get("/studies", response_model=StudyPage, dependencies=[Depends(require_reader)])
 def studies(
     limit: int = Query(20, ge=1, le=200),
-    offset: int = Query(0, ge=0, le=10_000_000),
+    offset: Offset = 0,
     state: AdminState = Depends(get_state),
     s: Session = Depends(get_session),
 ):
@@ -36,7 +36,7 @@ def studies(
 
 
 @router.get("/studies/{study_uid}", response_model=StudyDetail, dependencies=[Depends(require_reader)])
-def study(study_uid: str, state: AdminState = Depends(get_state), s: Session = Depends(get_session)):
+def study(study_uid: Uid, state: AdminState = Depends(get_state), s: Session = Depends(get_session)):
     """One study: per run its keyframes, frame and run probabilities, TTA views and regions; its SRs
     with their deliveries and links to the SR file and its text rendering."""
     found = study_by_uid(study_uid, session=s)
@@ -47,7 +47,7 @@ def study(study_uid: str, state: AdminState = Depends(get_state), s: Session = D
 
 @router.post("/studies/{study_uid}/reanalyse", status_code=202, response_model=ReanalyseAccepted,
              dependencies=[Depends(require_token)])
-def reanalyse(study_uid: str, s: Session = Depends(get_session)):
+def reanalyse(study_uid: Uid, s: Session = Depends(get_session)):
     """Analyse every run of the study again (e.g. with a new model); a new SR follows and
     supersedes the previous one. 409 when every run is already queued or being analysed."""
     found = study_by_uid(study_uid, session=s)

@@ -39,8 +39,8 @@ def fuzzed_app(tmp_path_factory, tiny_classifier, rubo):
 
     tmp = tmp_path_factory.mktemp("fuzz")
     cfg = Settings(storage={"root": tmp / "store", "min_free_mb": 1}, database={"url": f"sqlite:///{tmp / 'a.db'}"},
-                   pipeline={"study_quiet_seconds": 0}, admin={"token": TOKEN}, destinations=[],
-                   dicomweb_senders=[{"name": SENDER, "token": SENDER_TOKEN}])
+                   pipeline={"study_quiet_seconds": 0}, admin={"token": TOKEN, "trusted_hosts": ["testserver"]},
+                   destinations=[], dicomweb_senders=[{"name": SENDER, "token": SENDER_TOKEN}])
     engine = make_engine(cfg.database.url)
     migrate(engine)
     sessions = make_session_factory(engine)
@@ -59,6 +59,7 @@ def fuzzed_app(tmp_path_factory, tiny_classifier, rubo):
     retrainer = RetrainManager(sessions, tmp / "no-data", tmp / "serving.keras", holder.swap)
     state = AdminState(cfg, sessions, holder, retrainer, scp_listening=lambda: True, active_associations=lambda: 0,
                        stow=StowReceiver(StoreContext(cfg, sessions, load_contexts())))
+    state.throttle.free_failures = 10**9  # generated wrong tokens must not lock the fuzzer out
     yield create_app(state)
     engine.dispose()
 
