@@ -155,7 +155,7 @@ def _copy_with_new_uids(source: Path, target: Path) -> str:
 def test_a_worker_killed_mid_analysis_loses_nothing(stack, rubo, tmp_path, figures):
     path = tmp_path / "cine.dcm"
     study = _copy_with_new_uids(rubo, path)
-    out = subprocess.run([tool("storescu"), "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(stack.scp_port),
+    out = subprocess.run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(stack.scp_port),
                           str(path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     (instance_id,) = stack.sql(f"SELECT i.id FROM instances i WHERE i.sop_instance_uid = "

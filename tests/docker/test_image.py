@@ -31,7 +31,7 @@ MAX_IMAGE_MB = 800
 
 
 def test_the_image_runs_as_a_non_root_user(image):
-    assert inspect(image, "{{.Config.User}}") == "10001"
+    assert inspect(image, "{{.Config.User}}") == "10001:10001"
     uid, gid = docker("run", "--rm", "--entrypoint", "id", image, "-u").stdout.strip(), \
         docker("run", "--rm", "--entrypoint", "id", image, "-g").stdout.strip()
     assert (uid, gid) == ("10001", "10001")
@@ -129,7 +129,7 @@ def test_a_cine_sent_to_the_published_port_is_analysed_and_its_sr_reaches_the_pa
 
 def host_storescu(port: int, path):
     """DCMTK's storescu on the host, as a modality sends, to the published SCP port."""
-    return subprocess.run([tool("storescu"), "-v", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(port),
+    return subprocess.run([tool("storescu"), "-v", "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(port),
                            str(path)], capture_output=True, text=True, timeout=300)
 
 
