@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 
 from tests.conftest import PROJECT_ROOT
 from tests.docker.conftest import TOKEN
-from tests.docker.engine import COMPOSE, MIB, MemorySampler, docker, inspect, logs, size_bytes, state, wait_healthy
+from tests.docker.engine import COMPOSE, MIB, MemorySampler, docker, inspect, logs, state, wait_healthy
 from tests.helpers import free_port, tool, wait_until
 
 pytestmark = pytest.mark.docker
@@ -105,10 +105,16 @@ def stack(image, tmp_path_factory, figures):
         stack.compose("down", "-v", "--remove-orphans", "-t", "30", check=False)
 
 
-def _limits() -> dict[str, float]:
+def _limits() -> dict[str, int]:
+    """Each service's memory limit in bytes (Compose's units are binary: 512m, 2g)."""
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    return {name: size_bytes(s["deploy"]["resources"]["limits"]["memory"] + "b")
-            for name, s in services.items() if "deploy" in s}
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    limits = {}
+    for name, s in services.items():
+        if "deploy" in s:
+            value = s["deploy"]["resources"]["limits"]["memory"].lower().removesuffix("b")
+            limits[name] = int(value[:-1]) * units[value[-1]]
+    return limits
 
 
 def test_the_compose_file_is_valid_for_compose_v1(image, tmp_path):
@@ -182,7 +188,7 @@ def test_a_worker_killed_mid_analysis_loses_nothing(stack, rubo, tmp_path, figur
     per_study = stack.sql("SELECT study_id, count(*) FROM reports GROUP BY study_id")
     assert per_study and all(n == "1" for _, n in per_study), per_study
     figures.setdefault("compose", {}).update(sr_after_kill_s=round(time.monotonic() - killed, 1),
-                                             killed_worker_restarts=state(victim)["RestartCount"])
+                                             killed_worker_restarts=int(inspect(victim, "{{.RestartCount}}")))
 
 
 def test_scale_worker_to_three(stack):
