@@ -98,6 +98,7 @@ docker-test: install docker-deps
 	@status=0; \
 	DOCKER=$(DOCKER) docker/ci/bases.sh && \
 	DOCKER=$(DOCKER) COMPOSE="$(COMPOSE)" $(BIN)/python -m pytest -q -m docker tests/docker || status=$$?; \
+	cat var/docker-test/figures.json 2>/dev/null; \
 	DOCKER=$(DOCKER) docker/ci/dockerd.sh stop || status=1; \
 	exit $$status
 
