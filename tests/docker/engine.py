@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import threading
 import time
@@ -128,7 +127,3 @@ class MemorySampler:
             self._proc.terminate()
             self._proc.wait(timeout=30)
         self._thread.join(timeout=30)
-
-
-def compose_available() -> bool:
-    return shutil.which(COMPOSE[0]) is not None
