@@ -1,5 +1,6 @@
 # ARCADE PACS: `make run` starts the plugin, `make test` runs the whole suite (what CI runs),
-# `make test-fast` the unit tests that start no peer and train nothing (the edit-test loop).
+# the container checks last (`make docker-test`), `make test-fast` the unit tests that start no
+# peer and train nothing (the edit-test loop).
 # All install what they need first (`make install`, idempotent).
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc \
                 /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb chromium:chromium npm:npm openssl:openssl
 
-.PHONY: install system-deps postgres run lint test test-fast screenshots clean
+.PHONY: install system-deps postgres run lint test test-fast docker-deps docker-test screenshots clean
 
 install: $(STAMP)
 
@@ -66,10 +67,40 @@ lint: install
 	$(BIN)/ruff check arcade_pacs tests
 
 test: install system-deps postgres lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not docker"
+	$(MAKE) docker-test
 
 test-fast: install postgres lint
 	$(BIN)/python -m pytest -q -m "not network and not slow" tests/unit
+
+# The container checks (tests/docker): the image built and run alone, then the compose stack.
+# Debian's docker.io (daemon, and a client with BuildKit built in: preferred to any other
+# `docker` on PATH), Compose v1 and mmdebstrap; a daemon started when none answers, one that
+# leaves the host's forwarding as found (docker/ci/dockerd.sh: started and stopped here); the
+# base images made from Debian's packages, no registry needed (docker/ci/bases.sh, kept once made).
+DOCKER_TOOLS := dockerd:docker.io docker-compose:docker-compose mmdebstrap:mmdebstrap storescu:dcmtk
+DOCKER  ?= $(shell [ -x /usr/bin/docker ] && echo /usr/bin/docker || echo docker)
+COMPOSE ?= docker-compose
+
+docker-deps:
+	@missing=""; for pair in $(DOCKER_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); \
+	fi
+
+docker-test: install docker-deps
+	@DOCKER=$(DOCKER) docker/ci/dockerd.sh start
+	@status=0; \
+	DOCKER=$(DOCKER) docker/ci/bases.sh && \
+	DOCKER=$(DOCKER) COMPOSE="$(COMPOSE)" $(BIN)/python -m pytest -q -m docker tests/docker || status=$$?; \
+	cat var/docker-test/figures.json 2>/dev/null; \
+	DOCKER=$(DOCKER) docker/ci/dockerd.sh stop || status=1; \
+	exit $$status
 
 # The dashboard's screenshots in docs/ (README): a real cine sent by storescu to `arcade-pacs
 # serve`, each page photographed by headless chromium.

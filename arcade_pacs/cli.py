@@ -101,8 +101,17 @@ def cmd_serve(args) -> int:
 
     link = ParentLink(args.supervised).start() if args.supervised else None
     settings = load_settings(args.config)
+    http = not args.no_http
+    if args.probe_port is not None:
+        # Roles sharing a host cannot all bind admin.port: scp and worker probes move or go.
+        if Role(args.role) not in (Role.SCP, Role.WORKER):
+            raise CliError("--probe-port is for the scp and worker roles (all and admin serve the admin API on admin.port)")
+        if args.probe_port == 0:
+            http = False
+        else:
+            settings = settings.model_copy(update={"admin": settings.admin.model_copy(update={"port": args.probe_port})})
     try:
-        service = Service(settings, Role(args.role), http=not args.no_http)
+        service = Service(settings, Role(args.role), http=http)
     except StartupError as exc:
         print(f"arcade-pacs serve: refusing to start: {exc}", file=sys.stderr)
         return 2
@@ -475,6 +484,14 @@ def cmd_card(args) -> int:
     return 0
 
 
+def _port(value: str) -> int:
+    """A TCP port for argparse: 0 to 65535."""
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arcade-pacs", description=__doc__)
     parser.add_argument("--config", help="config TOML (default: ARCADE_CONFIG or config/arcade.toml)")
@@ -487,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all (default): SCP + admin here, a worker in a supervised child process; "
                         "scp, worker, admin: that part alone (any number of workers may share one database)")
     p.add_argument("--no-http", action="store_true", help="serve no HTTP (scp and worker roles serve /health by default)")
+    p.add_argument("--probe-port", type=_port, metavar="PORT",
+                   help="scp and worker roles: serve /health, /ready, /status and /metrics on PORT instead of "
+                        "admin.port (0: none), so that roles can share a host")
     p.add_argument("--supervised", type=int, metavar="PID", help=argparse.SUPPRESS)  # a worker of serve PID
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)

@@ -176,7 +176,10 @@ class ParentLink:
     def _watch(self) -> None:
         if os.getppid() != self.parent:
             os._exit(0)
-        for _line in sys.stdin.buffer:
+        # Raw reads of file descriptor 0, not ``sys.stdin``: this daemon thread blocks here until
+        # the process ends, and one blocked inside stdin's buffered reader holds its lock, which
+        # interpreter shutdown then cannot take ("Fatal Python error: _enter_buffered_busy").
+        while os.read(sys.stdin.fileno(), 4096):
             if self.on_wake is not None:
                 self.on_wake()
         os._exit(0)

@@ -103,3 +103,11 @@ def test_engine_command_shows_the_checked_form_of_a_model(tmp_path, tiny_model, 
     assert main(["--config", str(config), "engine", "--model", str(model), "--build"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["check"]["passed"] and shown["check"]["images"] == 2 and shown["litert"].endswith("model.tflite")
+
+
+def test_probe_port_is_for_the_roles_that_share_a_host():
+    for role in ("admin", "all"):
+        out = cli("serve", "--role", role, "--probe-port", "8001", timeout=120)
+        assert out.returncode == 2 and "--probe-port is for the scp and worker roles" in out.stderr, out.stderr
+    out = cli("serve", "--role", "scp", "--probe-port", "70000", timeout=120)
+    assert out.returncode == 2 and "not a port" in out.stderr

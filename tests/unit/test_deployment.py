@@ -6,10 +6,12 @@ query is run on a real PostgreSQL), and the image's commands run directly, with 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from arcade_pacs.cli import build_parser
 from arcade_pacs.db import make_engine, migrate
 from arcade_pacs.jobs import JobState
 from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL, postgres_database
-from tests.helpers import free_port, stop, wait_for_port
+from tests.helpers import free_port, stop, wait_for_port, wait_until
+from tests.integration.conftest import write_config
+from tests.integration.reliability import Arrivals, admin_json, study_uid
 
 DOCKER = PROJECT_ROOT / "docker"
 BIN = Path(sys.executable).parent
@@ -45,15 +49,19 @@ def test_compose_file_follows_the_compose_specification():
 
 def test_compose_splits_the_roles_and_publishes_only_what_it_must():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    assert "name" not in compose  # Compose v1 (Debian's docker-compose 1.29) rejects it
     services = compose["services"]
     assert services["worker"]["deploy"]["replicas"] == 2
+    # CI runs the file as written with images made from Debian's packages: every image is a variable.
+    assert all(s["image"].startswith("${") for s in services.values()), [s["image"] for s in services.values()]
     for name, service in services.items():
         assert service.get("restart") in ("unless-stopped", "no"), name
         if name != "migrate":
             assert "healthcheck" in service, name
             assert service["deploy"]["resources"]["limits"]["cpus"], name
         for port in service.get("ports", []):
-            assert port.startswith("127.0.0.1:") or port == "11112:11112", (name, port)  # DICOM only is public
+            # DICOM only is public; host ports are variables with the documented defaults.
+            assert port.startswith("127.0.0.1:") or port == "${ARCADE_SCP_PORT:-11112}:11112", (name, port)
     assert "ARCADE_ADMIN__TOKEN" not in str(compose)  # from the env file, never in the file
     for service in services.values():
         command = service.get("command")
@@ -157,3 +165,80 @@ def test_the_image_commands_refuse_without_a_token_and_serve_with_one(tmp_path):
         assert b'"database":"ok"' in body
     finally:
         stop(proc)
+
+
+def _readme_scaling_commands() -> list[str]:
+    """The commands of README's "Scaling out" block, comments dropped."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text[text.index("## Scaling out"):]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start:section.index("```", start)]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_the_readme_commands_run_every_role_on_one_host(tmp_path, rubo, tiny_model):
+    """README's "Scaling out" commands as written, one config, every role on this host (the worker
+    twice: "any number"): each starts and stays up (each once bound the admin port, and all but one
+    exited with "[Errno 98] address already in use"), and a cine sent to the scp comes back as an SR."""
+    commands = _readme_scaling_commands()
+    assert commands[0] == "arcade-pacs db upgrade", commands
+    assert {c.split("--role ")[1].split()[0] for c in commands[1:]} == {"scp", "worker", "admin"}, commands
+    scp_port, admin_port, pacs_port = free_port(), free_port(), free_port()
+    pacs_folder = tmp_path / "pacs"
+    pacs_folder.mkdir()
+    pacs = subprocess.Popen([_tool("storescp"), "-aet", "PACS", "+uf", "-od", str(pacs_folder), str(pacs_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(pacs_port, proc=pacs)
+    with postgres_database() as db:
+        config = write_config(tmp_path / "arcade.toml", {
+            "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
+            "storage": {"root": str(tmp_path / "store")},
+            "database": {"url": db},
+            "model": {"path": str(tiny_model), "engine": "keras"},
+            "pipeline": {"study_quiet_seconds": 1},
+            "admin": {"host": "127.0.0.1", "port": admin_port, "token": "one-host-token"},
+            "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}],
+        })
+        env = {**os.environ, "ARCADE_CONFIG": str(config)}  # one config for every role
+        procs, probes = [], []
+        try:
+            for n, command in enumerate(commands):
+                args = shlex.split(command)
+                assert args[0] == "arcade-pacs"
+                args[0] = str(BIN / "arcade-pacs")
+                if args[1:3] == ["db", "upgrade"]:
+                    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+                    assert out.returncode == 0, out.stdout + out.stderr
+                    continue
+                match = re.search(r"--probe-port (\d+)", command)
+                if match and match.group(1) != "0":  # the documented port may be taken here: a free one
+                    probe = free_port()
+                    args[args.index("--probe-port") + 1] = str(probe)
+                    probes.append(probe)
+                for copy in range(2 if "--role worker" in command else 1):
+                    log = (tmp_path / f"role{n}.{copy}.log").open("w")
+                    procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
+            for port in (scp_port, admin_port, *probes):
+                wait_for_port(port, timeout=180)
+            for port in (admin_port, *probes):
+                assert admin_json(port, "/health")["database"] == "ok"
+            logs = sorted(tmp_path.glob("role*.log"))
+            wait_until(lambda: sum("worker " in p.read_text() and ": model " in p.read_text() for p in logs) == 2,
+                       timeout=180, message="two workers started")
+            time.sleep(5)  # a role that cannot bind its port says so now (and stops)
+            for log in logs:
+                assert "address already in use" not in log.read_text(), log.read_text()[-2000:]
+            assert all(p.poll() is None for p in procs), "\n".join(p.read_text()[-1500:] for p in logs)
+
+            sent = subprocess.run([_tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1",
+                                   str(scp_port), str(rubo)], capture_output=True, text=True, timeout=300)
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            wait_until(lambda: study_uid(rubo) in Arrivals.read(pacs_folder).studies(), timeout=300,
+                       message="the SR at the PACS")
+            assert admin_json(admin_port, "/status", "one-host-token")["jobs"]["done"] == 1
+            assert all(p.poll() is None for p in procs)
+        finally:
+            for proc in [*procs, pacs]:
+                stop(proc)

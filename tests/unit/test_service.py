@@ -86,3 +86,24 @@ def test_a_supervised_worker_is_woken_by_its_parent_and_exits_with_it():
         assert child.wait(timeout=10) == 0
     finally:
         child.kill()
+
+
+def test_a_supervised_worker_stops_without_a_fatal_error_while_its_parent_lives():
+    """``docker stop`` ends the child while its parent still holds the pipe: interpreter shutdown
+    runs while the link's daemon thread waits on stdin. It must not print "Fatal Python error:
+    _enter_buffered_busy" (the thread once held stdin's buffered reader lock)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, time\n"
+         "from arcade_pacs.service import ParentLink\n"
+         "ParentLink(os.getppid()).start()\n"
+         "time.sleep(1)\n"],  # the link's thread is blocked on stdin when the interpreter ends
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        err = child.stderr.read().decode()  # until the child exits; stdin stays open meanwhile
+        assert child.wait(timeout=60) == 0, err
+        assert "Fatal Python error" not in err, err
+    finally:
+        child.kill()
+        child.stdin.close()
