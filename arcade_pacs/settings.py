@@ -9,6 +9,7 @@ lists and tables take JSON, e.g. ``ARCADE_SCP__ALLOWED_CALLING_AETS='["*"]'``.
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -190,14 +191,39 @@ class DestinationTls(BaseModel):
     check_hostname: bool = True  # the peer's certificate must name `host`
 
 
+class ObjectKind(StrEnum):
+    """The kinds of result object the plugin writes for a study, each sent where it is wanted.
+
+    ``sr``: the Comprehensive 3D SR (TID 1500), for machines and viewers that draw it;
+    ``sc``: the result images (Secondary Capture, findings burnt in), for every viewer;
+    ``gsps``: the presentation states on the cines (Grayscale Softcopy Presentation State),
+    for viewers that overlay them on the original frames.
+    """
+
+    SR = "sr"
+    SC = "sc"
+    GSPS = "gsps"
+
+
+ALL_OBJECTS = [ObjectKind.SR, ObjectKind.SC, ObjectKind.GSPS]
+
+
+def _objects(value: list[ObjectKind]) -> list[ObjectKind]:
+    if not value:
+        raise ValueError("a destination must receive at least one kind of object (sr, sc, gsps)")
+    return sorted(set(value), key=ALL_OBJECTS.index)
+
+
 class Destination(BaseModel):
-    """A DICOM node that receives every SR by C-STORE."""
+    """A DICOM node that receives the study's result objects by C-STORE."""
 
     name: str
     ae_title: AETitle
     host: str
     port: int = Field(ge=1, le=65535)
     tls: DestinationTls = DestinationTls()
+    # Which result objects this destination receives; all three by default (see config/arcade.toml).
+    objects: Annotated[list[ObjectKind], AfterValidator(_objects)] = Field(default_factory=lambda: list(ALL_OBJECTS))
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,10 @@
-"""The outbox: every SR delivery is a row, so nothing is dropped silently and nothing gives up quietly.
+"""The outbox: every delivery of a result object is a row, so nothing is dropped silently and
+nothing gives up quietly.
+
+A study's result is a report (one version) of one or more objects of any kind (the SR, result
+images, presentation states: :class:`~arcade_pacs.settings.ObjectKind`); each destination
+receives the kinds its ``objects`` setting names, one delivery per object. Every delivery, of
+whatever kind, follows the same states:
 
 ::
 
@@ -6,7 +12,7 @@
        |  \\--transport error, 0xA7xx (refused: out of resources)--> pending, back-off with jitter
        |   \\--0xA9xx, 0xCxxx, other failure statuses--> failed at once, the peer's status kept
        |    \\--still not sent outbox.max_age_h after it was queued--> failed (/health degraded)
-       |--a newer SR of the study replaced it before it was sent--> superseded
+       |--a newer report of the study replaced it before it was sent--> superseded
        \\--its destination was removed from the configuration--> cancelled
     failed --POST /deliveries/{id}/retry--> pending (its age counts again from then)
 
@@ -14,8 +20,10 @@ A delivery names its destination; the address is looked up in the configuration 
 Senders claim one delivery at a time with a lease (:mod:`arcade_pacs.db.claims`), so two
 senders, in one process or many, never send the same row; a sender that dies after the peer
 acknowledged but before the commit leaves the row to be sent again after the lease, and it is
-the same stored SR file, so the same SOP Instance UID: the peer sees a duplicate of one object,
-never two different SRs. Statuses are those of the Storage Service Class, PS3.4 B.2.3.
+the same stored file, so the same SOP Instance UID: the peer sees a duplicate of one object,
+never two different ones. A newer report supersedes the unsent deliveries of every object of
+the one it replaces together (:func:`supersede_pending`). Statuses are those of the Storage
+Service Class, PS3.4 B.2.3.
 """
 
 from __future__ import annotations
@@ -82,12 +90,15 @@ def backoff_s(attempts: int, cfg: OutboxSettings, rng: random.Random | None = No
 
 
 def enqueue(report: Report, destinations: Iterable[Destination], *, session: Session) -> list[Delivery]:
-    """Queue one delivery of ``report`` to each destination (by name; sent by a :class:`Sender`)."""
+    """Queue a delivery of each of ``report``'s objects to each destination that receives its kind
+    (by name; sent by a :class:`Sender`)."""
     now = utcnow()
     rows = [
-        Delivery(report=report, destination=dest.name, state=DeliveryState.PENDING.value,
+        Delivery(report=report, object=obj, destination=dest.name, state=DeliveryState.PENDING.value,
                  queued_at=now, next_attempt_at=now)
         for dest in destinations
+        for obj in report.objects
+        if obj.kind in dest.objects
     ]
     session.add_all(rows)
     return rows
@@ -157,7 +168,8 @@ def retry(delivery_id: int, *, session: Session) -> bool:
 
 
 def supersede_pending(report_id: int, *, session: Session) -> None:
-    """A newer SR replaces report ``report_id``: its unsent deliveries will not be sent.
+    """A newer report replaces report ``report_id``: the unsent deliveries of all its objects
+    (SR, result images, presentation states) will not be sent.
 
     One being sent right now (live lease) is left to finish and be recorded as it went.
     """
@@ -205,7 +217,7 @@ def send_next(scu, destination: Destination, owner: str, cfg: OutboxSettings, *,
     delivery = claim(destination.name, owner, cfg.lease_s, session=session)
     if delivery is None:
         return False
-    delivery_id, path = delivery.id, delivery.report.path
+    delivery_id, path = delivery.id, delivery.path
     outcome = scu.send_to(path, destination)
     if outcome.ok:
         faults.point("sent", destination.name)
