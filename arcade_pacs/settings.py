@@ -206,6 +206,11 @@ class ObjectKind(StrEnum):
 
 
 ALL_OBJECTS = [ObjectKind.SR, ObjectKind.SC, ObjectKind.GSPS]
+DEFAULT_OBJECTS = [ObjectKind.SR, ObjectKind.SC]
+"""What a destination receives unless it says otherwise: the SR and the result images. The
+presentation states are for destinations that ask for them: a viewer may apply a study's
+presentation state when it opens the original cine, and a research result should change how the
+diagnostic images look only where the site chose that (see config/arcade.toml)."""
 
 
 def _objects(value: list[ObjectKind]) -> list[ObjectKind]:
@@ -222,8 +227,8 @@ class Destination(BaseModel):
     host: str
     port: int = Field(ge=1, le=65535)
     tls: DestinationTls = DestinationTls()
-    # Which result objects this destination receives; all three by default (see config/arcade.toml).
-    objects: Annotated[list[ObjectKind], AfterValidator(_objects)] = Field(default_factory=lambda: list(ALL_OBJECTS))
+    # Which result objects this destination receives (DEFAULT_OBJECTS unless set; see config/arcade.toml).
+    objects: Annotated[list[ObjectKind], AfterValidator(_objects)] = Field(default_factory=lambda: list(DEFAULT_OBJECTS))
 
 
 class Settings(BaseSettings):

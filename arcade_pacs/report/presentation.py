@@ -138,8 +138,9 @@ def _voi(source: Dataset, voi: DisplayVOI) -> list[hd.pr.SoftcopyVOILUTTransform
         first, values = lut_array(source.VOILUTSequence[0])
         return [hd.pr.SoftcopyVOILUTTransformation(voi_luts=[hd.VOILUT(first, values, explanation)])]
     center, width = voi.window
-    return [hd.pr.SoftcopyVOILUTTransformation(window_center=round(center, 4), window_width=round(width, 4),
-                                               window_explanation=explanation)]
+    # One-item lists: highdicom 0.28 stores a plain string explanation as one value per character.
+    return [hd.pr.SoftcopyVOILUTTransformation(window_center=[round(center, 4)], window_width=[round(width, 4)],
+                                               window_explanation=[explanation])]
 
 
 def build_presentation_state(

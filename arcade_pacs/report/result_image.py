@@ -135,13 +135,18 @@ def _caption_rows(caption: Caption, width: int) -> list[tuple[str, int, tuple[in
     return rows
 
 
+def caption_top(n_tiles: int) -> int:
+    """First pixel row of the caption, under the tiles."""
+    _, grid_rows = layout(n_tiles)
+    return _span(grid_rows) + (GAP if grid_rows else 0)
+
+
 def compose(tiles: list[Image.Image], caption: Caption) -> np.ndarray:
     """The result image's pixels: ``tiles`` (512x512 RGB) laid out by :func:`layout`, the caption below."""
     width = canvas_width(len(tiles))
-    _, grid_rows = layout(len(tiles))
     rows = _caption_rows(caption, width)
     caption_height = MARGIN + sum(size + LINE_GAP for _, size, _ in rows) + MARGIN
-    top = _span(grid_rows) + (GAP if grid_rows else 0)
+    top = caption_top(len(tiles))
     picture = Image.new("RGB", (width, top + caption_height), BACKGROUND)
     for index, tile in enumerate(tiles):
         picture.paste(tile, tile_origin(index, len(tiles)))

@@ -18,7 +18,7 @@ from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
-from arcade_pacs.settings import Destination
+from arcade_pacs.settings import Destination, ObjectKind
 from arcade_pacs.worker import Worker
 from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
@@ -113,11 +113,15 @@ def _due_now(sessions):
         s.commit()
 
 
+SR_ONLY = [ObjectKind.SR]
+"""The outbox's mechanics are tested with one object per destination (kinds: see the tests at the end)."""
+
+
 def test_send_then_retry_transport_errors_until_the_maximum_age(settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
     closed = free_port()
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port),
-                             Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=closed)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY),
+                             Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=closed, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     scu = StoreSCU(settings, load_contexts())
     _send_all(settings, sessions, scu)
@@ -153,7 +157,7 @@ def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessio
                                                                  answering, status, outcome):
     port, state = answering
     state["status"] = status
-    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
     row = _by_name(sessions)["peer"]
@@ -164,11 +168,11 @@ def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessio
 def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_cancelled(
         settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port()),
-                             Destination(name="old", ae_title="OLD", host="127.0.0.1", port=1)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port(), objects=SR_ONLY),
+                             Destination(name="old", ae_title="OLD", host="127.0.0.1", port=1, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     # The PACS moved and "old" was removed from the configuration before anything was sent.
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     with sessions() as s:
         assert outbox.cancel_removed([d.name for d in settings.destinations], session=s) == 1
     _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
@@ -180,7 +184,7 @@ def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_can
 
 def test_two_senders_never_send_the_same_delivery(settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     for n in range(3):
         ingest(xa_dataset(real_frame(rubo, 40 + n)), settings, sessions)  # three studies
     worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
@@ -204,8 +208,8 @@ def test_a_blackholed_destination_does_not_delay_another_destination(
         settings, sessions, tiny_classifier, rubo, pacs, blackhole):
     port, folder = pacs
     settings.outbox.network_timeout_s = 20
-    settings.destinations = [Destination(name="hole", ae_title="HOLE", host="127.0.0.1", port=blackhole),
-                             Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="hole", ae_title="HOLE", host="127.0.0.1", port=blackhole, objects=SR_ONLY),
+                             Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     scu = StoreSCU(settings, load_contexts())
     senders = [Sender(settings, sessions, scu, d, "svc") for d in settings.destinations]
