@@ -18,8 +18,8 @@ are superseded, so there is never more than one live SR for a study's content.
 Reporters in any number of processes share the work: each claims one ready study at a time
 with a lease (:mod:`arcade_pacs.db.claims`) and commits the SR only while it still holds the
 claim. An SR is written only when what it would say differs from the last one (its
-``content_key``: each run's SOP Instance UID, stored-file digest and outcome), so a study is
-never reported twice for the same content, whatever crashed or raced.
+``content_key``: each run's SOP Instance UID, stored-file digest, outcome and model), so a study
+is never reported twice for the same content, whatever crashed or raced.
 """
 
 from __future__ import annotations
@@ -84,9 +84,11 @@ def claim_study(owner: str, quiet_seconds: float, lease_s: float, *, session: Se
 
 
 def content_key(study: Study) -> str:
-    """Digest of what the study's SR would say: each finished run's UID, file digest and outcome."""
+    """Digest of what the study's result would say: each finished run's UID, file digest, outcome and
+    the model behind its result (a re-analysis by another model is new content, by the same one not)."""
     parts = sorted(
         f"{i.sop_instance_uid}:{i.digest or ''}:{i.generation}:{i.job.state if i.job else ''}"
+        f":{i.result.device_uid if i.result else ''}"
         for i in study.instances
         if i.job is not None and i.job.state in (JobState.DONE.value, JobState.FAILED.value)
     )
