@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pydicom
 import pytest
 from pynetdicom import AE, evt
 from sqlalchemy import select, update
@@ -237,3 +238,70 @@ def test_the_connection_timeout_bounds_an_unroutable_destination(settings):
     started = time.monotonic()
     outcome = scu.send("/nonexistent.dcm", "X", "10.255.255.1", 104)  # not routed: SYN never answered
     assert outcome.status is None and time.monotonic() - started < 8
+
+
+SECONDARY_CAPTURE, GSPS = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.11.1"
+ALL_KINDS = [ObjectKind.SR, ObjectKind.SC, ObjectKind.GSPS]
+
+
+def _by_kind(sessions, destination):
+    with sessions() as s:
+        return {d.object.kind: d for d in s.scalars(select(Delivery).where(Delivery.destination == destination))}
+
+
+def _storescp(port, folder):
+    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(folder), "+uf", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc=proc)
+    return proc
+
+
+def test_every_kind_of_object_is_retried_and_recorded_as_an_sr_is(settings, sessions, tiny_classifier, rubo, tmp_path):
+    """The PACS is down: each object's delivery backs off and keeps its reason; once it is up, each
+    arrives once, with its own SOP class, in the source study."""
+    port = free_port()
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=ALL_KINDS)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    scu = StoreSCU(settings, load_contexts())
+    _send_all(settings, sessions, scu)
+    rows = _by_kind(sessions, "pacs")
+    assert set(rows) == {"sr", "sc", "gsps"}
+    for row in rows.values():
+        assert row.state == "pending" and row.attempts == 1 and "association" in row.last_error
+        assert row.next_attempt_at > utcnow()
+    folder = tmp_path / "pacs"
+    folder.mkdir()
+    proc = _storescp(port, folder)
+    try:
+        _due_now(sessions)
+        _send_all(settings, sessions, scu)
+    finally:
+        stop(proc)
+    rows = _by_kind(sessions, "pacs")
+    assert {k: (r.state, r.attempts, r.last_status) for k, r in rows.items()} == {
+        k: ("sent", 2, 0) for k in ("sr", "sc", "gsps")}
+    arrived = [pydicom.dcmread(p, stop_before_pixels=True) for p in folder.iterdir()]
+    assert sorted(d.SOPClassUID for d in arrived) == sorted([SR_STORAGE, SECONDARY_CAPTURE, GSPS])
+    assert len({d.StudyInstanceUID for d in arrived}) == 1
+
+
+def test_a_peer_that_does_not_store_a_kind_fails_that_delivery_at_once_and_keeps_the_others(
+        settings, sessions, tiny_classifier, rubo, answering):
+    """The peer negotiates SR storage only: the result image and presentation state fail at once as
+    0x0122 (SOP Class not supported), visibly; an operator's retry tries again; the SR is stored."""
+    port, state = answering
+    state["status"] = 0x0000
+    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port, objects=ALL_KINDS)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    scu = StoreSCU(settings, load_contexts())
+    _send_all(settings, sessions, scu)
+    rows = _by_kind(sessions, "peer")
+    assert rows["sr"].state == "sent" and state["calls"] == 1
+    for kind in ("sc", "gsps"):
+        assert rows[kind].state == "failed" and rows[kind].last_status == 0x0122 and rows[kind].attempts == 1
+        assert "no presentation context" in rows[kind].last_error
+    with sessions() as s:
+        assert outbox.retry(rows["sc"].id, session=s)
+        s.commit()
+    _send_all(settings, sessions, scu)
+    assert _by_kind(sessions, "peer")["sc"].attempts == 1 and _by_kind(sessions, "peer")["sc"].state == "failed"
