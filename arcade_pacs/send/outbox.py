@@ -34,8 +34,8 @@ from collections.abc import Iterable
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, or_, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from arcade_pacs import faults, metrics
 from arcade_pacs.db import claims, queries
@@ -104,14 +104,25 @@ def enqueue(report: Report, destinations: Iterable[Destination], *, session: Ses
     return rows
 
 
+def _replaced():
+    """The condition of a delivery whose report a newer report of its study replaces."""
+    newer = aliased(Report)
+    return exists().where(newer.predecessor_id == Delivery.report_id)
+
+
 def claim(destination: str, owner: str, lease_s: float, *, session: Session) -> Delivery | None:
-    """Take the oldest due delivery to ``destination`` with a lease; ``None`` when none is due."""
+    """Take the oldest due delivery to ``destination`` with a lease; ``None`` when none is due.
+
+    A delivery whose report was replaced meanwhile is never taken (it was being sent when the
+    newer report came, and its attempt failed: see :func:`record_outcome`).
+    """
     now = utcnow()
     claimable = and_(
         Delivery.state == DeliveryState.PENDING.value,
         Delivery.destination == destination,
         Delivery.next_attempt_at <= now,
         or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        ~_replaced(),
     )
     taken = claims.claim(
         Delivery, claimable, [Delivery.next_attempt_at, Delivery.id],
@@ -125,7 +136,12 @@ def record_outcome(
     delivery_id: int, owner: str, status: int | None, error: str | None, ok: bool,
     cfg: OutboxSettings, *, session: Session,
 ) -> DeliveryState | None:
-    """Record one attempt by ``owner`` (not committed); ``None`` when the claim was lost meanwhile."""
+    """Record one attempt by ``owner`` (not committed); ``None`` when the claim was lost meanwhile.
+
+    An attempt that did not deliver an object whose report was replaced while it was being sent
+    (:func:`supersede_pending` leaves a leased delivery alone) makes it ``superseded``: the older
+    version is never sent after the newer one.
+    """
     delivery = session.get(Delivery, delivery_id, populate_existing=True)
     if delivery is None or delivery.lease_owner != owner or delivery.state != DeliveryState.PENDING.value:
         return None
@@ -133,8 +149,12 @@ def record_outcome(
     attempts = delivery.attempts + 1
     values = {"attempts": attempts, "last_status": status, "last_error": error, "lease_owner": None, "lease_until": None}
     kind = verdict(status, ok)
+    replaced = kind is not Verdict.SENT and session.scalar(
+        select(exists().where(Report.predecessor_id == delivery.report_id)))
     if kind is Verdict.SENT:
         values |= {"state": DeliveryState.SENT.value, "sent_at": now, "last_error": None}
+    elif replaced:
+        values |= {"state": DeliveryState.SUPERSEDED.value}
     elif kind is Verdict.FAIL:
         values |= {"state": DeliveryState.FAILED.value}
     elif now - delivery.queued_at >= timedelta(hours=cfg.max_age_h):

@@ -305,3 +305,39 @@ def test_a_peer_that_does_not_store_a_kind_fails_that_delivery_at_once_and_keeps
         s.commit()
     _send_all(settings, sessions, scu)
     assert _by_kind(sessions, "peer")["sc"].attempts == 1 and _by_kind(sessions, "peer")["sc"].state == "failed"
+
+
+def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_the_newer_one(
+        settings, sessions, tiny_classifier, rubo):
+    """supersede_pending leaves a delivery under a live lease alone; if that attempt fails, the
+    delivery is superseded, not retried behind the newer version's back."""
+    from arcade_pacs.db.tables import Report
+
+    settings.destinations = [Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port(),
+                                         objects=ALL_KINDS)]
+    first = xa_dataset(real_frame(rubo, 50))
+    ingest(first, settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        taken = outbox.claim("down", "sender-1", 60, session=s)  # being sent right now
+        s.commit()
+        assert taken is not None
+        taken_id = taken.id
+    ingest(xa_dataset(real_frame(rubo, 60), study_uid=first.StudyInstanceUID), settings, sessions)
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        states = {d.id: d.state for d in old.deliveries}
+        assert states.pop(taken_id) == "pending" and set(states.values()) == {"superseded"}
+        state = outbox.record_outcome(taken_id, "sender-1", None, "association aborted", False, settings.outbox,
+                                      session=s)
+        s.commit()
+        assert state is outbox.DeliveryState.SUPERSEDED
+        _due_now(sessions)
+        claimed = outbox.claim("down", "sender-2", 60, session=s)
+        assert claimed is not None and claimed.report_id == new.id  # only the newer version is sent
