@@ -34,7 +34,7 @@ class Health(BaseModel):
     status: str = Field(description="ok; degraded when the database does not answer (503) or an SR delivery failed for good")
     model_loaded: bool
     database: str
-    deliveries_failed: int = Field(0, description="SR deliveries that gave up (state failed): they need an operator")
+    deliveries_failed: int = Field(0, description="deliveries of result objects (SR, result images, presentation states) that gave up (state failed): they need an operator")
     problems: list[str] = Field(default_factory=list, description="why the status is degraded, one line each")
     version: str
     notice: str

@@ -23,6 +23,13 @@ and so that a web viewer (OHIF Viewer v3) opens it, draws it and tracks it:
   Description that says it is a research result, and Predecessor Documents when it replaces an
   earlier SR of the study.
 
+Every content item and attribute is made by highdicom's constructors, so what highdicom validates
+stays validated; the two things its templates cannot say are added in :func:`beyond_template`
+(content) and :func:`beyond_highdicom_header` (document), each citing the standard. The equipment
+identity and the Algorithm Identification come from :mod:`arcade_pacs.report.identity`, shared
+with the result images and presentation states; what is drawn (regions, keyframes) from
+:mod:`arcade_pacs.report.marks`.
+
 ``scp/CONFORMANCE.md`` (section 3) says why each choice, and what a strict TID 1500 reader finds.
 """
 

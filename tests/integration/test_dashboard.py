@@ -134,10 +134,10 @@ def test_cli_status_table_and_json(served):
     args = [sys.executable, "-m", "arcade_pacs.cli", "status", "--url", served.base]
     table = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     assert table.returncode == 0, table.stderr  # ready
-    assert "ready" in table.stdout and "SR deliveries per destination" in table.stdout
+    assert "ready" in table.stdout and "Result deliveries per destination" in table.stdout
     assert "pacs" in table.stdout and "instances received" in table.stdout
     body = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60, env=env).stdout)
-    assert body["ready"]["status"] == "ready" and body["status"]["backlog"]["pacs"]["sent"] == 1
+    assert body["ready"]["status"] == "ready" and body["status"]["backlog"]["pacs"]["sent"] == 2  # the SR and the result image
     assert body["status"]["instances_received"] == 1
 
 

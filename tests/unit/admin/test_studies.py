@@ -111,6 +111,8 @@ def test_the_study_lists_and_links_its_sr_result_images_and_presentation_states(
     assert open_client.get("/objects/1.2.3.dcm").status_code == 404
     deliveries = {d["object_kind"]: d for d in report["deliveries"]}
     assert set(deliveries) == {"sr", "sc", "gsps"}
+    assert {d["object_kind"]: d["id"] for d in open_client.get("/deliveries").json()} == {
+        k: d["id"] for k, d in deliveries.items()}
     assert {d["sop_instance_uid"] for d in deliveries.values()} == {o["sop_instance_uid"] for o in objects.values()}
     page = open_client.get(f"/ui/studies/{analysed_rubo}").text
     for o in objects.values():  # the page lists and links each one, and shows the result image
