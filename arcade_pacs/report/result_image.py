@@ -9,9 +9,10 @@ highdicom's :class:`highdicom.sc.SCImage`) in the source study, in a series of i
   right and top to bottom (:func:`layout`), each drawn by
   :func:`arcade_pacs.report.drawing.draw_keyframe`: the frame as the model saw it, the heat map
   of its window scores, the SR's regions outlined in red with their probabilities;
-- under them a caption in letters a reader can read on a reading-room screen: the finding,
-  the run's probability and the threshold, the model's name and version, which frames are
-  shown, and ``RESEARCH USE ONLY - NOT FOR DIAGNOSIS``;
+- under them a caption in letters a reader can read on a reading-room screen: the finding and
+  ``RESEARCH USE ONLY - NOT FOR DIAGNOSIS`` first, then the run's probability and the threshold,
+  which frames are shown, and the model's name and version; nothing in the bottom margin, where
+  viewers write their own overlays;
 - a run that could not be analysed gets an image with a caption saying so and why.
 
 Burned In Annotation is YES, Source Image Sequence names the run and the frames shown (purpose
@@ -58,6 +59,10 @@ TITLE_SIZE = 30
 TEXT_SIZE = 24
 NOTICE_SIZE = 30
 MARGIN = 16
+BOTTOM_MARGIN = 128
+"""Black below the caption: viewers write their corner overlays (window level, frame count: a few
+lines of text) over the image's bottom corners, and must not cover its last lines (OHIF's reach
+about 45 screen pixels up, 70 image pixels at the scale it shows a three-tile image)."""
 LINE_GAP = 8
 BACKGROUND = (0, 0, 0)
 WHITE = (255, 255, 255)
@@ -129,9 +134,9 @@ def _caption_rows(caption: Caption, width: int) -> list[tuple[str, int, tuple[in
     inner = width - 2 * MARGIN
     rows = [(line, TITLE_SIZE, PRESENT_COLOUR if caption.present else WHITE)
             for line in _wrap(caption.title, TITLE_SIZE, inner)]
+    rows += [(line, NOTICE_SIZE, NOTICE_COLOUR) for line in _wrap(NOTICE, NOTICE_SIZE, inner)]
     for text in caption.lines:
         rows += [(line, TEXT_SIZE, WHITE) for line in _wrap(text, TEXT_SIZE, inner)]
-    rows += [(line, NOTICE_SIZE, NOTICE_COLOUR) for line in _wrap(NOTICE, NOTICE_SIZE, inner)]
     return rows
 
 
@@ -145,7 +150,7 @@ def compose(tiles: list[Image.Image], caption: Caption) -> np.ndarray:
     """The result image's pixels: ``tiles`` (512x512 RGB) laid out by :func:`layout`, the caption below."""
     width = canvas_width(len(tiles))
     rows = _caption_rows(caption, width)
-    caption_height = MARGIN + sum(size + LINE_GAP for _, size, _ in rows) + MARGIN
+    caption_height = MARGIN + sum(size + LINE_GAP for _, size, _ in rows) + BOTTOM_MARGIN
     top = caption_top(len(tiles))
     picture = Image.new("RGB", (width, top + caption_height), BACKGROUND)
     for index, tile in enumerate(tiles):

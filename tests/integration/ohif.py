@@ -259,6 +259,7 @@ BROKEN_PAGE_MARKERS = ("Error Boundary", "Something went wrong")
 DISPLAY_SETS_JS = """() => window.services.displaySetService.getActiveDisplaySets().map(d => ({
   uid: d.displaySetInstanceUID, modality: d.Modality, series: d.SeriesInstanceUID,
   description: d.SeriesDescription || '', images: (d.images || d.instances || []).length,
+  handler: d.SOPClassHandlerId || null,
   sopClass: d.SOPClassUID || (d.instance && d.instance.SOPClassUID) || null}))"""
 SHOWN_JS = """uid => {
   const st = window.services.viewportGridService.getState();

@@ -60,6 +60,8 @@ def test_the_presentation_state_of_every_sample_passes_dciodvfy(name, dicom_dir,
     errors, warnings = dciodvfy(saved(_state(result), tmp_path / "ps.dcm"), "GrayscaleSoftcopyPresentationState")
     assert not errors, "\n".join(errors)
     assert not unexplained(warnings), "\n".join(warnings)
+    dumped = run([tool("dcmdump"), str(tmp_path / "ps.dcm")])  # DCMTK reads it too
+    assert dumped.returncode == 0 and "GraphicAnnotationSequence" in dumped.stdout, dumped.stderr
     ds = pydicom.dcmread(tmp_path / "ps.dcm")
     assert ds.SOPClassUID == GSPS and ds.Modality == "PR"
     assert ds.StudyInstanceUID == result.source.StudyInstanceUID

@@ -19,7 +19,7 @@ from arcade_pacs.report.marks import selected_regions, shown_frames
 from arcade_pacs.report.objects import Numbering, build_objects
 from arcade_pacs.report.sr import FailedRun, build_sr
 from arcade_pacs.settings import ObjectKind
-from tests.helpers import tool
+from tests.helpers import run, tool
 from tests.unit.report.runs import (
     MODEL,
     SAMPLES,
@@ -75,6 +75,8 @@ def test_the_result_image_of_every_sample_passes_dciodvfy_and_reads_back(name, d
     assert not errors, "\n".join(errors)
     assert not unexplained(warnings), "\n".join(warnings)
 
+    dumped = run([tool("dcmdump"), str(tmp_path / "sc.dcm")])  # DCMTK reads it too
+    assert dumped.returncode == 0 and "BurnedInAnnotation" in dumped.stdout, dumped.stderr
     ds = pydicom.dcmread(tmp_path / "sc.dcm")
     source = result.source
     assert ds.SOPClassUID == SECONDARY_CAPTURE and ds.Modality == "OT"
