@@ -70,7 +70,9 @@ def test_study_page_pictures_and_numbers(page, served, rubo):
 
     images = page.locator("img.pic")
     n = images.count()
-    assert n == 3 + 2 * len(result["keyframes"])  # probability, opacification, TTA; overlay + histogram each
+    # probability, opacification, TTA; overlay + histogram each; the result image sent to the PACS
+    assert n == 3 + 2 * len(result["keyframes"]) + 1
+    assert page.locator("img.result-image").count() == 1
     for i in range(n):
         img = images.nth(i)
         assert img.evaluate("e => e.complete && e.naturalWidth > 0"), img.get_attribute("src")
