@@ -31,12 +31,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydicom import Dataset
 from pydicom.dataset import Dataset as Item
-from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.uid import ExplicitVRLittleEndian
 
 from arcade_pacs.findings import Finding
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
 from arcade_pacs.pipeline.tensors import FRAME_SIZE
+from arcade_pacs.report import codes
 from arcade_pacs.report.drawing import LoadedRun, draw_keyframe, font
 from arcade_pacs.report.identity import (
     NOTICE,
@@ -68,7 +68,6 @@ BACKGROUND = (0, 0, 0)
 WHITE = (255, 255, 255)
 NOTICE_COLOUR = (255, 210, 0)
 PRESENT_COLOUR = (255, 90, 90)
-MONTAGE_PURPOSE = dcm_codes.DCM.SourceImageForMontage  # (121329, DCM), CID 7202
 
 
 @dataclass(frozen=True)
@@ -167,17 +166,19 @@ def _model_line(model: ModelIdentity) -> str:
     return f"Model: {model.name}, version {model.version}"
 
 
-def finding_caption(finding: Finding, label: str, model: ModelIdentity, frames: list[int]) -> Caption:
-    """What an analysed run's image says under its tiles."""
+def finding_caption(finding: Finding, label: str, model: ModelIdentity, frames: list[int],
+                    note: str | None = None) -> Caption:
+    """What an analysed run's image says under its tiles (``note``: why there are none)."""
     title = "ARCADE stenosis AI: STENOSIS PRESENT" if finding.present else "ARCADE stenosis AI: no stenosis found"
     regions = selected_regions(finding)
     marks = (f"Red boxes: the {len(regions)} strongest windows at or above the threshold, with their probability."
              if regions else "No region is marked (the run is below the threshold).")
+    shown = (f"Frames shown, left to right: {', '.join(str(n) for n in frames)}. "
+             f"Heat map: each window's score, blue low to red high. {marks}")
     return Caption(title, [
         f"Run probability {finding.probability:.2f} (threshold {finding.threshold:.2f}; "
         f"mean of the {INSTANCE_TOP_K} best keyframes). {label}.",
-        f"Frames shown, left to right: {', '.join(str(n) for n in frames)}. "
-        f"Heat map: each window's score, blue low to red high. {marks}",
+        note or shown,
         _model_line(model),
     ], present=finding.present)
 
@@ -205,9 +206,8 @@ def analysed_pixels(finding: Finding, loaded: LoadedRun | None, window_scores: d
     """
     frames = shown_frames(finding)
     if loaded is None:
-        caption = finding_caption(finding, label, model, [])
-        caption.lines.insert(1, f"The keyframes could not be read again: {unreadable or 'unknown reason'}.")
-        return compose([], caption), []
+        note = f"The keyframes could not be read again: {unreadable or 'unknown reason'}."
+        return compose([], finding_caption(finding, label, model, [], note)), []
     regions = selected_regions(finding)
     tiles = [draw_keyframe(loaded.frames[n], window_scores.get(n), finding.threshold, regions) for n in frames]
     return compose(tiles, finding_caption(finding, label, model, frames)), frames
@@ -246,7 +246,7 @@ def _source_item(source: Dataset, frames: list[int]) -> Item:
     item.ReferencedSOPInstanceUID = source.SOPInstanceUID
     if frames and int(source.get("NumberOfFrames", 1) or 1) > 1:
         item.ReferencedFrameNumber = sorted(frames) if len(frames) > 1 else frames[0]
-    item.PurposeOfReferenceCodeSequence = [hd.sr.CodedConcept.from_code(MONTAGE_PURPOSE)]
+    item.PurposeOfReferenceCodeSequence = [hd.sr.CodedConcept.from_code(codes.SOURCE_IMAGE_FOR_MONTAGE)]
     return item
 
 
