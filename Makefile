@@ -12,7 +12,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # needs Orthanc's DICOMweb plugin, Debian's chromium (driven by Python playwright; never a
 # browser that playwright downloads) and npm (to pack the pinned @ohif/app once).
 DEBIAN_TOOLS := storescu:dcmtk echoscu:dcmtk storescp:dcmtk dsrdump:dcmtk dciodvfy:dicom3tools Orthanc:orthanc \
-                /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb chromium:chromium npm:npm openssl:openssl
+                /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb chromium:chromium npm:npm openssl:openssl \
+                tesseract:tesseract-ocr
 
 .PHONY: install system-deps postgres run lint test test-fast docker-deps docker-test screenshots clean
 

@@ -196,7 +196,7 @@ def cmd_status(args) -> int:
     overview.add_row("SRs written", str(status["reports"]))
     console.print(overview)
 
-    backlog = Table(title="SR deliveries per destination", title_justify="left")
+    backlog = Table(title="Result deliveries per destination", title_justify="left")
     backlog.add_column("destination")
     states = ["pending", "sent", "failed", "superseded"]
     for state in states:

@@ -9,6 +9,7 @@ lists and tables take JSON, e.g. ``ARCADE_SCP__ALLOWED_CALLING_AETS='["*"]'``.
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -218,9 +219,38 @@ class DestinationTls(BaseModel):
     check_hostname: bool = True  # the peer's certificate must name `host`
 
 
+class ObjectKind(StrEnum):
+    """The kinds of result object the plugin writes for a study, each sent where it is wanted.
+
+    ``sr``: the Comprehensive 3D SR (TID 1500), for machines and viewers that draw it;
+    ``sc``: the result images (Secondary Capture, findings burnt in), for every viewer;
+    ``gsps``: the presentation states on the cines (Grayscale Softcopy Presentation State),
+    for viewers that overlay them on the original frames.
+    """
+
+    SR = "sr"
+    SC = "sc"
+    GSPS = "gsps"
+
+
+ALL_OBJECTS = [ObjectKind.SR, ObjectKind.SC, ObjectKind.GSPS]
+DEFAULT_OBJECTS = [ObjectKind.SR, ObjectKind.SC]
+"""What a destination receives unless it says otherwise: the SR and the result images. The
+presentation states are for destinations that ask for them: a viewer may apply a study's
+presentation state when it opens the original cine, and a research result should change how the
+diagnostic images look only where the site chose that (see config/arcade.toml)."""
+
+
+def _objects(value: list[ObjectKind]) -> list[ObjectKind]:
+    if not value:
+        raise ValueError("a destination must receive at least one kind of object (sr, sc, gsps)")
+    return sorted(set(value), key=ALL_OBJECTS.index)
+
+
 class Destination(BaseModel):
-    """A node that receives every SR: by C-STORE (``kind = "dimse"``, the default: ``ae_title``,
-    ``host``, ``port``) or by STOW-RS (``kind = "dicomweb"``: ``url`` and the fields below)."""
+    """A node that receives the study's result objects: by C-STORE (``kind = "dimse"``, the
+    default: ``ae_title``, ``host``, ``port``) or by STOW-RS (``kind = "dicomweb"``: ``url`` and the
+    fields below)."""
 
     name: str
     ae_title: AETitle | None = None
@@ -237,6 +267,9 @@ class Destination(BaseModel):
     username: str | None = None  # HTTP Basic authentication (with `password`)
     password: SecretStr | None = None
     timeout_s: float | None = Field(None, gt=0)  # per request; None = outbox.network_timeout_s
+
+    # Which result objects this destination receives (DEFAULT_OBJECTS unless set; see config/arcade.toml).
+    objects: Annotated[list[ObjectKind], AfterValidator(_objects)] = Field(default_factory=lambda: list(DEFAULT_OBJECTS))
 
     @model_validator(mode="after")
     def _complete(self) -> Destination:

@@ -28,7 +28,7 @@ class DatabaseCollector:
         with self.sessions() as s:
             counts = {
                 ("arcade_jobs", "Analysis jobs by state"): jobs.counts_by_state(session=s),
-                ("arcade_deliveries", "SR deliveries by state"): outbox.counts_by_state(session=s),
+                ("arcade_deliveries", "Result deliveries (SR, result images, presentation states) by state"): outbox.counts_by_state(session=s),
             }
             backlog = deliveries_by_destination(session=s)
         for (name, documentation), by_state in counts.items():
@@ -37,13 +37,13 @@ class DatabaseCollector:
                 gauge.add_metric([state], n)
             yield gauge
         job_counts = counts[("arcade_jobs", "Analysis jobs by state")]
-        delivery_counts = counts[("arcade_deliveries", "SR deliveries by state")]
+        delivery_counts = counts[("arcade_deliveries", "Result deliveries (SR, result images, presentation states) by state")]
         depth = GaugeMetricFamily("arcade_queue_depth", "Work waiting: analysis jobs queued or running, "
-                                  "SR deliveries pending", labels=["queue"])
+                                  "Result deliveries pending", labels=["queue"])
         depth.add_metric(["analysis"], job_counts[jobs.JobState.QUEUED] + job_counts[jobs.JobState.RUNNING])
         depth.add_metric(["outbox"], delivery_counts[outbox.DeliveryState.PENDING])
         yield depth
-        per_destination = GaugeMetricFamily("arcade_destination_deliveries", "SR deliveries per destination and state",
+        per_destination = GaugeMetricFamily("arcade_destination_deliveries", "Result deliveries per destination and state",
                                             labels=["destination", "state"])
         for destination, by_state in sorted(backlog.items()):
             for state, n in sorted(by_state.items()):

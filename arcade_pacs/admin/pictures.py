@@ -4,7 +4,8 @@ Why the model said what it said:
 
 - :func:`keyframe_png`: a keyframe as the model saw it (display polarity, VOI, shutters,
   512x512) with a thermal heat map of its 3x3 window scores (TTA mean) and, outlined, the
-  regions that went into the SR (windows at or above the threshold, as stored);
+  regions that went into the SR (:func:`arcade_pacs.report.marks.selected_regions`), drawn by
+  the same code as the result images sent to the PACS (:mod:`arcade_pacs.report.drawing`);
 - :func:`histogram_png`: the keyframe's pixel-intensity histogram (how the contrast dye is
   distributed: opacified vessels add a dark tail);
 - :func:`tta_png`: TTA agreement, the original and the mirrored view of each keyframe;
@@ -20,31 +21,18 @@ from __future__ import annotations
 import base64
 import io
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-from scipy.ndimage import gaussian_filter
+from PIL import Image
 
 from arcade_pacs import figures
 from arcade_pacs.findings import Region
 from arcade_pacs.pipeline.frames import FrameSource
-from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID
+from arcade_pacs.report.drawing import DisplayFrame, draw_keyframe
 
-NOTICE = "research use only - not for diagnosis"
-HEAT_ALPHA = 0.45
-
-
-@dataclass(frozen=True)
-class DisplayFrame:
-    """One frame as the model saw it: ``data`` (512, 512) in [0, 1], ``valid`` the exposed field."""
-
-    data: np.ndarray
-    valid: np.ndarray
-    rows: int
-    columns: int
-    frame_number: int
+__all__ = ["DisplayFrame", "load_frame", "keyframe_png", "histogram_stats", "histogram_png", "tta_png",
+           "opacification_png", "probability_png", "data_uri"]
 
 
 @lru_cache(maxsize=32)
@@ -63,37 +51,6 @@ def load_frame(path: str, frame_number: int) -> DisplayFrame:
     return _load(str(path), os.stat(path).st_mtime_ns, int(frame_number))
 
 
-def to_display(box: tuple[float, float, float, float], rows: int, columns: int) -> tuple[float, float, float, float]:
-    """Source pixel coordinates ``(x0, y0, x1, y1)`` to the 512x512 frame (inverse of ``Frames.to_source``)."""
-    sx, sy = FRAME_SIZE / columns, FRAME_SIZE / rows
-    x0, y0, x1, y1 = box
-    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-
-
-def heat_map(window_scores: list[float], size: int = FRAME_SIZE) -> np.ndarray:
-    """``(size, size)`` map: each pixel the mean score of the grid windows that cover it, smoothed."""
-    cell = 8
-    n = size // cell
-    total = np.zeros((n, n), np.float32)
-    count = np.zeros((n, n), np.float32)
-    for window, score in zip(GRID, window_scores, strict=True):
-        x0, y0 = int(window.x0) // cell, int(window.y0) // cell
-        x1, y1 = int(window.x1) // cell, int(window.y1) // cell
-        total[y0:y1, x0:x1] += float(score)
-        count[y0:y1, x0:x1] += 1
-    coarse = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
-    # Soften the window edges (sigma 3 cells = 24 px) so the map reads as where, not as a grid.
-    coarse = gaussian_filter(coarse, sigma=3, mode="nearest")
-    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -101,28 +58,12 @@ def _png(image: Image.Image) -> bytes:
 
 
 def keyframe_png(frame: DisplayFrame, window_scores: list[float], threshold: float, regions: list[Region]) -> bytes:
-    """The keyframe with the window-score heat map and the SR's regions of this frame outlined."""
-    from matplotlib import colormaps
+    """The keyframe with the window-score heat map and ``regions`` of this frame outlined.
 
-    grey = np.repeat((frame.data * 255).astype(np.uint8)[..., None], 3, axis=2).astype(np.float32)
-    heat = heat_map(window_scores)
-    colour = colormaps["jet"](heat)[..., :3] * 255
-    alpha = HEAT_ALPHA * frame.valid[..., None]
-    blended = (grey * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)
-    picture = Image.fromarray(blended, mode="RGB")
-    draw = ImageDraw.Draw(picture)
-    font = _font(15)
-    for region in regions:
-        if region.frame_number != frame.frame_number:
-            continue
-        x0, y0, x1, y1 = to_display(region.box, frame.rows, frame.columns)
-        draw.rectangle((x0 + 2, y0 + 2, x1 - 3, y1 - 3), outline=(255, 0, 0), width=3)
-        draw.text((x0 + 8, y0 + 6), f"{region.probability:.2f}", fill=(255, 255, 0), font=font)
-    best = max(window_scores)
-    draw.text((6, 4), f"frame {frame.frame_number}  max window {best:.2f}  threshold {threshold:.2f}",
-              fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
-    draw.text((6, FRAME_SIZE - 20), NOTICE, fill=(255, 255, 255), font=_font(13), stroke_width=2, stroke_fill=(0, 0, 0))
-    return _png(picture)
+    Drawn by :func:`arcade_pacs.report.drawing.draw_keyframe`, the code that draws the result
+    images sent to the PACS; callers pass :func:`arcade_pacs.report.marks.selected_regions`.
+    """
+    return _png(draw_keyframe(frame, window_scores, threshold, regions))
 
 
 def histogram_stats(frame: DisplayFrame) -> dict[str, float]:

@@ -34,7 +34,7 @@ class Health(BaseModel):
     status: str = Field(description="ok; degraded when the database does not answer (503) or an SR delivery failed for good")
     model_loaded: bool
     database: str
-    deliveries_failed: int = Field(0, description="SR deliveries that gave up (state failed): they need an operator")
+    deliveries_failed: int = Field(0, description="deliveries of result objects (SR, result images, presentation states) that gave up (state failed): they need an operator")
     problems: list[str] = Field(default_factory=list, description="why the status is degraded, one line each")
     version: str
     notice: str
@@ -89,6 +89,8 @@ class RegionOut(BaseModel):
     frame_number: int = Field(description="1-based DICOM frame number")
     box: list[float] = Field(description="x0, y0, x1, y1 in source pixels")
     probability: float
+    drawn: bool = Field(True, description="in the SR, the result image and the presentation state "
+                                          "(the strongest regions of a positive run)")
 
 
 class ResultSummary(BaseModel):
@@ -136,6 +138,8 @@ class JobOut(JobSummary):
 class DeliveryOut(BaseModel):
     id: int
     report_id: int
+    object_kind: str = Field(description="sr, sc (result image) or gsps (presentation state)")
+    sop_instance_uid: str = Field(description="the object sent")
     destination: str
     state: str
     attempts: int
@@ -151,7 +155,8 @@ class StudySummary(BaseModel):
     analysed: int = Field(description="runs with a result")
     finding: str = Field(description="stenosis, no stenosis, analysing, failed, or waiting")
     probability: float | None = Field(description="the highest run probability")
-    sr_state: str = Field(description="delivery state of the newest SR: sent, pending, failed, none")
+    sr_state: str = Field(description="delivery state of the newest result (its SR, result images and "
+                                      "presentation states): failed, pending, sent, none (worst first)")
     patient_name: str | None = Field(None, description="only when admin.show_patient_identity is set")
     patient_id: str | None = Field(None, description="only when admin.show_patient_identity is set")
 
@@ -197,6 +202,16 @@ class RunOut(BaseModel):
     result: RunResult | None
 
 
+class ResultObjectOut(BaseModel):
+    kind: str = Field(description="sr, sc (result image) or gsps (presentation state)")
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    instance_id: int | None = Field(description="the run it is drawn from (None for the SR, which covers the study)")
+    download: str = Field(description="the object as a DICOM Part 10 file")
+    picture: str | None = Field(None, description="a result image as PNG (sc only)")
+
+
 class ReportOut(BaseModel):
     sop_instance_uid: str
     series_instance_uid: str
@@ -205,6 +220,7 @@ class ReportOut(BaseModel):
     n_instances: int
     predecessor_sop_instance_uid: str | None
     deliveries: list[DeliveryOut]
+    objects: list[ResultObjectOut] = Field(description="this version's SR, result images and presentation states")
     download: str = Field(description="the SR as a DICOM Part 10 file")
     text: str = Field(description="the SR rendered as text (dsrdump, else the content tree)")
 

@@ -17,15 +17,18 @@ from arcade_pacs.admin.schemas import (
     KeyframeOut,
     RegionOut,
     ReportOut,
+    ResultObjectOut,
     RunOut,
     RunResult,
     StudyDetail,
     StudySummary,
     TTAViews,
 )
-from arcade_pacs.db.tables import Association, Delivery, Instance, Report, Result, Study
+from arcade_pacs.db.tables import Association, Delivery, Instance, Report, Result, ResultObject, Study
 from arcade_pacs.jobs import JobState
+from arcade_pacs.report.marks import selected_regions
 from arcade_pacs.send.outbox import DeliveryState
+from arcade_pacs.settings import ObjectKind
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,14 @@ def run_result(r: Result) -> RunResult:
         model_name=r.model_name,
         device_uid=r.device_uid,
         keyframes=keyframes,
-        regions=[RegionOut(**region.to_json()) for region in f.regions],
+        regions=regions_out(f),
     )
+
+
+def regions_out(finding) -> list[RegionOut]:
+    """Every stored region, each marked whether it is drawn (SR, result image, presentation state)."""
+    drawn = set(selected_regions(finding))
+    return [RegionOut(**region.to_json(), drawn=region in drawn) for region in finding.regions]
 
 
 def run_out(instance: Instance) -> RunOut:
@@ -96,8 +105,16 @@ def run_out(instance: Instance) -> RunOut:
 
 
 def delivery_out(d: Delivery) -> DeliveryOut:
-    return DeliveryOut(id=d.id, report_id=d.report_id, destination=d.destination, state=d.state,
-                       attempts=d.attempts, last_status=d.last_status, last_error=d.last_error, sent_at=d.sent_at)
+    return DeliveryOut(id=d.id, report_id=d.report_id, object_kind=d.object.kind, sop_instance_uid=d.object.sop_instance_uid,
+                       destination=d.destination, state=d.state, attempts=d.attempts, last_status=d.last_status,
+                       last_error=d.last_error, sent_at=d.sent_at)
+
+
+def object_out(o: ResultObject) -> ResultObjectOut:
+    base = f"/objects/{o.sop_instance_uid}"
+    return ResultObjectOut(kind=o.kind, sop_class_uid=o.sop_class_uid, sop_instance_uid=o.sop_instance_uid,
+                           series_instance_uid=o.series_instance_uid, instance_id=o.instance_id,
+                           download=f"{base}.dcm", picture=f"{base}.png" if o.kind == ObjectKind.SC.value else None)
 
 
 def report_out(report: Report, by_id: dict[int, Report]) -> ReportOut:
@@ -111,13 +128,14 @@ def report_out(report: Report, by_id: dict[int, Report]) -> ReportOut:
         n_instances=report.n_instances,
         predecessor_sop_instance_uid=predecessor.sop_instance_uid if predecessor else None,
         deliveries=[delivery_out(d) for d in sorted(report.deliveries, key=lambda d: d.id)],
+        objects=[object_out(o) for o in report.objects],
         download=f"{base}.dcm",
         text=f"{base}.txt",
     )
 
 
 def sr_state(study: Study) -> str:
-    """Delivery state of the study's newest SR: none, failed, pending, sent (worst first)."""
+    """Delivery state of the study's newest result, all its objects: none, failed, pending, sent (worst first)."""
     if not study.reports:
         return "none"
     states = {d.state for d in study.reports[-1].deliveries}

@@ -176,10 +176,36 @@ class Report(Base):
 
     study: Mapped[Study] = relationship(back_populates="reports")
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="report")
+    # Every object of this version of the study's result: its SR, result images and presentation
+    # states; a newer report replaces them all together.
+    objects: Mapped[list[ResultObject]] = relationship(back_populates="report", order_by="ResultObject.id")
+
+
+class ResultObject(Base):
+    """One DICOM object of a report: the SR, a result image (SC) or a presentation state (GSPS).
+
+    ``kind`` is a :class:`arcade_pacs.settings.ObjectKind` value; ``instance_id`` is the run an
+    image or presentation state is drawn from (``None`` for the SR, which covers the study).
+    """
+
+    __tablename__ = "result_objects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id"))
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    report: Mapped[Report] = relationship(back_populates="objects")
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="object")
 
 
 class Delivery(Base):
-    """One SR to one destination. ``state`` is a :class:`arcade_pacs.send.outbox.DeliveryState` value.
+    """One result object to one destination. ``state`` is a :class:`arcade_pacs.send.outbox.DeliveryState` value.
 
     The destination is kept by name and resolved from the configuration when sending, so a
     changed address takes effect at once and a removed destination's rows are cancelled.
@@ -190,6 +216,8 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    # The object sent (any kind); report_id is its report's, so a newer report supersedes all at once.
+    object_id: Mapped[int] = mapped_column(ForeignKey("result_objects.id"), index=True)
     destination: Mapped[str] = mapped_column(String(64), index=True)
     # A sender's claim while it sends (see arcade_pacs.db.claims).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -205,6 +233,12 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
+    object: Mapped[ResultObject] = relationship(back_populates="deliveries")
+
+    @property
+    def path(self) -> str:
+        """The stored Part 10 file this delivery sends."""
+        return self.object.path
 
 
 class RetrainRun(Base):

@@ -1,4 +1,4 @@
-"""Every coded concept the SR uses, in one place.
+"""Every coded concept the SR and the result images use, in one place.
 
 Each code is taken from pydicom's copy of the DICOM (PS3.16) and SNOMED CT concept tables,
 and ``tests/unit/report/test_codes.py`` checks every entry here against them (value, scheme
@@ -46,6 +46,10 @@ COMMENT = codes.DCM.Comment  # (121106, DCM)
 # Contributing Equipment Sequence purpose (CID 7005).
 PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment  # (109102, DCM)
 
+# Why a result image names its run in Source Image Sequence (CID 7202): its tiles are a montage of
+# the run's frames.
+SOURCE_IMAGE_FOR_MONTAGE = codes.DCM.SourceImageForMontage  # (121329, DCM)
+
 ALL = {
     "DOCUMENT_TITLE": DOCUMENT_TITLE,
     "PROCEDURE_CORONARY_ANGIOGRAPHY": PROCEDURE_CORONARY_ANGIOGRAPHY,
@@ -62,6 +66,7 @@ ALL = {
     "INDETERMINATE": INDETERMINATE,
     "COMMENT": COMMENT,
     "PROCESSING_EQUIPMENT": PROCESSING_EQUIPMENT,
+    "SOURCE_IMAGE_FOR_MONTAGE": SOURCE_IMAGE_FOR_MONTAGE,
 }
 """Every code above by name (what the code-table test iterates)."""
 

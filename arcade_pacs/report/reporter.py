@@ -1,4 +1,9 @@
-"""Writing a study's SR once the study is quiet, and queueing its deliveries.
+"""Writing a study's result once the study is quiet, and queueing its deliveries.
+
+A study's result (one :class:`~arcade_pacs.db.tables.Report`, a version) is its SR, a result
+image per run and a presentation state per analysed run (:mod:`arcade_pacs.report.objects`),
+each a :class:`~arcade_pacs.db.tables.ResultObject` the outbox sends to the destinations that
+want its kind; a newer version replaces them all together.
 
 A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``,
 none of its jobs is still queued or running, and an earlier failed attempt to write its SR is
@@ -13,8 +18,8 @@ are superseded, so there is never more than one live SR for a study's content.
 Reporters in any number of processes share the work: each claims one ready study at a time
 with a lease (:mod:`arcade_pacs.db.claims`) and commits the SR only while it still holds the
 claim. An SR is written only when what it would say differs from the last one (its
-``content_key``: each run's SOP Instance UID, stored-file digest and outcome), so a study is
-never reported twice for the same content, whatever crashed or raced.
+``content_key``: each run's SOP Instance UID, stored-file digest, outcome and model), so a study
+is never reported twice for the same content, whatever crashed or raced.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ from sqlalchemy.orm import Session
 
 from arcade_pacs import faults, metrics
 from arcade_pacs.db import claims
-from arcade_pacs.db.tables import Instance, Job, Report, Study, utcnow
+from arcade_pacs.db.tables import Instance, Job, Report, ResultObject, Study, utcnow
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.classifier import ModelInfo
 from arcade_pacs.report.headers import sanitize_header
+from arcade_pacs.report.objects import Built, Numbering, build_objects
 from arcade_pacs.report.sr import FailedRun, InstanceResult, ModelIdentity, build_sr
 from arcade_pacs.send import outbox
-from arcade_pacs.settings import Settings
+from arcade_pacs.settings import ObjectKind, Settings
 from arcade_pacs.storage import atomic_write, safe_uid
 
 log = logging.getLogger(__name__)
@@ -78,9 +84,11 @@ def claim_study(owner: str, quiet_seconds: float, lease_s: float, *, session: Se
 
 
 def content_key(study: Study) -> str:
-    """Digest of what the study's SR would say: each finished run's UID, file digest and outcome."""
+    """Digest of what the study's result would say: each finished run's UID, file digest, outcome and
+    the model behind its result (a re-analysis by another model is new content, by the same one not)."""
     parts = sorted(
         f"{i.sop_instance_uid}:{i.digest or ''}:{i.generation}:{i.job.state if i.job else ''}"
+        f":{i.result.device_uid if i.result else ''}"
         for i in study.instances
         if i.job is not None and i.job.state in (JobState.DONE.value, JobState.FAILED.value)
     )
@@ -99,7 +107,9 @@ def _instance_results(study: Study) -> list[InstanceResult]:
         if r is None:
             continue
         model = ModelIdentity(r.model_name, r.model_version, r.device_uid)
-        results.append(InstanceResult(source=_header(instance), finding=r.finding, model=model))
+        scores = {f.frame_number: list(f.window_scores) for f in r.frames if f.window_scores is not None}
+        results.append(InstanceResult(source=_header(instance), finding=r.finding, model=model,
+                                      window_scores=scores, path=instance.path, instance_id=instance.id))
     return results
 
 
@@ -120,7 +130,7 @@ def _failed_runs(study: Study) -> list[FailedRun]:
             log.warning("instance id=%s failed and its header is unreadable (%s); not in the SR",
                         instance.id, type(exc).__name__)
             continue
-        failed.append(FailedRun(source=header, reason=job.last_error or "analysis failed"))
+        failed.append(FailedRun(source=header, reason=job.last_error or "analysis failed", instance_id=instance.id))
     return failed
 
 
@@ -164,15 +174,29 @@ def _report_failed(study_id: int, error: BaseException, *, session: Session) -> 
 
 
 def sr_path(root: Path, study_uid: str, sop_uid: str) -> Path:
-    """Where a produced SR is kept: ``root/reports/<study>/<sop>.dcm``."""
+    """Where a produced object (SR, result image, presentation state) is kept: ``root/reports/<study>/<sop>.dcm``."""
     return Path(root) / "reports" / safe_uid(study_uid) / f"{safe_uid(sop_uid)}.dcm"
 
 
-def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None) -> Report | None:
-    """Build, store and queue the SR of ``study``: its results and the runs that could not be analysed.
+def _numbering(study: Study, kind: ObjectKind) -> Numbering:
+    """The series of ``kind`` the study's earlier versions used (or a new one), and the next instance number."""
+    earlier = [o for r in study.reports for o in r.objects if o.kind == kind.value]
+    series = earlier[-1].series_instance_uid if earlier else generate_uid()
+    return Numbering(series, len(earlier) + 1)
 
-    ``owner`` is the reporter's claim (see :func:`claim_study`): the SR is committed only while
-    it still holds it. ``None`` when there is nothing new to say: the study has neither results
+
+def _encoded(dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None) -> Report | None:
+    """Build, store and queue the result of ``study``: its SR (results and the runs that could not
+    be analysed), a result image per run and a presentation state per analysed run.
+
+    ``owner`` is the reporter's claim (see :func:`claim_study`): the objects are committed only
+    while it still holds it. ``None`` when there is nothing new to say: the study has neither results
     nor failed runs (nothing analysable was received), or its content is what the last SR says.
     """
     seen_received = study.last_received_at
@@ -200,15 +224,20 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
         instance_number=len(study.reports) + 1,
         predecessor=predecessor,
     )
-    buffer = io.BytesIO()
-    sr.save_as(buffer, enforce_file_format=True)
-    path = sr_path(settings.storage.root, study.study_instance_uid, sop_uid)
-    atomic_write(path, buffer.getvalue())
+    derived = build_objects(results, failed, model=newest, images=_numbering(study, ObjectKind.SC),
+                            states=_numbering(study, ObjectKind.GSPS), version=len(study.reports) + 1)
+    built = [Built(ObjectKind.SR, sr, None), *derived]
+    paths = []
+    for item in built:  # every file durable before any row names it
+        path = sr_path(settings.storage.root, study.study_instance_uid, item.dataset.SOPInstanceUID)
+        atomic_write(path, _encoded(item.dataset))
+        paths.append(path)
     faults.point("sr_written", study.study_instance_uid)
 
     if not _release(study.id, owner, session=session):
         session.rollback()
-        path.unlink(missing_ok=True)  # never committed, never sent
+        for path in paths:
+            path.unlink(missing_ok=True)  # never committed, never sent
         log.warning("study id=%s: claim lost while writing its SR; another reporter writes it", study.id)
         return None
     report = Report(
@@ -216,20 +245,26 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
         sop_instance_uid=sop_uid,
         series_instance_uid=series_uid,
         predecessor_id=previous.id if previous else None,
-        path=str(path),
+        path=str(paths[0]),
         present=any(r.finding.present for r in results),
         n_instances=len(results) + len(failed),
         content_key=key,
     )
     session.add(report)
+    for item, path in zip(built, paths, strict=True):
+        session.add(ResultObject(
+            report=report, kind=item.kind.value, sop_class_uid=str(item.dataset.SOPClassUID),
+            sop_instance_uid=str(item.dataset.SOPInstanceUID), series_instance_uid=str(item.dataset.SeriesInstanceUID),
+            instance_id=item.instance_id, path=str(path),
+        ))
     if previous is not None:
         outbox.supersede_pending(previous.id, session=session)
     outbox.enqueue(report, settings.destinations, session=session)
     _reported(study.id, seen_received, session=session)
     session.commit()
     metrics.REPORTS.inc()
-    log.info("report id=%s written for study id=%s (%d analysed, %d not analysed)",
-             report.id, study.id, len(results), len(failed))
+    log.info("report id=%s written for study id=%s (%d analysed, %d not analysed; %d objects)",
+             report.id, study.id, len(results), len(failed), len(built))
     return report
 
 

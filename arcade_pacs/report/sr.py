@@ -23,28 +23,53 @@ and so that a web viewer (OHIF Viewer v3) opens it, draws it and tracks it:
   Description that says it is a research result, and Predecessor Documents when it replaces an
   earlier SR of the study.
 
+Every content item and attribute is made by highdicom's constructors, so what highdicom validates
+stays validated; the two things its templates cannot say are added in :func:`beyond_template`
+(content) and :func:`beyond_highdicom_header` (document), each citing the standard. The equipment
+identity and the Algorithm Identification come from :mod:`arcade_pacs.report.identity`, shared
+with the result images and presentation states; what is drawn (regions, keyframes) from
+:mod:`arcade_pacs.report.marks`.
+
 ``scp/CONFORMANCE.md`` (section 3) says why each choice, and what a strict TID 1500 reader finds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from arcade_pacs import __version__
 from arcade_pacs.findings import Finding, Region
-from arcade_pacs.pipeline.scores import INSTANCE_TOP_K, top_frames
+from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID, WINDOW_SIZE, WINDOW_STRIDE
 from arcade_pacs.report import codes
+from arcade_pacs.report.identity import (
+    DISCLAIMER,
+    LO,
+    MANUFACTURER,
+    ModelIdentity,
+    algorithm_identification,
+    contributing_equipment,
+    equipment,
+)
+from arcade_pacs.report.marks import (
+    MAX_REGIONS_PER_INSTANCE,
+    best_keyframes,
+    clipped_box,
+    outline,
+    region_comment,
+    selected_regions,
+    whole_frame,
+)
 
-MANUFACTURER = "ARCADE PACS"
+__all__ = ["DISCLAIMER", "MANUFACTURER", "MAX_REGIONS_PER_INSTANCE", "ModelIdentity", "region_comment",
+           "FailedRun", "InstanceResult", "build_sr", "incomplete_description"]
+
 SERIES_DESCRIPTION = "ARCADE stenosis AI - research use, not for diagnosis"
 SERIES_NUMBER = 9901
-MAX_REGIONS_PER_INSTANCE = 6
 MAX_REASON_CHARS = 1024
 _GRID_SIDE = round(len(GRID) ** 0.5)
 TTA_PARAMETER = "tta=original+horizontal flip, mean"
@@ -54,30 +79,25 @@ FRAME_PARAMETER = (
 )
 INSTANCE_PARAMETER = f"instance=mean of top {INSTANCE_TOP_K} keyframe probabilities"
 """Algorithm parameters (TID 4019) derived from the pipeline's own constants, never restated."""
-DISCLAIMER = (
-    "Research use only: the ARCADE stenosis classifier has not been clinically validated; "
-    "this result must not be used for diagnosis."
-)
 STUDY_SUMMARY = "Study summary"
 NOT_ANALYSED = "not analysed"
 
 
 @dataclass(frozen=True)
-class ModelIdentity:
-    """What the SR says about the model that produced a result."""
-
-    name: str
-    version: str
-    device_uid: str
-
-
-@dataclass(frozen=True)
 class InstanceResult:
-    """One analysed instance: its header (no pixels needed), its finding and the model behind it."""
+    """One analysed instance: its header (no pixels needed), its finding and the model behind it.
+
+    ``window_scores`` (keyframe number -> TTA mean per grid window) and ``path`` (the stored
+    file) are what the result image needs besides, ``instance_id`` the run's database row; the
+    SR reads none of them.
+    """
 
     source: Dataset
     finding: Finding
     model: ModelIdentity | None = None
+    window_scores: dict[int, list[float]] = field(default_factory=dict)
+    path: str | None = None
+    instance_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,55 +106,47 @@ class FailedRun:
 
     source: Dataset
     reason: str
+    instance_id: int | None = None
 
 
 def _is_multiframe(ds: Dataset) -> bool:
     return int(ds.get("NumberOfFrames", 1) or 1) > 1
 
 
-def _algorithm(result: InstanceResult, model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
-    f = result.finding
-    params = [
-        f"threshold={f.threshold:.4f}",
+def _run_parameters(finding: Finding) -> list[str]:
+    """TID 4019 Algorithm Parameters of one run's result: how its numbers were made."""
+    return [
+        f"threshold={finding.threshold:.4f}",
         TTA_PARAMETER,
         FRAME_PARAMETER,
         INSTANCE_PARAMETER,
-        f"keyframes={','.join(str(n) for n in f.frame_numbers)}",
-        f"tta_original={f.tta_original:.4f}",
-        f"tta_flipped={f.tta_flipped:.4f}",
+        f"keyframes={','.join(str(n) for n in finding.frame_numbers)}",
+        f"tta_original={finding.tta_original:.4f}",
+        f"tta_flipped={finding.tta_flipped:.4f}",
     ]
-    return hd.sr.AlgorithmIdentification(
-        name=model.name[:64], version=model.version[:64], parameters=params, manufacturer=MANUFACTURER
-    )
 
 
-def _outline(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-    """A closed rectangle as a POLYLINE (first point repeated last), in pixel coordinates."""
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
+SUMMARY_PARAMETERS = ["study=present if any run is present", "probability=highest run probability"]
+
+
+def _box_outline(ds: Dataset, box) -> np.ndarray:
+    return outline(clipped_box(int(ds.Rows), int(ds.Columns), box))
 
 
 def _whole_frame(ds: Dataset) -> np.ndarray:
-    """The outline of a whole frame: the area the classifier looks at (PS3.3 C.18.6.1.2 pixel
-    coordinates run from 0 at the top left edge to Columns/Rows at the bottom right edge)."""
-    return _outline(0.0, 0.0, float(ds.Columns), float(ds.Rows))
-
-
-def _clipped_box(ds: Dataset, box) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    return _outline(float(np.clip(x0, 0, cols)), float(np.clip(y0, 0, rows)),
-                    float(np.clip(x1, 0, cols)), float(np.clip(y1, 0, rows)))
+    """The outline of a whole frame (:func:`arcade_pacs.report.marks.whole_frame`)."""
+    return outline(whole_frame(int(ds.Rows), int(ds.Columns)))
 
 
 def _source_for_region(ds: Dataset, frame_number: int) -> hd.sr.SourceImageForRegion:
     return hd.sr.SourceImageForRegion.from_source_image(ds, referenced_frame_numbers=_frames(ds, [frame_number]))
 
 
-def _inferred_from(ds: Dataset, frame_number: int, outline: np.ndarray) -> hd.sr.CoordinatesForMeasurement:
+def _inferred_from(ds: Dataset, frame_number: int, polyline: np.ndarray) -> hd.sr.CoordinatesForMeasurement:
     """TID 300 -> TID 320: the SCOORD (SELECTED FROM its image and frame) a value is INFERRED FROM."""
     return hd.sr.CoordinatesForMeasurement(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=outline,
+        graphic_data=polyline,
         source_image=_source_for_region(ds, frame_number),
         purpose=codes.SOURCE_OF_MEASUREMENT,
     )
@@ -150,10 +162,7 @@ def _probability(value: float, inferred_from: list | None = None) -> hd.sr.Measu
 
 def _keyframe_coordinates(result: InstanceResult) -> list[hd.sr.CoordinatesForMeasurement]:
     """Whole-frame outlines of the keyframes a run's probability is the mean of, best first."""
-    f = result.finding
-    scores = np.array([-np.inf if p is None else p for p in f.frame_probabilities], dtype=np.float64)
-    best = top_frames(scores, INSTANCE_TOP_K)
-    return [_inferred_from(result.source, f.frame_numbers[i], _whole_frame(result.source)) for i in best]
+    return [_inferred_from(result.source, n, _whole_frame(result.source)) for n in best_keyframes(result.finding)]
 
 
 def _finding(value) -> hd.sr.QualitativeEvaluation:
@@ -173,7 +182,7 @@ def _frames(ds: Dataset, numbers: list[int]) -> list[int] | None:
     return sorted(set(numbers)) if _is_multiframe(ds) and numbers else None
 
 
-def _label(ds: Dataset, index: int) -> str:
+def run_label(ds: Dataset, index: int) -> str:
     """A run's name for people: series and instance number (no ':' -- viewers parse those as tool names)."""
     series = ds.get("SeriesNumber")
     number = ds.get("InstanceNumber")
@@ -182,31 +191,43 @@ def _label(ds: Dataset, index: int) -> str:
     return f"Run {index}"
 
 
-def _with_inferred_from(group, measurement: hd.sr.Measurement):
-    """Put ``measurement`` (a NUM with its INFERRED FROM SCOORD) in place of the group's NUM of the same name.
+def beyond_template(group, *, inferred: hd.sr.Measurement | None = None, comment: str | None = None):
+    """The two things the plugin adds to a measurement group that highdicom's templates cannot say.
 
-    highdicom's TID 1410 constructor accepts no referenced coordinates under a measurement (TID
-    1419 lists none); TID 1419 is an extensible template, the Comprehensive 3D SR IOD (PS3.3
-    A.35.13) lets a NUM be INFERRED FROM a SCOORD, and that is where viewers that import the region as
-    a measurement look for its geometry. The group is built by the template first, so everything
-    else in it is exactly what the template makes.
+    This is the only place the SR's content tree is changed after a highdicom constructor
+    built it; everything else is exactly what the templates make.
+
+    - ``inferred``: a Probability NUM with its INFERRED FROM SCOORD, in place of the group's NUM
+      of the same name. highdicom's TID 1410 constructor refuses referenced coordinates under a
+      measurement, but TID 1419 (ROI Measurements) is an extensible template and the
+      Comprehensive 3D SR IOD (PS3.3 A.35.13, Table A.35.13-2) lets a NUM be INFERRED FROM a
+      SCOORD; that is where viewers that import the region as a measurement (OHIF's Cornerstone
+      adapters) look for its geometry.
+    - ``comment``: a Comment (121106, DCM) TEXT item, CONTAINS, at the end of the group: TID 1501
+      and TID 1410 are extensible templates (PS3.16), and a viewer shows the text as the
+      measurement's label. highdicom's templates take no free text.
     """
     items = group[0].ContentSequence
-    for index, item in enumerate(items):
-        if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == measurement.name.value:
-            items[index:index + 1] = [measurement[0]]  # (a slice: highdicom checks lists of items)
-            return group
-    raise ValueError(f"group has no {measurement.name.meaning} to replace")
+    if inferred is not None:
+        for index, item in enumerate(items):
+            if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == inferred.name.value:
+                items[index:index + 1] = [inferred[0]]  # (a slice: highdicom checks lists of items)
+                break
+        else:
+            raise ValueError(f"group has no {inferred.name.meaning} to replace")
+    if comment is not None:
+        items.append(_comment(comment))
+    return group
 
 
 def _region_group(result: InstanceResult, region: Region, label: str, algorithm) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    outline = _clipped_box(result.source, region.box)
+    polyline = _box_outline(result.source, region.box)
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{label} frame {region.frame_number} region"[:64]
+            uid=generate_uid(), identifier=f"{label} frame {region.frame_number} region"[:LO]
         ),
         referenced_region=hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline,
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=polyline,
             source_image=_source_for_region(result.source, region.frame_number),
         ),
         finding_type=codes.STENOSIS,
@@ -215,21 +236,15 @@ def _region_group(result: InstanceResult, region: Region, label: str, algorithm)
         measurements=[_probability(region.probability)],
         qualitative_evaluations=[_finding(True)],
     )
-    coordinates = _inferred_from(result.source, region.frame_number, outline)
-    group = _with_inferred_from(group, _probability(region.probability, [coordinates]))
-    group[0].ContentSequence.append(_comment(region_comment(region)))
-    return group
-
-
-def region_comment(region: Region) -> str:
-    """The region's result in words: what a viewer shows as the measurement's label."""
-    return f"stenosis probability {region.probability:.2f} (research use)"
+    coordinates = _inferred_from(result.source, region.frame_number, polyline)
+    return beyond_template(group, inferred=_probability(region.probability, [coordinates]),
+                           comment=region_comment(region))
 
 
 def _run_group(result: InstanceResult, label: str, algorithm) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     f = result.finding
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label[:64]),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label[:LO]),
         finding_type=codes.STENOSIS,
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
@@ -243,13 +258,16 @@ def _run_group(result: InstanceResult, label: str, algorithm) -> hd.sr.Measureme
     )
 
 
-def _failed_group(failed: FailedRun, label: str, model: ModelIdentity) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def failed_reason(failed: FailedRun) -> str:
+    """Why a run was not analysed, as one line (a label, not a log): the SR's Comment and the result image's caption."""
+    reason = " ".join(failed.reason.split())
+    return f"{NOT_ANALYSED}: {reason}"[:MAX_REASON_CHARS]
+
+
+def _failed_group(failed: FailedRun, label: str, algorithm) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """A run that could not be analysed: where (its whole first frame), that it was not evaluated, and why."""
-    algorithm = hd.sr.AlgorithmIdentification(
-        name=model.name[:64], version=model.version[:64], manufacturer=MANUFACTURER,
-    )
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{label} {NOT_ANALYSED}"[:64]),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{label} {NOT_ANALYSED}"[:LO]),
         referenced_region=hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=_whole_frame(failed.source),
             source_image=_source_for_region(failed.source, 1),
@@ -259,22 +277,16 @@ def _failed_group(failed: FailedRun, label: str, model: ModelIdentity) -> hd.sr.
         finding_sites=[hd.sr.FindingSite(codes.FINDING_SITE_CORONARY_ARTERY)],
         qualitative_evaluations=[_finding(codes.NOT_EVALUATED)],
     )
-    reason = " ".join(failed.reason.split())  # one line: a label, not a log
-    group[0].ContentSequence.append(_comment(f"{NOT_ANALYSED}: {reason}"[:MAX_REASON_CHARS]))
-    return group
+    return beyond_template(group, comment=failed_reason(failed))
 
 
-def _summary_group(results: list[InstanceResult], failed: list[FailedRun], model: ModelIdentity):
+def _summary_group(results: list[InstanceResult], failed: list[FailedRun], algorithm):
     """The study's result: present if any analysed run is; never "absent" while a run is unassessed."""
     best = max(results, key=lambda r: r.finding.probability)
     if any(r.finding.present for r in results):
         value = codes.PRESENT
     else:
         value = codes.INDETERMINATE if failed else codes.ABSENT
-    algorithm = hd.sr.AlgorithmIdentification(
-        name=model.name[:64], version=model.version[:64], manufacturer=MANUFACTURER,
-        parameters=["study=present if any run is present", "probability=highest run probability"],
-    )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=STUDY_SUMMARY),
         finding_type=codes.STENOSIS,
@@ -291,7 +303,7 @@ def _summary_group(results: list[InstanceResult], failed: list[FailedRun], model
     )
     if failed:
         total = len(results) + len(failed)
-        group[0].ContentSequence.append(_comment(incomplete_description(len(failed), total)))
+        group = beyond_template(group, comment=incomplete_description(len(failed), total))
     return group
 
 
@@ -300,12 +312,15 @@ def incomplete_description(n_failed: int, n_runs: int) -> str:
     return f"incompletely assessed: {n_failed} of {n_runs} runs {NOT_ANALYSED}"
 
 
-def _selected_regions(result: InstanceResult) -> list[Region]:
-    """The marked windows worth drawing: instance positive, strongest first, capped."""
-    if not result.finding.present:
-        return []
-    regions = sorted(result.finding.regions, key=lambda r: -r.probability)
-    return regions[:MAX_REGIONS_PER_INSTANCE]
+def beyond_highdicom_header(sr: hd.sr.Comprehensive3DSR, *, completion_description: str | None) -> hd.sr.Comprehensive3DSR:
+    """The one document attribute highdicom's SR constructor has no parameter for.
+
+    Completion Flag Description (0040,A492), SR Document General Module (PS3.3 C.17.2, Type 3,
+    LO): why a PARTIAL document is partial.
+    """
+    if completion_description is not None:
+        sr.CompletionFlagDescription = completion_description[:LO]
+    return sr
 
 
 def build_sr(
@@ -332,36 +347,31 @@ def build_sr(
             observer_type=codes.DEVICE_OBSERVER,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                 uid=model.device_uid,
-                name=model.name[:64],
+                name=model.name[:LO],
                 manufacturer_name=MANUFACTURER,
-                model_name=model.version[:64],
+                model_name=model.version[:LO],
             ),
         )
     )
     # With no analysed run there is no study-level result to summarise: the failed runs'
     # groups and the PARTIAL completion flag say everything there is to say.
-    groups: list = [_summary_group(results, failed, model)] if results else []
+    groups: list = [_summary_group(results, failed, algorithm_identification(model, SUMMARY_PARAMETERS))] if results else []
     for index, result in enumerate(results, start=1):
-        algorithm = _algorithm(result, result.model or model)
-        label = _label(result.source, index)
+        algorithm = algorithm_identification(result.model or model, _run_parameters(result.finding))
+        label = run_label(result.source, index)
         groups.append(_run_group(result, label, algorithm))
-        for region in _selected_regions(result):
+        for region in selected_regions(result.finding):
             groups.append(_region_group(result, region, label, algorithm))
-    for index, run in enumerate(failed, start=len(results) + 1):
-        groups.append(_failed_group(run, _label(run.source, index), model))
+    if failed:
+        plain = algorithm_identification(model)
+        for index, run in enumerate(failed, start=len(results) + 1):
+            groups.append(_failed_group(run, run_label(run.source, index), plain))
 
     report = hd.sr.MeasurementReport(
         observation_context=observer,
         procedure_reported=codes.PROCEDURE_CORONARY_ANGIOGRAPHY,
         imaging_measurements=groups,
         title=codes.DOCUMENT_TITLE,
-    )
-    equipment = hd.ContributingEquipment(
-        manufacturer=MANUFACTURER,
-        purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-        manufacturer_model_name=model.name[:64],
-        software_versions=[f"arcade-pacs {__version__}", model.version[:64]],
-        contribution_description=DISCLAIMER[:1024],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[r.source for r in results] + [f.source for f in failed],
@@ -370,17 +380,14 @@ def build_sr(
         series_number=SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
-        manufacturer=MANUFACTURER,
         is_complete=not failed,
         is_final=False,
         is_verified=False,
         previous_versions=[predecessor] if predecessor is not None else None,
-        contributing_equipment=[equipment],
+        contributing_equipment=contributing_equipment(model),
         series_description=SERIES_DESCRIPTION,
+        **equipment(model),
     )
-    if failed:  # PS3.3 C.17.2: Completion Flag Description explains a PARTIAL document (LO)
-        sr.CompletionFlagDescription = incomplete_description(len(failed), len(results) + len(failed))[:64]
-    sr.ContributingEquipmentSequence[0].DeviceUID = model.device_uid
-    sr.SoftwareVersions = [f"arcade-pacs {__version__}"]
-    sr.ManufacturerModelName = "ARCADE PACS stenosis plugin"
-    return sr
+    n_runs = len(results) + len(failed)
+    return beyond_highdicom_header(
+        sr, completion_description=incomplete_description(len(failed), n_runs) if failed else None)

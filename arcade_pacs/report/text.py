@@ -1,4 +1,5 @@
-"""An SR as text, for people: DCMTK's ``dsrdump`` when installed, else the content tree walked here.
+"""An SR as text, for people: DCMTK's ``dsrdump`` when installed, else the content tree walked here;
+and a result image as PNG (its pixels, unchanged).
 
 ``dsrdump`` renders every content item with its relationship, value type, concept name and
 value (the reference rendering of PS3.3 C.17.3); the fallback prints the same tree from the
@@ -87,3 +88,15 @@ def render_sr_text(path: str | Path, use_dsrdump: bool = True, document_header: 
         if done.returncode == 0 and done.stdout.strip():
             return done.stdout, "dsrdump"
     return content_tree(pydicom.dcmread(str(path))), "pydicom"
+
+
+def result_image_png(path: str | Path) -> bytes:
+    """The RGB pixels of a stored result image (Secondary Capture) as PNG."""
+    import io
+
+    from PIL import Image
+
+    ds = pydicom.dcmread(str(path))
+    buffer = io.BytesIO()
+    Image.fromarray(ds.pixel_array).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,1 +1,1 @@
-"""Sending: the durable outbox of SR deliveries and the C-STORE SCU that empties it."""
+"""Sending: the durable outbox of result objects (SR, result images, presentation states) and the C-STORE SCU that empties it."""

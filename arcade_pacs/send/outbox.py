@@ -1,4 +1,10 @@
-"""The outbox: every SR delivery is a row, so nothing is dropped silently and nothing gives up quietly.
+"""The outbox: every delivery of a result object is a row, so nothing is dropped silently and
+nothing gives up quietly.
+
+A study's result is a report (one version) of one or more objects of any kind (the SR, result
+images, presentation states: :class:`~arcade_pacs.settings.ObjectKind`); each destination
+receives the kinds its ``objects`` setting names, one delivery per object. Every delivery, of
+whatever kind, follows the same states:
 
 ::
 
@@ -6,7 +12,7 @@
        |  \\--transport error, 0xA7xx (refused: out of resources)--> pending, back-off with jitter
        |   \\--0xA9xx, 0xCxxx, other failure statuses--> failed at once, the peer's status kept
        |    \\--still not sent outbox.max_age_h after it was queued--> failed (/health degraded)
-       |--a newer SR of the study replaced it before it was sent--> superseded
+       |--a newer report of the study replaced it before it was sent--> superseded
        \\--its destination was removed from the configuration--> cancelled
     failed --POST /deliveries/{id}/retry--> pending (its age counts again from then)
 
@@ -14,8 +20,10 @@ A delivery names its destination; the address is looked up in the configuration 
 Senders claim one delivery at a time with a lease (:mod:`arcade_pacs.db.claims`), so two
 senders, in one process or many, never send the same row; a sender that dies after the peer
 acknowledged but before the commit leaves the row to be sent again after the lease, and it is
-the same stored SR file, so the same SOP Instance UID: the peer sees a duplicate of one object,
-never two different SRs. Statuses are those of the Storage Service Class, PS3.4 B.2.3.
+the same stored file, so the same SOP Instance UID: the peer sees a duplicate of one object,
+never two different ones. A newer report supersedes the unsent deliveries of every object of
+the one it replaces together (:func:`supersede_pending`). Statuses are those of the Storage
+Service Class, PS3.4 B.2.3.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from collections.abc import Iterable
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, or_, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from arcade_pacs import faults, metrics
 from arcade_pacs.db import claims, queries
@@ -85,25 +93,39 @@ def backoff_s(attempts: int, cfg: OutboxSettings, rng: random.Random | None = No
 
 
 def enqueue(report: Report, destinations: Iterable[Destination], *, session: Session) -> list[Delivery]:
-    """Queue one delivery of ``report`` to each destination (by name; sent by a :class:`Sender`)."""
+    """Queue a delivery of each of ``report``'s objects to each destination that receives its kind
+    (by name; sent by a :class:`Sender`)."""
     now = utcnow()
     rows = [
-        Delivery(report=report, destination=dest.name, state=DeliveryState.PENDING.value,
+        Delivery(report=report, object=obj, destination=dest.name, state=DeliveryState.PENDING.value,
                  queued_at=now, next_attempt_at=now)
         for dest in destinations
+        for obj in report.objects
+        if obj.kind in dest.objects
     ]
     session.add_all(rows)
     return rows
 
 
+def _replaced():
+    """The condition of a delivery whose report a newer report of its study replaces."""
+    newer = aliased(Report)
+    return exists().where(newer.predecessor_id == Delivery.report_id)
+
+
 def claim(destination: str, owner: str, lease_s: float, *, session: Session) -> Delivery | None:
-    """Take the oldest due delivery to ``destination`` with a lease; ``None`` when none is due."""
+    """Take the oldest due delivery to ``destination`` with a lease; ``None`` when none is due.
+
+    A delivery whose report was replaced meanwhile is never taken (it was being sent when the
+    newer report came, and its attempt failed: see :func:`record_outcome`).
+    """
     now = utcnow()
     claimable = and_(
         Delivery.state == DeliveryState.PENDING.value,
         Delivery.destination == destination,
         Delivery.next_attempt_at <= now,
         or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        ~_replaced(),
     )
     taken = claims.claim(
         Delivery, claimable, [Delivery.next_attempt_at, Delivery.id],
@@ -117,7 +139,12 @@ def record_outcome(
     delivery_id: int, owner: str, status: int | None, error: str | None, ok: bool,
     cfg: OutboxSettings, *, session: Session, final: bool = False,
 ) -> DeliveryState | None:
-    """Record one attempt by ``owner`` (not committed); ``None`` when the claim was lost meanwhile."""
+    """Record one attempt by ``owner`` (not committed); ``None`` when the claim was lost meanwhile.
+
+    An attempt that did not deliver an object whose report was replaced while it was being sent
+    (:func:`supersede_pending` leaves a leased delivery alone) makes it ``superseded``: the older
+    version is never sent after the newer one.
+    """
     delivery = session.get(Delivery, delivery_id, populate_existing=True)
     if delivery is None or delivery.lease_owner != owner or delivery.state != DeliveryState.PENDING.value:
         return None
@@ -125,8 +152,12 @@ def record_outcome(
     attempts = delivery.attempts + 1
     values = {"attempts": attempts, "last_status": status, "last_error": error, "lease_owner": None, "lease_until": None}
     kind = verdict(status, ok, final)
+    replaced = kind is not Verdict.SENT and session.scalar(
+        select(exists().where(Report.predecessor_id == delivery.report_id)))
     if kind is Verdict.SENT:
         values |= {"state": DeliveryState.SENT.value, "sent_at": now, "last_error": None}
+    elif replaced:
+        values |= {"state": DeliveryState.SUPERSEDED.value}
     elif kind is Verdict.FAIL:
         values |= {"state": DeliveryState.FAILED.value}
     elif now - delivery.queued_at >= timedelta(hours=cfg.max_age_h):
@@ -160,7 +191,8 @@ def retry(delivery_id: int, *, session: Session) -> bool:
 
 
 def supersede_pending(report_id: int, *, session: Session) -> None:
-    """A newer SR replaces report ``report_id``: its unsent deliveries will not be sent.
+    """A newer report replaces report ``report_id``: the unsent deliveries of all its objects
+    (SR, result images, presentation states) will not be sent.
 
     One being sent right now (live lease) is left to finish and be recorded as it went.
     """
@@ -211,7 +243,7 @@ def send_next(scu, destination: Destination, owner: str, cfg: OutboxSettings, *,
     delivery = claim(destination.name, owner, cfg.lease_s, session=session)
     if delivery is None:
         return False
-    delivery_id, path = delivery.id, delivery.report.path
+    delivery_id, path = delivery.id, delivery.path
     outcome = scu.send_to(path, destination)
     if outcome.ok:
         faults.point("sent", destination.name)

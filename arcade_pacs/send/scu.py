@@ -1,4 +1,10 @@
-"""C-STORE SCU: sends a stored SR file to one destination and returns the peer's status.
+"""C-STORE SCU: sends a stored result object (SR, result image, presentation state) to one
+destination and returns the peer's status.
+
+A destination that accepts the association but none of the presentation contexts proposed for
+the object's SOP class (PS3.8 9.3.2.2) cannot store it however often it is sent: that is
+recorded at once as 0x0122, Refused: SOP Class not supported (PS3.7 C.4.2.1.4), a failure the
+admin shows and an operator can retry after changing the destination or its ``objects``.
 
 The AE is created once; each delivery opens its own association (PACS peers commonly close
 idle associations, and a failed one must not affect the next delivery). A destination that
@@ -13,6 +19,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 
+import pydicom
 from pynetdicom import AE
 
 from arcade_pacs.conformance import Contexts
@@ -23,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 """Success, and the Storage warnings that still mean the object was stored (PS3.4 B.2.3)."""
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+"""Refused: SOP Class not supported (PS3.7 C.4.2.1.4): given when the peer accepted no context for it."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,10 @@ class StoreSCU:
             reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
             return SendOutcome(None, f"association {reason} by {ae_title}@{host}:{port}")
         try:
+            sop_class = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID
+            if not any(cx.abstract_syntax == sop_class for cx in assoc.accepted_contexts):
+                return SendOutcome(SOP_CLASS_NOT_SUPPORTED,
+                                   f"peer accepted no presentation context for SOP class {sop_class}")
             response = assoc.send_c_store(path)
             if response is None or "Status" not in response:
                 return SendOutcome(None, "no valid C-STORE response (timeout or abort)")

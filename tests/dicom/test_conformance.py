@@ -27,8 +27,9 @@ def test_statement_and_data_file_declare_the_same_contexts():
     storage = {s["uid"] for s in declared["storage"]}
     assert set(UID.findall(section("2.3 SOP classes (SCP)"))) == storage | {declared["verification"]["uid"]}
     assert set(UID.findall(section("2.4 Transfer syntaxes (SCP"))) == {t["uid"] for t in declared["transfer_syntax"]}
-    send = declared["send"][0]
-    assert set(UID.findall(section("2.6 C-STORE SCU"))) == {send["uid"], *send["transfer_syntaxes"]}
+    sent = {uid for send in declared["send"] for uid in (send["uid"], *send["transfer_syntaxes"])}
+    assert len(declared["send"]) == 3  # the SR, the result images (SC) and the presentation states (GSPS)
+    assert set(UID.findall(section("2.6 C-STORE SCU"))) == sent
 
 
 def test_every_declared_transfer_syntax_is_decodable_here():

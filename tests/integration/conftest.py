@@ -25,17 +25,25 @@ def write_config(path: Path, values: dict) -> Path:
 
 
 def plugin_config(tmp_path: Path, scp_port: int, admin_port: int, pacs_port: int,
-                  allowed: list[str], model: Path) -> Path:
-    """A config for one test: loopback ports, its own storage and database, one PACS (AE PACS)."""
-    return write_config(tmp_path / "arcade.toml", {
+                  allowed: list[str], model: Path, objects: list[str] | None = None,
+                  outbox: dict | None = None) -> Path:
+    """A config for one test: loopback ports, its own storage and database, one PACS (AE PACS)
+    receiving ``objects`` (the default kinds when None)."""
+    destination = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}
+    if objects is not None:
+        destination["objects"] = objects
+    values = {
         "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": allowed},
         "storage": {"root": str(tmp_path / "store")},
         "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
         "model": {"path": str(model)},
         "pipeline": {"study_quiet_seconds": 1},
         "admin": {"host": "127.0.0.1", "port": admin_port},
-        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}],
-    })
+        "destinations": [destination],
+    }
+    if outbox:
+        values["outbox"] = outbox
+    return write_config(tmp_path / "arcade.toml", values)
 
 
 def _toml(value):

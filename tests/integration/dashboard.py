@@ -34,7 +34,8 @@ def admin_json(base: str, path: str) -> dict:
 
 @contextlib.contextmanager
 def plugin_with_a_study(tmp: Path, cine: Path, model: Path = SHIPPED_MODEL):
-    """Start a PACS and the plugin (admin token set), send ``cine``, wait until its SR is delivered."""
+    """Start a PACS and the plugin (admin token set), send ``cine``, wait until its SR and result image
+    are delivered (the default kinds)."""
     pacs_dir = tmp / "pacs"
     pacs_dir.mkdir(parents=True, exist_ok=True)
     pacs_port, scp_port, admin_port = free_port(), free_port(), free_port()
@@ -56,8 +57,8 @@ def plugin_with_a_study(tmp: Path, cine: Path, model: Path = SHIPPED_MODEL):
         base = f"http://127.0.0.1:{admin_port}"
         sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(scp_port), str(cine)])
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        wait_until(lambda: admin_json(base, "/status")["deliveries"]["sent"] >= 1, timeout=240,
-                   message="SR delivered to the PACS")
+        wait_until(lambda: admin_json(base, "/status")["deliveries"]["sent"] >= 2, timeout=240,
+                   message="SR and result image delivered to the PACS")
         study_uid = str(pydicom.dcmread(cine, stop_before_pixels=True).StudyInstanceUID)
         yield SimpleNamespace(base=base, study_uid=study_uid, scp_port=scp_port, admin_port=admin_port,
                               log=tmp / "plugin.log", pacs_dir=pacs_dir, cine=cine)

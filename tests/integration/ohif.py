@@ -256,6 +256,16 @@ measurement service's (what "track measurements" imported). ``window.services`` 
 services manager, which the app exposes on ``window``."""
 
 BROKEN_PAGE_MARKERS = ("Error Boundary", "Something went wrong")
+DISPLAY_SETS_JS = """() => window.services.displaySetService.getActiveDisplaySets().map(d => ({
+  uid: d.displaySetInstanceUID, modality: d.Modality, series: d.SeriesInstanceUID,
+  description: d.SeriesDescription || '', images: (d.images || d.instances || []).length,
+  handler: d.SOPClassHandlerId || null,
+  sopClass: d.SOPClassUID || (d.instance && d.instance.SOPClassUID) || null}))"""
+SHOWN_JS = """uid => {
+  const st = window.services.viewportGridService.getState();
+  const vps = st.viewports instanceof Map ? [...st.viewports.values()] : Object.values(st.viewports || {});
+  return vps.some(v => (v.displaySetInstanceUIDs || []).includes(uid));
+}"""
 """What OHIF logs when a React error boundary caught an exception (the page shows an error)."""
 
 
@@ -308,6 +318,23 @@ class Viewer:
 
     def state(self) -> dict:
         return self.page.evaluate(SR_STATE_JS)
+
+    def display_sets(self) -> list[dict]:
+        """OHIF's display sets of the open study: modality, series, description, number of images."""
+        return self.page.evaluate(DISPLAY_SETS_JS)
+
+    def open_series(self, description: str, timeout_ms: int = 60_000) -> dict:
+        """Double-click a series in the study browser by its description, as a user opens it; wait
+        until a viewport shows its display set and the viewport is not blank. Returns the display set."""
+        import time
+
+        (shown,) = [d for d in self.display_sets() if d["description"].startswith(description)]
+        self.page.get_by_text(description).first.dblclick()
+        self.page.wait_for_function(SHOWN_JS, arg=shown["uid"], timeout=timeout_ms)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while pixel_spread(self.viewport_png()) < 40 and time.monotonic() < deadline:  # drawn after loading
+            self.page.wait_for_timeout(500)
+        return shown
 
     def track(self, n_expected: int, timeout_ms: int = 60_000) -> dict:
         """Answer "Yes" to "continue tracking measurements?"; wait for the measurement service."""

@@ -70,7 +70,9 @@ def test_study_page_pictures_and_numbers(page, served, rubo):
 
     images = page.locator("img.pic")
     n = images.count()
-    assert n == 3 + 2 * len(result["keyframes"])  # probability, opacification, TTA; overlay + histogram each
+    # probability, opacification, TTA; overlay + histogram each; the result image sent to the PACS
+    assert n == 3 + 2 * len(result["keyframes"]) + 1
+    assert page.locator("img.result-image").count() == 1
     for i in range(n):
         img = images.nth(i)
         assert img.evaluate("e => e.complete && e.naturalWidth > 0"), img.get_attribute("src")
@@ -134,10 +136,10 @@ def test_cli_status_table_and_json(served):
     args = [sys.executable, "-m", "arcade_pacs.cli", "status", "--url", served.base]
     table = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     assert table.returncode == 0, table.stderr  # ready
-    assert "ready" in table.stdout and "SR deliveries per destination" in table.stdout
+    assert "ready" in table.stdout and "Result deliveries per destination" in table.stdout
     assert "pacs" in table.stdout and "instances received" in table.stdout
     body = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60, env=env).stdout)
-    assert body["ready"]["status"] == "ready" and body["status"]["backlog"]["pacs"]["sent"] == 1
+    assert body["ready"]["status"] == "ready" and body["status"]["backlog"]["pacs"]["sent"] == 2  # the SR and the result image
     assert body["status"]["instances_received"] == 1
 
 

@@ -30,9 +30,9 @@ def test_cine_in_sr_out(tmp_path, storescp, rubo):
         # plugin has the peer's success status for it: wait for that, not for the file name.
         def sent():
             status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status"))
-            return status["deliveries"].get("sent", 0) >= 1
+            return status["deliveries"].get("sent", 0) >= 2
 
-        wait_until(sent, timeout=180, message="SR delivered to the PACS")
+        wait_until(sent, timeout=180, message="SR and result image delivered to the PACS (the default kinds)")
         srs = list(storescp.folder.glob("SR*"))
         assert len(srs) == 1
         sr = pydicom.dcmread(srs[0])
@@ -52,7 +52,10 @@ def test_cine_in_sr_out(tmp_path, storescp, rubo):
 
         status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status"))
         assert status["instances_received"] == 1 and status["jobs"]["done"] == 1
-        assert status["deliveries"]["sent"] == 1
+        assert status["deliveries"]["sent"] == 2
+        (image,) = [d for d in map(pydicom.dcmread, storescp.folder.iterdir())
+                    if d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
+        assert image.StudyInstanceUID == source.StudyInstanceUID and image.BurnedInAnnotation == "YES"
         assert status["model"]["version"] == json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health"))
         assert health["status"] == "ok" and health["model_loaded"] is True

@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 
 from arcade_pacs.db.tables import Instance
 from arcade_pacs.findings import Region
+from arcade_pacs.report import presentation, result_image
+from arcade_pacs.report.identity import NOTICE
 from arcade_pacs.report.sr import MAX_REGIONS_PER_INSTANCE, SERIES_DESCRIPTION, STUDY_SUMMARY, region_comment
 from tests.conftest import SHIPPED_MODEL
 from tests.helpers import free_port, run, stop, tool, wait_until
@@ -47,6 +49,8 @@ from tests.integration.orthanc import Orthanc
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 MIN_SPREAD = 40.0  # grey levels between the 1st and 99th percentile; a blank viewport has ~0
 
 
@@ -110,7 +114,8 @@ def env(tmp_path_factory, request, rubo):
 
     scp_port, admin_port = free_port(), free_port()
     with Orthanc(tmp / "orthanc", modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]}, dicomweb=True) as pacs:
-        config = plugin_config(tmp, scp_port, admin_port, pacs.dicom_port, ["STORESCU", "PACS"], SHIPPED_MODEL)
+        config = plugin_config(tmp, scp_port, admin_port, pacs.dicom_port, ["STORESCU", "PACS"], SHIPPED_MODEL,
+                               objects=["sr", "sc", "gsps"])
         plugin = start_plugin(config, tmp / "plugin.log", scp_port, admin_port)
         try:
             for runs in studies.values():
@@ -119,6 +124,10 @@ def env(tmp_path_factory, request, rubo):
                     _send(r.path, scp_port, "ARCADE")  # ...and the plugin analyses them
             wait_until(lambda: len(pacs.instances_of_class(COMPREHENSIVE_3D_SR)) == len(studies),
                        timeout=420, interval=2, message="an SR per study in Orthanc")
+            runs = sum(len(r) for r in studies.values())
+            wait_until(lambda: len(pacs.instances_of_class(SECONDARY_CAPTURE)) == runs
+                       and len(pacs.instances_of_class(GSPS)) == runs - 1,  # the broken run has no marks
+                       timeout=240, interval=2, message="a result image per run, a presentation state per analysed run")
         finally:
             stop(plugin)
         with OhifServer(dist, pacs.http_port) as server, sync_playwright() as pw:
@@ -244,7 +253,7 @@ def test_one_origin_serves_the_app_and_orthanc_dicomweb_with_isolation_headers(e
             body = answer.read()
         if path.startswith("/dicom-web"):
             modalities = {s["00080060"]["Value"][0] for s in json.loads(body)}
-            assert modalities == {"XA", "SR"}
+            assert modalities == {"XA", "SR", "OT", "PR"}  # the run, the SR, the result image, the marks
         elif path == "/app-config.js":
             assert f"qidoRoot: '{env.viewer_url}/dicom-web'".encode() in body
         else:
@@ -252,9 +261,54 @@ def test_one_origin_serves_the_app_and_orthanc_dicomweb_with_isolation_headers(e
 
 
 def test_the_stored_sr_is_in_the_source_study(env):
-    """Orthanc filed each SR under its source study (what OHIF's study browser lists it by)."""
+    """Orthanc filed each SR, result image and presentation state under its source study (what OHIF's
+    study browser lists it by)."""
+    for sop_class in (SECONDARY_CAPTURE, GSPS):
+        for tags in env.pacs.instances_of_class(sop_class):
+            assert tags["StudyInstanceUID"] in env.study_uids.values()
+            sources = env.pacs.post("/tools/find", {"Level": "Study",
+                                                    "Query": {"StudyInstanceUID": tags["StudyInstanceUID"]}})
+            assert sources == [tags["_parent_study"]]
     for sr_tags in env.pacs.instances_of_class(COMPREHENSIVE_3D_SR):
         assert sr_tags["StudyInstanceUID"] in env.study_uids.values()
         sr = pydicom.dcmread(io.BytesIO(env.pacs.file(sr_tags["_id"])))
         partial = sr.StudyInstanceUID == env.study_uids["with_failed_run"]
         assert sr.CompletionFlag == ("PARTIAL" if partial else "COMPLETE")
+
+
+def _ocr(png: bytes) -> str:
+    """What tesseract (Debian's tesseract-ocr) reads in a screenshot, on one line (read at twice the
+    screen's size, in grey: tesseract reads small screen text better so, as a person leans closer)."""
+    import subprocess
+
+    from PIL import Image
+
+    shot = Image.open(io.BytesIO(png)).convert("L")
+    buffer = io.BytesIO()
+    shot.resize((shot.width * 2, shot.height * 2), Image.Resampling.LANCZOS).save(buffer, format="PNG")
+    done = subprocess.run([tool("tesseract"), "-", "-"], input=buffer.getvalue(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.decode(errors="replace").split())
+
+
+def test_the_result_image_opens_in_ohif_as_its_own_series_with_a_legible_caption(env, viewer, request):
+    screenshots = request.config.getoption("--screenshots")
+    (cine,) = env.studies["cine"]
+    viewer.open_study(env.study_uids["cine"], n_display_sets=3)  # the run, the SR, the result image
+    sets = viewer.display_sets()
+    shown = viewer.open_series(result_image.SERIES_DESCRIPTION[:25])
+    assert shown["modality"] == "OT" and shown["images"] == 1
+    runs = [d for d in sets if d["modality"] == "XA"]
+    assert len(runs) == 1 and shown["series"] != runs[0]["series"]  # its own series in the source study
+    png = viewer.viewport_png()
+    assert pixel_spread(png) >= MIN_SPREAD, "the result image is blank in OHIF"
+    if screenshots:
+        viewer.screenshot(screenshots / "ohif_result_image.png")
+    text = _ocr(png)
+    assert NOTICE in text and "STENOSIS" in text, text  # the caption as OHIF shows it is legible
+    # OHIF 3.13.2 has no presentation-state support: it lists the GSPS series as not supported
+    # (its "not supported" display-set handler) and nothing breaks.
+    (marks,) = [d for d in sets if d["modality"] == "PR"]
+    assert marks["description"] == presentation.SERIES_DESCRIPTION
+    assert "unsupported" in marks["handler"], marks  # OHIF names the handler of such series "unsupported"
+    assert not viewer.errors, "\n".join(viewer.errors)

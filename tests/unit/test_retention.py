@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from sqlalchemy import update
 
-from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Study, utcnow
+from arcade_pacs.db.tables import Delivery, Instance, Job, Report, ResultObject, Study, utcnow
 from arcade_pacs.retention import purge_delivered
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
@@ -24,8 +24,10 @@ def _reported(settings, sessions, rubo, delivery_states=("sent",), received_days
         report = Report(study=study, sop_instance_uid=pydicom.uid.generate_uid(), series_instance_uid="1.2.3",
                         path="unused", present=False, n_instances=1, created_at=utcnow() - timedelta(days=1))
         s.add(report)
+        sr = ResultObject(report=report, kind="sr", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+                          sop_instance_uid=report.sop_instance_uid, series_instance_uid="1.2.3", path="unused")
         for n, state in enumerate(delivery_states):
-            s.add(Delivery(report=report, destination=f"d{n}", state=state))
+            s.add(Delivery(report=report, object=sr, destination=f"d{n}", state=state))
         s.commit()
         return instance_id, instance.path
 

@@ -55,3 +55,19 @@ def test_missing_config_file_and_bad_values_are_clear_errors(tmp_path):
     bad.write_text('[scp]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n')
     with pytest.raises(ValidationError, match="invalid AE title"):
         load_settings(bad)
+
+
+def test_each_destination_chooses_its_kinds_of_result_object(monkeypatch):
+    from arcade_pacs.settings import DEFAULT_OBJECTS, Destination, ObjectKind
+
+    monkeypatch.delenv("ARCADE_CONFIG", raising=False)
+    assert load_settings(PROJECT_CONFIG).destinations[0].objects == DEFAULT_OBJECTS == [ObjectKind.SR, ObjectKind.SC]
+    plain = {"name": "p", "ae_title": "P", "host": "h", "port": 104}
+    assert Destination(**plain).objects == [ObjectKind.SR, ObjectKind.SC]
+    assert Destination(**plain, objects=["gsps", "sr", "gsps"]).objects == [ObjectKind.SR, ObjectKind.GSPS]
+    for wrong in ([], ["pdf"]):
+        with pytest.raises(ValidationError):
+            Destination(**plain, objects=wrong)
+    monkeypatch.setenv("ARCADE_DESTINATIONS", '[{"name": "v", "ae_title": "V", "host": "h", "port": 104, '
+                                               '"objects": ["gsps"]}]')
+    assert load_settings(PROJECT_CONFIG).destinations[0].objects == [ObjectKind.GSPS]

@@ -35,6 +35,7 @@ from arcade_pacs.db.queries import count_rows, newest, page, studies_page, study
 from arcade_pacs.db.tables import Association, Delivery, RetrainRun, Study
 from arcade_pacs.pipeline.analyse import analyse_frames
 from arcade_pacs.pipeline.frames import frames_from_bytes
+from arcade_pacs.report.marks import selected_regions
 from arcade_pacs.send import outbox
 from arcade_pacs.send.outbox import DeliveryState
 from arcade_pacs.training.retrain import RetrainBusy
@@ -157,7 +158,7 @@ def analyse_upload(data: bytes, state: AdminState) -> dict:
             "probability": f.frame_probabilities[k],
             "original": float(analysis.window_original[k][best]),
             "flipped": float(analysis.window_flipped[k][best]),
-            "overlay": pictures.data_uri(pictures.keyframe_png(frame, scores, f.threshold, f.regions)),
+            "overlay": pictures.data_uri(pictures.keyframe_png(frame, scores, f.threshold, selected_regions(f))),
             "histogram": pictures.data_uri(pictures.histogram_png(frame)),
             "stats": pictures.histogram_stats(frame),
         })

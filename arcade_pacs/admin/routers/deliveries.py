@@ -1,4 +1,5 @@
-"""SR deliveries: the outbox's rows, with the peer's last status, and retrying a failed one."""
+"""Deliveries of result objects (SRs, result images, presentation states): the outbox's rows, with the
+peer's last status, and retrying a failed one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from arcade_pacs.admin.deps import DbId, get_session, require_reader, require_token
 from arcade_pacs.admin.schemas import DeliveryOut, DeliveryRetried
+from arcade_pacs.admin.views import delivery_out
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Delivery
 from arcade_pacs.send import outbox
@@ -16,12 +18,8 @@ router = APIRouter(tags=["deliveries"], dependencies=[Depends(require_reader)])
 
 @router.get("/deliveries", response_model=list[DeliveryOut])
 def deliveries(limit: int = Query(100, ge=1, le=1000), s: Session = Depends(get_session)):
-    """SR deliveries, newest first, with the peer's last status."""
-    return [
-        DeliveryOut(id=d.id, report_id=d.report_id, destination=d.destination, state=d.state,
-                    attempts=d.attempts, last_status=d.last_status, last_error=d.last_error, sent_at=d.sent_at)
-        for d in newest(Delivery, limit, session=s)
-    ]
+    """Deliveries of every kind of object, newest first, with the peer's last status."""
+    return [delivery_out(d) for d in newest(Delivery, limit, session=s)]
 
 
 @router.post("/deliveries/{delivery_id}/retry", response_model=DeliveryRetried,

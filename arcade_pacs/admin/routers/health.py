@@ -49,7 +49,7 @@ def health_response(state: AdminState, s: Session) -> JSONResponse:
     has failed for good (it needs an operator: ``GET /deliveries``, ``POST .../retry``)."""
     database = database_state(s)
     failed = outbox.counts_by_state(session=s)[outbox.DeliveryState.FAILED.value] if database == "ok" else 0
-    problems = [f"{failed} SR deliveries failed"] if failed else []
+    problems = [f"{failed} result deliveries failed"] if failed else []
     settings = state.settings.storage
     if settings.min_free_mb > 0 and not free_space_ok(settings.root, settings.min_free_mb):
         problems.append(f"storage: {disk_space(settings.root, settings.min_free_mb).reason}")

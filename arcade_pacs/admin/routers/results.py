@@ -12,13 +12,13 @@ from arcade_pacs.admin.schemas import (
     FrameOut,
     InstanceResultOut,
     JobSummary,
-    RegionOut,
     ResultDetail,
     ResultSummary,
 )
-from arcade_pacs.admin.views import headline, run_result
+from arcade_pacs.admin.views import headline, regions_out, run_result
 from arcade_pacs.db.queries import newest
 from arcade_pacs.db.tables import Instance, Result
+from arcade_pacs.report.marks import selected_regions
 
 router = APIRouter(tags=["results"], dependencies=[Depends(require_reader)])
 
@@ -47,7 +47,7 @@ def result(instance_id: DbId, s: Session = Depends(get_session)):
     if r is not None:
         detail = ResultDetail(
             **result_summary(r).model_dump(),
-            regions=[RegionOut(**region.to_json()) for region in r.finding.regions],
+            regions=regions_out(r.finding),
             frames=[
                 FrameOut(frame_number=f.frame_number, opacification=f.opacification,
                          probability=f.probability, window_scores=f.window_scores)
@@ -93,7 +93,7 @@ def keyframe_picture(instance_id: DbId, frame_number: FrameNumber, s: Session = 
     scores = scored_frame(instance, frame_number)
     frame = pictures.load_frame(pixels_of(instance), frame_number)
     finding = instance.result.finding
-    return png(pictures.keyframe_png(frame, scores.window_scores, finding.threshold, finding.regions))
+    return png(pictures.keyframe_png(frame, scores.window_scores, finding.threshold, selected_regions(finding)))
 
 
 @router.get("/results/{instance_id}/frames/{frame_number}/histogram.png", response_class=Response, responses=PNG)

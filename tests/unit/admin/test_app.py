@@ -133,17 +133,19 @@ def test_jobs_list_says_why_a_job_failed(client, settings, sessions, tiny_classi
 
 
 def test_health_is_degraded_while_a_delivery_has_failed_for_good(client, settings, sessions, tiny_classifier, rubo):
-    from arcade_pacs.db.tables import Delivery, Report, Study
+    from arcade_pacs.db.tables import Delivery, Report, ResultObject, Study
 
     with sessions() as s:
         study = Study(study_instance_uid="1.2.3")
         report = Report(study=study, sop_instance_uid="1.2.9", series_instance_uid="1.2.8", path="/x",
                         present=False, n_instances=1)
-        s.add(Delivery(report=report, destination="pacs", state="failed", last_error="peer status 0xA900"))
+        image = ResultObject(report=report, kind="sc", sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
+                             sop_instance_uid="1.2.10", series_instance_uid="1.2.11", path="/y")
+        s.add(Delivery(report=report, object=image, destination="pacs", state="failed", last_error="peer status 0xA900"))
         s.commit()
     body = client.get("/health").json()
     assert client.get("/health").status_code == 200
-    assert body["status"] == "degraded" and body["deliveries_failed"] == 1 and "1 SR deliveries failed" in body["problems"]
+    assert body["status"] == "degraded" and body["deliveries_failed"] == 1 and "1 result deliveries failed" in body["problems"]
     assert client.get("/status").json()["deliveries"]["failed"] == 1
     assert client.post("/deliveries/1/retry").status_code == 200
     assert client.get("/health").json()["status"] == "ok"

@@ -84,6 +84,43 @@ def test_sr_download_and_text(open_client, settings, sessions, analysed_rubo):
     assert open_client.get("/reports/1.2.3.dcm").status_code == 404
 
 
+def test_the_study_lists_and_links_its_sr_result_images_and_presentation_states(open_client, settings, sessions,
+                                                                                  analysed_rubo):
+    from arcade_pacs.settings import Destination
+
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=1,
+                                         objects=["sr", "sc", "gsps"])]
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+    [report] = open_client.get(f"/studies/{analysed_rubo}").json()["reports"]
+    objects = {o["kind"]: o for o in report["objects"]}
+    assert set(objects) == {"sr", "sc", "gsps"}
+    assert objects["sr"]["sop_instance_uid"] == report["sop_instance_uid"] and objects["sr"]["instance_id"] is None
+    run_id = open_client.get(f"/studies/{analysed_rubo}").json()["runs"][0]["instance_id"]
+    assert objects["sc"]["instance_id"] == objects["gsps"]["instance_id"] == run_id
+    for kind, o in objects.items():
+        got = open_client.get(o["download"])
+        assert got.status_code == 200 and got.headers["content-type"] == "application/dicom", kind
+        import pydicom
+
+        assert pydicom.dcmread(io.BytesIO(got.content)).SOPInstanceUID == o["sop_instance_uid"]
+    assert objects["sr"]["picture"] is None and objects["gsps"]["picture"] is None
+    picture = open_client.get(objects["sc"]["picture"])
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png" and spread(picture.content) > 10
+    assert open_client.get(f"/objects/{objects['gsps']['sop_instance_uid']}.png").status_code == 404
+    assert open_client.get("/objects/1.2.3.dcm").status_code == 404
+    deliveries = {d["object_kind"]: d for d in report["deliveries"]}
+    assert set(deliveries) == {"sr", "sc", "gsps"}
+    assert {d["object_kind"]: d["id"] for d in open_client.get("/deliveries").json()} == {
+        k: d["id"] for k, d in deliveries.items()}
+    assert {d["sop_instance_uid"] for d in deliveries.values()} == {o["sop_instance_uid"] for o in objects.values()}
+    page = open_client.get(f"/ui/studies/{analysed_rubo}").text
+    for o in objects.values():  # the page lists and links each one, and shows the result image
+        assert o["download"] in page
+    assert f'src="{objects["sc"]["picture"]}"' in page
+    assert page.count('class="object ') == 3
+
+
 def test_sr_text_without_dsrdump_renders_the_content_tree(settings, sessions, analysed_rubo):
     from arcade_pacs.db.tables import Report
     from arcade_pacs.report.text import render_sr_text

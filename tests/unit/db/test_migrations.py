@@ -38,4 +38,36 @@ def test_association_protocol_migrates_both_ways(tmp_path):
     assert "protocol" not in {c["name"] for c in inspect(engine).get_columns("associations")}
     migrate(engine)
     assert "protocol" in {c["name"] for c in inspect(engine).get_columns("associations")}
+
+
+def test_result_objects_migration_gives_every_report_its_sr_object_and_links_its_deliveries(tmp_path):
+    """0008 on a database with reports and deliveries: each report gets an ``sr`` object (same UID,
+    file and series), each delivery names it; downgrading drops them again."""
+    from sqlalchemy import text
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    alembic(engine, command.upgrade, "0007")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (id, study_instance_uid, last_received_at, needs_report, report_attempts) "
+                          "VALUES (1, '1.2.3', '2026-01-01', 0, 0)"))
+        for n in (1, 2):
+            conn.execute(text("INSERT INTO reports (id, study_id, sop_instance_uid, series_instance_uid, path, present, "
+                              f"n_instances, created_at) VALUES ({n}, 1, '1.2.3.{n}', '1.2.3.9', '/r/{n}.dcm', 1, 1, "
+                              "'2026-01-01')"))
+            conn.execute(text("INSERT INTO deliveries (report_id, destination, state, attempts, next_attempt_at, "
+                              f"queued_at, created_at) VALUES ({n}, 'pacs', 'sent', 1, '2026-01-01', '2026-01-01', "
+                              "'2026-01-01')"))
+    migrate(engine)
+    with engine.connect() as conn:
+        objects = conn.execute(text("SELECT report_id, kind, sop_class_uid, sop_instance_uid, series_instance_uid, path "
+                                    "FROM result_objects ORDER BY report_id")).all()
+        assert [tuple(o) for o in objects] == [
+            (n, "sr", "1.2.840.10008.5.1.4.1.1.88.34", f"1.2.3.{n}", "1.2.3.9", f"/r/{n}.dcm") for n in (1, 2)]
+        linked = conn.execute(text("SELECT d.report_id, o.report_id FROM deliveries d "
+                                   "JOIN result_objects o ON o.id = d.object_id")).all()
+        assert sorted(tuple(row) for row in linked) == [(1, 1), (2, 2)]
+    alembic(engine, command.downgrade, "0007")
+    inspector = inspect(engine)
+    assert "result_objects" not in inspector.get_table_names()
+    assert "object_id" not in {c["name"] for c in inspector.get_columns("deliveries")}
     engine.dispose()

@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Study, utcnow
+from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Result, ResultObject, Study, utcnow
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report import codes
 from arcade_pacs.report.reporter import (
@@ -15,7 +15,7 @@ from arcade_pacs.report.reporter import (
     report_backoff_s,
     report_ready_studies,
 )
-from arcade_pacs.settings import Destination
+from arcade_pacs.settings import Destination, ObjectKind
 from arcade_pacs.worker import Worker
 from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
@@ -203,3 +203,103 @@ def test_a_study_is_reported_by_one_reporter_and_never_twice_for_the_same_conten
         s.commit()
         assert report_ready_studies(settings, session=s) == 0
         assert s.query(Report).count() == 1 and not s.scalars(select(Study)).one().needs_report
+
+
+SR, SC, GSPS = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.11.1"
+
+
+def _objects(report) -> dict[str, list[ResultObject]]:
+    found: dict[str, list[ResultObject]] = {}
+    for o in report.objects:
+        found.setdefault(o.kind, []).append(o)
+    return found
+
+
+def test_a_study_result_is_its_sr_result_images_and_presentation_states_sent_where_wanted(
+        settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [
+        Destination(name="plain", ae_title="A", host="127.0.0.1", port=1),  # the default: SR and result images
+        Destination(name="viewer", ae_title="B", host="127.0.0.1", port=2, objects=[ObjectKind.GSPS]),
+        Destination(name="all", ae_title="C", host="127.0.0.1", port=3, objects=["gsps", "sr", "sc"]),
+    ]
+    study_uid = pydicom.dcmread(rubo, stop_before_pixels=True).StudyInstanceUID
+    run_id = ingest(rubo, settings, sessions)
+    failed = xa_dataset(real_frame(rubo, 5), study_uid=study_uid)
+    failed.SeriesNumber, failed.InstanceNumber = 7, 1
+    failed_id = ingest(failed, settings, sessions)
+    with sessions() as s:  # the second run's analysis failed for good
+        job = s.get(Instance, failed_id).job
+        job.state, job.last_error = "failed", "pixel data cannot be decoded: frame 1 is truncated"
+        s.commit()
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        report = s.scalars(select(Report)).one()
+        objects = _objects(report)
+        assert {k: len(v) for k, v in objects.items()} == {"sr": 1, "sc": 2, "gsps": 1}
+        (sr,) = objects["sr"]
+        assert sr.sop_instance_uid == report.sop_instance_uid and sr.path == report.path and sr.instance_id is None
+        assert {o.instance_id for o in objects["sc"]} == {run_id, failed_id}
+        assert [o.instance_id for o in objects["gsps"]] == [run_id]  # a run without a result has no marks
+        for o in report.objects:
+            ds = pydicom.dcmread(o.path)
+            assert ds.SOPClassUID == o.sop_class_uid == {"sr": SR, "sc": SC, "gsps": GSPS}[o.kind]
+            assert ds.SOPInstanceUID == o.sop_instance_uid and ds.SeriesInstanceUID == o.series_instance_uid
+            assert ds.StudyInstanceUID == study_uid
+        assert [int(pydicom.dcmread(o.path).InstanceNumber) for o in objects["sc"]] == [1, 2]
+        sent = {(d.destination, d.object.kind) for d in s.scalars(select(Delivery))}
+        assert sent == {("plain", "sr"), ("plain", "sc"), ("viewer", "gsps"),
+                        ("all", "sr"), ("all", "sc"), ("all", "gsps")}
+        assert s.query(Delivery).count() == 3 + 1 + 4  # two result images (one per run)
+        assert all(d.report_id == report.id and d.state == "pending" for d in s.scalars(select(Delivery)))
+
+
+def test_a_new_version_replaces_the_sr_result_images_and_presentation_states_together(
+        settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1, objects=["sr", "sc", "gsps"])]
+    first = xa_dataset([real_frame(rubo, i) for i in (40, 50, 60)])
+    ingest(first, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        report_ready_studies(settings, session=s)
+        (delivery,) = [d for d in s.scalars(select(Delivery)) if d.object.kind == "sc"]
+        delivery.state = "failed"  # a failed delivery of the old version is superseded too
+        s.commit()
+    ingest(xa_dataset(real_frame(rubo, 70), study_uid=first.StudyInstanceUID), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        states = {(d.report_id, d.object.kind, d.state) for d in s.scalars(select(Delivery))}
+        assert {(r, st) for r, _, st in states} == {(old.id, "superseded"), (new.id, "pending")}
+        assert {k for r, k, _ in states if r == old.id} == {"sr", "sc", "gsps"}
+        before, after = _objects(old), _objects(new)
+        assert {k: len(v) for k, v in after.items()} == {"sr": 1, "sc": 2, "gsps": 2}  # two runs now
+        for kind in ("sc", "gsps"):  # the same series, later instance numbers, saying which version they are
+            assert {o.series_instance_uid for o in before[kind] + after[kind]} == {before[kind][0].series_instance_uid}
+            numbers = [int(pydicom.dcmread(o.path).InstanceNumber) for o in before[kind] + after[kind]]
+            assert numbers == [1, 2, 3]
+        comments = pydicom.dcmread(after["sc"][0].path).ImageComments
+        assert "Version 2" in comments and "replaces the objects of version 1" in comments
+
+
+def test_a_re_analysis_by_another_model_is_a_new_version_by_the_same_model_not(settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1)]
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        study = s.scalars(select(Study)).one()
+        study.needs_report = True  # analysed again by the same model: nothing new to say
+        s.commit()
+        assert report_ready_studies(settings, session=s) == 0
+        result = s.scalars(select(Result)).one()
+        result.device_uid = pydicom.uid.generate_uid()  # ...by a promoted model: a new version
+        result.model_version = "effb0-next"
+        study.needs_report = True
+        s.commit()
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        assert {d.state for d in old.deliveries} == {"superseded"} and {d.state for d in new.deliveries} == {"pending"}
+        (image,) = _objects(new)["sc"]
+        assert "effb0-next" in str(pydicom.dcmread(image.path).ContributingEquipmentSequence[0].SoftwareVersions)

@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pydicom
 import pytest
 from pynetdicom import AE, evt
 from sqlalchemy import select, update
@@ -18,7 +19,7 @@ from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
-from arcade_pacs.settings import Destination
+from arcade_pacs.settings import Destination, ObjectKind
 from arcade_pacs.worker import Worker
 from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
@@ -113,11 +114,15 @@ def _due_now(sessions):
         s.commit()
 
 
+SR_ONLY = [ObjectKind.SR]
+"""The outbox's mechanics are tested with one object per destination (kinds: see the tests at the end)."""
+
+
 def test_send_then_retry_transport_errors_until_the_maximum_age(settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
     closed = free_port()
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port),
-                             Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=closed)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY),
+                             Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=closed, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     scu = StoreSCU(settings, load_contexts())
     _send_all(settings, sessions, scu)
@@ -153,7 +158,7 @@ def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessio
                                                                  answering, status, outcome):
     port, state = answering
     state["status"] = status
-    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
     row = _by_name(sessions)["peer"]
@@ -164,11 +169,11 @@ def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessio
 def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_cancelled(
         settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port()),
-                             Destination(name="old", ae_title="OLD", host="127.0.0.1", port=1)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port(), objects=SR_ONLY),
+                             Destination(name="old", ae_title="OLD", host="127.0.0.1", port=1, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     # The PACS moved and "old" was removed from the configuration before anything was sent.
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     with sessions() as s:
         assert outbox.cancel_removed([d.name for d in settings.destinations], session=s) == 1
     _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
@@ -180,7 +185,7 @@ def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_can
 
 def test_two_senders_never_send_the_same_delivery(settings, sessions, tiny_classifier, rubo, pacs):
     port, folder = pacs
-    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     for n in range(3):
         ingest(xa_dataset(real_frame(rubo, 40 + n)), settings, sessions)  # three studies
     worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
@@ -204,8 +209,8 @@ def test_a_blackholed_destination_does_not_delay_another_destination(
         settings, sessions, tiny_classifier, rubo, pacs, blackhole):
     port, folder = pacs
     settings.outbox.network_timeout_s = 20
-    settings.destinations = [Destination(name="hole", ae_title="HOLE", host="127.0.0.1", port=blackhole),
-                             Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)]
+    settings.destinations = [Destination(name="hole", ae_title="HOLE", host="127.0.0.1", port=blackhole, objects=SR_ONLY),
+                             Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
     scu = StoreSCU(settings, load_contexts())
     senders = [Sender(settings, sessions, scu, d, "svc") for d in settings.destinations]
@@ -233,3 +238,106 @@ def test_the_connection_timeout_bounds_an_unroutable_destination(settings):
     started = time.monotonic()
     outcome = scu.send("/nonexistent.dcm", "X", "10.255.255.1", 104)  # not routed: SYN never answered
     assert outcome.status is None and time.monotonic() - started < 8
+
+
+SECONDARY_CAPTURE, GSPS = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.11.1"
+ALL_KINDS = [ObjectKind.SR, ObjectKind.SC, ObjectKind.GSPS]
+
+
+def _by_kind(sessions, destination):
+    with sessions() as s:
+        return {d.object.kind: d for d in s.scalars(select(Delivery).where(Delivery.destination == destination))}
+
+
+def _storescp(port, folder):
+    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(folder), "+uf", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc=proc)
+    return proc
+
+
+def test_every_kind_of_object_is_retried_and_recorded_as_an_sr_is(settings, sessions, tiny_classifier, rubo, tmp_path):
+    """The PACS is down: each object's delivery backs off and keeps its reason; once it is up, each
+    arrives once, with its own SOP class, in the source study."""
+    port = free_port()
+    settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=ALL_KINDS)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    scu = StoreSCU(settings, load_contexts())
+    _send_all(settings, sessions, scu)
+    rows = _by_kind(sessions, "pacs")
+    assert set(rows) == {"sr", "sc", "gsps"}
+    for row in rows.values():
+        assert row.state == "pending" and row.attempts == 1 and "association" in row.last_error
+        assert row.next_attempt_at > utcnow()
+    folder = tmp_path / "pacs"
+    folder.mkdir()
+    proc = _storescp(port, folder)
+    try:
+        _due_now(sessions)
+        _send_all(settings, sessions, scu)
+    finally:
+        stop(proc)
+    rows = _by_kind(sessions, "pacs")
+    assert {k: (r.state, r.attempts, r.last_status) for k, r in rows.items()} == {
+        k: ("sent", 2, 0) for k in ("sr", "sc", "gsps")}
+    arrived = [pydicom.dcmread(p, stop_before_pixels=True) for p in folder.iterdir()]
+    assert sorted(d.SOPClassUID for d in arrived) == sorted([SR_STORAGE, SECONDARY_CAPTURE, GSPS])
+    assert len({d.StudyInstanceUID for d in arrived}) == 1
+
+
+def test_a_peer_that_does_not_store_a_kind_fails_that_delivery_at_once_and_keeps_the_others(
+        settings, sessions, tiny_classifier, rubo, answering):
+    """The peer negotiates SR storage only: the result image and presentation state fail at once as
+    0x0122 (SOP Class not supported), visibly; an operator's retry tries again; the SR is stored."""
+    port, state = answering
+    state["status"] = 0x0000
+    settings.destinations = [Destination(name="peer", ae_title="STATUS", host="127.0.0.1", port=port, objects=ALL_KINDS)]
+    _reported(settings, sessions, tiny_classifier, rubo)
+    scu = StoreSCU(settings, load_contexts())
+    _send_all(settings, sessions, scu)
+    rows = _by_kind(sessions, "peer")
+    assert rows["sr"].state == "sent" and state["calls"] == 1
+    for kind in ("sc", "gsps"):
+        assert rows[kind].state == "failed" and rows[kind].last_status == 0x0122 and rows[kind].attempts == 1
+        assert "no presentation context" in rows[kind].last_error
+    with sessions() as s:
+        assert outbox.retry(rows["sc"].id, session=s)
+        s.commit()
+    _send_all(settings, sessions, scu)
+    assert _by_kind(sessions, "peer")["sc"].attempts == 1 and _by_kind(sessions, "peer")["sc"].state == "failed"
+
+
+def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_the_newer_one(
+        settings, sessions, tiny_classifier, rubo):
+    """supersede_pending leaves a delivery under a live lease alone; if that attempt fails, the
+    delivery is superseded, not retried behind the newer version's back."""
+    from arcade_pacs.db.tables import Report
+
+    settings.destinations = [Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port(),
+                                         objects=ALL_KINDS)]
+    first = xa_dataset(real_frame(rubo, 50))
+    ingest(first, settings, sessions)
+    worker = Worker(settings, sessions, ModelHolder(tiny_classifier))
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        taken = outbox.claim("down", "sender-1", 60, session=s)  # being sent right now
+        s.commit()
+        assert taken is not None
+        taken_id = taken.id
+    ingest(xa_dataset(real_frame(rubo, 60), study_uid=first.StudyInstanceUID), settings, sessions)
+    while worker.run_once():
+        pass
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        states = {d.id: d.state for d in old.deliveries}
+        assert states.pop(taken_id) == "pending" and set(states.values()) == {"superseded"}
+        state = outbox.record_outcome(taken_id, "sender-1", None, "association aborted", False, settings.outbox,
+                                      session=s)
+        s.commit()
+        assert state is outbox.DeliveryState.SUPERSEDED
+        _due_now(sessions)
+        claimed = outbox.claim("down", "sender-2", 60, session=s)
+        assert claimed is not None and claimed.report_id == new.id  # only the newer version is sent

@@ -1,6 +1,6 @@
 """association audit: the protocol of each row (DIMSE association or DICOMweb STOW-RS request)
 
-Revision ID: 0007_h6
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01 12:00:00
 """
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007_h6'
+revision = '0007'
 down_revision = '0006'
 branch_labels = None
 depends_on = None
