@@ -59,7 +59,8 @@ def _delivery(sessions) -> Delivery:
 
 
 def _web(name: str, url: str, **fields) -> Destination:
-    return Destination(name=name, kind="dicomweb", url=url, **fields)
+    """A STOW-RS destination; the SR alone unless ``objects`` says otherwise (one delivery to judge)."""
+    return Destination(name=name, kind="dicomweb", url=url, **({"objects": ["sr"]} | fields))
 
 
 @pytest.fixture
@@ -96,19 +97,34 @@ def stow_peer(tmp_path):
         engine.dispose()
 
 
-def test_the_sr_reaches_orthanc_by_stow_rs_and_is_stored(settings, sessions, tiny_classifier, rubo, tmp_path):
+def test_every_result_object_reaches_orthanc_by_stow_rs_and_is_stored(settings, sessions, tiny_classifier, rubo,
+                                                                       tmp_path):
+    """The default objects (the SR and the run's result image), each by its own STOW-RS request,
+    stored in the source study."""
     (tmp_path / "orthanc").mkdir()
     with Orthanc(tmp_path / "orthanc", dicomweb=True) as pacs:
-        settings.destinations = [_web("pacs-web", f"http://127.0.0.1:{pacs.http_port}/dicom-web/")]
+        settings.destinations = [Destination(name="pacs-web", kind="dicomweb",
+                                             url=f"http://127.0.0.1:{pacs.http_port}/dicom-web/")]
         report = _reported(settings, sessions, tiny_classifier, rubo)
         _send_all(settings, sessions, StowClient(settings))
-        row = _delivery(sessions)
-        assert (row.state, row.last_status, row.attempts, row.last_error) == ("sent", 0, 1, None)
-        found = pacs.post("/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": report.sop_instance_uid}})
-        assert len(found) == 1
-        sent = pydicom.dcmread(report.path)
-        stored = pydicom.dcmread(io.BytesIO(pacs.file(found[0])))
-        assert stored.StudyInstanceUID == sent.StudyInstanceUID and stored.SOPClassUID == sent.SOPClassUID
+        with sessions() as s:
+            rows = s.scalars(select(Delivery)).all()
+            paths = [row.path for row in rows]
+            outcomes = [(row.state, row.last_status, row.attempts, row.last_error) for row in rows]
+        assert len(rows) == 2
+        assert outcomes == [("sent", 0, 1, None)] * 2
+        sent = [pydicom.dcmread(path) for path in paths]
+        assert {ds.SOPClassUID for ds in sent} == {report_sop_class(report), "1.2.840.10008.5.1.4.1.1.7"}
+        for ds in sent:
+            found = pacs.post("/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": ds.SOPInstanceUID}})
+            assert len(found) == 1
+            stored = pydicom.dcmread(io.BytesIO(pacs.file(found[0])))
+            assert stored.StudyInstanceUID == ds.StudyInstanceUID
+            assert stored.SOPClassUID == ds.SOPClassUID
+
+
+def report_sop_class(report: Report) -> str:
+    return str(pydicom.dcmread(report.path, stop_before_pixels=True).SOPClassUID)
 
 
 def test_a_409_with_a_failure_reason_fails_at_once_keeping_it(settings, sessions, tiny_classifier, rubo, stow_peer):
