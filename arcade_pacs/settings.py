@@ -59,8 +59,17 @@ class ScpSettings(BaseModel):
     host: str = "0.0.0.0"
     port: int = Field(11112, ge=1, le=65535)
     allowed_calling_aets: list[str] = ["STORESCU", "MODALITY"]
+    # Established associations at once; a TCP connection that has not yet sent its whole
+    # A-ASSOCIATE-RQ takes no slot (it is bounded by the deadline and the caps below).
     max_associations: int = Field(10, ge=1)
+    # Every read on an accepted connection has this deadline: a PDU must arrive whole within it
+    # once its first byte did (before and after association), an idle association is aborted
+    # after it, and a connection must have associated within it (ARTIM, PS3.8 9.1.5).
     network_timeout_s: float = Field(30.0, gt=0)
+    # Open TCP connections from one peer address (associated or not); more are closed at accept.
+    max_connections_per_peer: int = Field(20, ge=1)
+    # Open TCP connections from all peers together; more are closed at accept.
+    max_connections: int = Field(200, ge=1)
     # Largest P-DATA PDU we receive (PS3.8 D.1 Maximum Length Received), as DCMTK and Orthanc;
     # a longer PDU closes the association. 0 = unlimited.
     max_pdu: int = Field(16384, ge=0)

@@ -29,7 +29,8 @@ from arcade_pacs.deflate import InflateError, inflate_to_file
 from arcade_pacs.dicomattrs import grayscale_problem, number_of_frames
 from arcade_pacs.elementcount import TooManyElements, count_elements
 from arcade_pacs.phi import describe, where
-from arcade_pacs.receive.transport import ChunkedReceipt
+from arcade_pacs.receive.audit import AssociationAudit
+from arcade_pacs.receive.transport import AssociationSlots, ChunkedReceipt
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import atomic_write, commit_file, disk_space, instance_path, safe_uid
 
@@ -64,6 +65,8 @@ class StoreContext:
     contexts: Contexts
     on_stored: list[Callable[[int], None]] = field(default_factory=list)
     receipt: ChunkedReceipt | None = None  # set by start_scp: data sets arrive as files
+    slots: AssociationSlots | None = None  # set by start_scp: established associations
+    audit: AssociationAudit | None = None  # set by start_scp: one row per association
     _last_sweep: float = 0.0
     _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,16 +85,28 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION = 0x02, 0x03, 0x01
+REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION, LOCAL_LIMIT_EXCEEDED = 0x02, 0x03, 0x01, 0x02
 STALE_SWEEP_INTERVAL_S = 60.0
 
 
-def handle_requested(event, ctx: StoreContext) -> None:
-    """A-ASSOCIATE-RQ received: refuse it while the store is below its free-space watermark.
+def _reject(event, ctx: StoreContext, diagnostic: int, reason: str) -> None:
+    """A-ASSOCIATE-RJ, rejected-transient, source "service-provider (presentation related)"
+    (PS3.8 9.3.4): the sender may retry later. Logged (AE title and address, no data) and audited."""
+    assoc = event.assoc
+    calling = str(assoc.requestor.primitive.calling_ae_title).strip()[:16]
+    log.warning("association from AE %s at %s refused: %s", calling, assoc.requestor.address, reason)
+    assoc.acse.send_reject(REJECTED_TRANSIENT, SOURCE_PRESENTATION, diagnostic)
+    if ctx.audit is not None:
+        ctx.audit.rejected(event, reason)
+    assoc.kill()  # as pynetdicom's own rejections: waits until the A-ASSOCIATE-RJ is sent
 
-    The refusal is A-ASSOCIATE-RJ, rejected-transient, source "service-provider (presentation
-    related)", reason "temporary congestion" (PS3.8 9.3.4): the sender may retry later. The
-    log line says why. Once a minute it also removes files of associations that ended mid-message.
+
+def handle_requested(event, ctx: StoreContext) -> None:
+    """A-ASSOCIATE-RQ received: refuse it while the store is below its free-space watermark
+    (reason "temporary congestion"), or when ``scp.max_associations`` associations are
+    established (reason "local limit exceeded"); otherwise it holds one of those slots.
+
+    Once a minute it also removes files of associations that ended mid-message.
     """
     settings = ctx.settings
     now = time.monotonic()
@@ -101,15 +116,15 @@ def handle_requested(event, ctx: StoreContext) -> None:
             ctx.receipt.sweep_stale(older_than_s=2 * settings.scp.network_timeout_s + STALE_SWEEP_INTERVAL_S)
         finally:
             ctx._sweep_lock.release()
-    if settings.storage.min_free_mb <= 0:
-        return
-    space = disk_space(settings.storage.root, settings.storage.min_free_mb)
-    if not space.ok:
-        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()[:16]
-        log.warning("association from AE %s refused (temporary congestion): %s", calling, space.reason)
-        metrics.CSTORE.labels(status="association-refused-disk").inc()
-        event.assoc.acse.send_reject(REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION)
-        event.assoc.kill()  # as pynetdicom's own rejections: waits until the A-ASSOCIATE-RJ is sent
+    if settings.storage.min_free_mb > 0:
+        space = disk_space(settings.storage.root, settings.storage.min_free_mb)
+        if not space.ok:
+            metrics.CSTORE.labels(status="association-refused-disk").inc()
+            _reject(event, ctx, TEMPORARY_CONGESTION, f"temporary congestion: {space.reason}")
+            return
+    if ctx.slots is not None and not ctx.slots.take(event.assoc):
+        _reject(event, ctx, LOCAL_LIMIT_EXCEEDED,
+                f"local limit exceeded: {ctx.slots.limit} associations established (scp.max_associations)")
 
 
 def check_dataset(ds: Dataset, sop_class_uid: str, settings: Settings, transfer_syntax: str | None = None) -> None:
