@@ -22,6 +22,7 @@ from arcade_pacs.model.classifier import Classifier
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.analyse import Analysis, analyse_source
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
+from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.part10 import Limits
 from arcade_pacs.settings import Settings
 
@@ -187,7 +188,7 @@ class Worker:
                 return
             metrics.JOB_SECONDS.labels(outcome=state.value).observe(time.perf_counter() - started)
             metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
-            log.warning("job id=%s %s: %s", job_id, state.value, f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("job id=%s %s: %s", job_id, state.value, describe(exc)[:300])
 
     def run(self) -> None:
         """Loop until :meth:`stop`; sleeps on ``wake`` between polls.
