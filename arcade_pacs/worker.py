@@ -20,9 +20,9 @@ from arcade_pacs import faults, jobs, metrics
 from arcade_pacs.db.tables import FrameScore, Job, Result
 from arcade_pacs.model.classifier import Classifier
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.analyse import Analysis, analyse_source
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
-from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.part10 import Limits
 from arcade_pacs.settings import Settings
 

@@ -252,9 +252,9 @@ def check_image(ds: Dataset, limits: Limits, *, syntax: str | None = None, file_
     if "PixelData" in ds and (not syntax or not UID(syntax).is_encapsulated):
         declared, present = pixel_data_lengths(ds, file_size)
         if present < declared:
-            raise InputError(f"Pixel Data truncated: {present} of its {declared} bytes arrived", Kind.TRUNCATED)
+            raise InputError(f"pixel data truncated: {present} of its {declared} bytes arrived", Kind.TRUNCATED)
         if declared < frame_bytes(ds, shape) * frames:
-            raise InputError("Pixel Data shorter than Rows x Columns x Frames", Kind.INCONSISTENT)
+            raise InputError("pixel data shorter than Rows x Columns x Frames", Kind.INCONSISTENT)
     return shape
 
 

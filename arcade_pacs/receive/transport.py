@@ -143,7 +143,7 @@ class PduLimitedSocket:
             what = f"a PDU header ({len(self._header)} of 6 bytes)"
         else:
             got = self._length - self._left
-            what = f"a {_pdu_name(self._type)} PDU of {self._length} bytes ({got} received)"
+            what = f"{_pdu_name(self._type)} PDU of {self._length} bytes ({got} received)"
         log.warning("connection from %s dropped: %s not received within the %.0f-s deadline (scp.network_timeout_s)",
                     self._peer, what, self._deadline_s)
         metrics.SCP_CONNECTIONS_DROPPED.labels(reason="pdu-deadline").inc()

@@ -232,3 +232,14 @@ def test_an_instance_of_another_patient_in_a_study_is_never_in_its_sr(settings, 
                   for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
     assert referenced == {first.SOPInstanceUID}
     assert other.SOPInstanceUID.encode() not in Path(path).read_bytes()
+
+
+def test_a_failed_sr_keeps_its_reason_without_data_values(settings, sessions, rubo):
+    """``studies.report_error`` is shown by the open ``GET /status``: scrubbed like every log."""
+    from arcade_pacs.report.reporter import _report_failed
+
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    with sessions() as s:
+        study_id = s.scalars(select(Study)).one().id
+        _report_failed(study_id, ValueError("Invalid value for VR PN: 'Canary^Phi'"), session=s)
+        assert s.get(Study, study_id).report_error == "ValueError: Invalid value for VR PN: '...'"
