@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from sqlalchemy import select
 
-from arcade_pacs.db.tables import Instance
+from arcade_pacs.db.tables import Association, Instance
 from tests.dicom.test_scp import storescu
 from tests.helpers import run, tool, wait_until
 
@@ -168,6 +168,13 @@ def test_only_established_associations_count_against_max_associations(settings, 
             out = echoscu_quick(scp.port)
             assert out.returncode != 0
             assert "Local Limit Exceeded" in out.stdout + out.stderr  # rejected-transient (PS3.8 9.3.4)
+
+            def rejected():
+                with scp.sessions() as s:
+                    return s.scalars(select(Association).where(Association.outcome == "rejected")).all()
+
+            audited = wait_until(rejected, timeout=10, message="the rejection audited")
+            assert [a.reason.split(":")[0] for a in audited] == ["local limit exceeded"]
         finally:
             for assoc in established:
                 assoc.release()
