@@ -84,14 +84,19 @@ def inflated_size(data: bytes | Path, max_bytes: int) -> int:
         return _inflate(fin, None, max_bytes)
 
 
-def inflate_bytes(data: bytes, max_bytes: int) -> bytes:
-    """The data set of a Deflated Part 10 file held in memory, inflated (at most ``max_bytes``)."""
+def inflate_into(source: Path | bytes, fout, max_bytes: int) -> int:
+    """Write the data set of a Deflated Part 10 file (path or bytes), inflated, to the binary
+    stream ``fout`` (at most ``max_bytes``); returns its size. Nothing else is held in memory."""
     import io
 
-    fin, fout = io.BytesIO(data), io.BytesIO()
-    fin.seek(meta_end(data))
-    _inflate(fin, fout, max_bytes)
-    return fout.getvalue()
+    start = meta_end(source)
+    if isinstance(source, (bytes, bytearray)):
+        fin = io.BytesIO(source)
+        fin.seek(start)
+        return _inflate(fin, fout, max_bytes)
+    with open(source, "rb") as fin:
+        fin.seek(start)
+        return _inflate(fin, fout, max_bytes)
 
 
 def inflate_to_file(src: Path, dst: Path, max_bytes: int) -> int:

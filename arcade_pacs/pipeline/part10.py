@@ -34,7 +34,7 @@ import pydicom
 from pydicom import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from arcade_pacs.deflate import InflatedTooLarge, InflateError, NoFileMeta, inflate_bytes, inflate_to_file, meta_end
+from arcade_pacs.deflate import InflatedTooLarge, InflateError, NoFileMeta, inflate_into, inflate_to_file, meta_end
 from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
 from arcade_pacs.elementcount import ElementHeaderError, TooManyElements, count_elements
 from arcade_pacs.phi import describe
@@ -145,16 +145,16 @@ def open_part10(source: Source, limits: Limits, *, tags: list[str] | None = None
         syntax.is_little_endian  # noqa: B018 - raises for a UID that is no transfer syntax
     except Exception as exc:
         raise InputError(f"unreadable File Meta Information: {describe(exc)}", Kind.UNREADABLE) from None
-    body: Source = source
+    body: Path | str | io.BytesIO = io.BytesIO(source) if in_memory else source
     if syntax == DeflatedExplicitVRLittleEndian:
         try:
             if inflate_to is not None and not in_memory:
                 inflate_to_file(Path(source), inflate_to, limits.max_inflated_bytes)
                 body = inflate_to
-            else:
-                data = bytes(source) if in_memory else Path(source).read_bytes()
+            else:  # one buffer: a Part 10 header, then the data set inflated into it
                 meta.TransferSyntaxUID = ExplicitVRLittleEndian
-                body = _part10(meta, inflate_bytes(data, limits.max_inflated_bytes))
+                body = _part10_header(meta)
+                inflate_into(source if in_memory else Path(source), body, limits.max_inflated_bytes)
                 in_memory = True
         except InflatedTooLarge as exc:
             raise InputError(str(exc), Kind.TOO_LARGE) from None
@@ -164,7 +164,8 @@ def open_part10(source: Source, limits: Limits, *, tags: list[str] | None = None
     _count_elements(body, syntax, limits.max_elements)
     try:
         if in_memory:
-            return pydicom.dcmread(io.BytesIO(bytes(body)), specific_tags=tags)
+            body.seek(0)
+            return pydicom.dcmread(body, specific_tags=tags)
         return pydicom.dcmread(body, defer_size=defer_size, specific_tags=tags)
     except Exception as exc:
         raise InputError(f"data set cannot be decoded: {describe(exc)}", Kind.UNREADABLE) from None
@@ -175,26 +176,29 @@ def _head(path: Source, size: int) -> bytes:
         return fp.read(size)
 
 
-def _part10(meta, body: bytes) -> bytes:
+def _part10_header(meta) -> io.BytesIO:
+    """A buffer holding a Part 10 preamble and ``meta``, positioned for the data set."""
     from pydicom.filewriter import write_file_meta_info
 
     buffer = io.BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta)
-    buffer.write(body)
-    return buffer.getvalue()
+    return buffer
 
 
-def _count_elements(source: Source, syntax: UID, limit: int) -> None:
+def _count_elements(source: Path | str | io.BytesIO, syntax: UID, limit: int) -> None:
     """Refuse more than ``limit`` data elements before anything parses them (PS3.5 7.1-7.5)."""
-    start = meta_end(source)
     try:
-        if isinstance(source, (bytes, bytearray)):
-            count_elements(io.BytesIO(source), start, len(source), syntax.is_implicit_VR, limit,
-                           syntax.is_little_endian)
+        if isinstance(source, io.BytesIO):
+            view = source.getbuffer()
+            try:
+                start, end = meta_end(bytes(view[:144])), len(view)
+            finally:
+                view.release()
+            count_elements(source, start, end, syntax.is_implicit_VR, limit, syntax.is_little_endian)
         else:
             with open(source, "rb") as fp:
-                count_elements(fp, start, Path(source).stat().st_size, syntax.is_implicit_VR, limit,
+                count_elements(fp, meta_end(source), Path(source).stat().st_size, syntax.is_implicit_VR, limit,
                                syntax.is_little_endian)
     except TooManyElements as exc:
         raise InputError(str(exc), Kind.TOO_LARGE) from None
