@@ -67,9 +67,10 @@ class ScpSettings(BaseModel):
     # after it, and a connection must have associated within it (ARTIM, PS3.8 9.1.5).
     network_timeout_s: float = Field(30.0, gt=0)
     # Open TCP connections from one peer address (associated or not); more are closed at accept.
-    max_connections_per_peer: int = Field(20, ge=1)
-    # Open TCP connections from all peers together; more are closed at accept.
-    max_connections: int = Field(200, ge=1)
+    # None: twice max_associations (a PACS may forward on every association at once).
+    max_connections_per_peer: int | None = Field(None, ge=1)
+    # Open TCP connections from all peers together; more are closed at accept. None: 20 x max_associations.
+    max_connections: int | None = Field(None, ge=1)
     # Largest P-DATA PDU we receive (PS3.8 D.1 Maximum Length Received), as DCMTK and Orthanc;
     # a longer PDU closes the association. 0 = unlimited.
     max_pdu: int = Field(16384, ge=0)
@@ -83,6 +84,14 @@ class ScpSettings(BaseModel):
 
     def accepts_any(self) -> bool:
         return "*" in self.allowed_calling_aets
+
+    def peer_connection_limit(self) -> int:
+        """Open connections allowed from one address (``max_connections_per_peer`` or its default)."""
+        return self.max_connections_per_peer or 2 * self.max_associations
+
+    def connection_limit(self) -> int:
+        """Open connections allowed in all (``max_connections`` or its default)."""
+        return self.max_connections or 20 * self.max_associations
 
 
 class StorageSettings(BaseModel):

@@ -25,12 +25,13 @@ def make_scp_ae(settings: Settings, contexts: Contexts) -> AE:
     (PS3.8 9.3.4). ``scp.max_pdu`` is the Maximum Length Received we announce (PS3.8 D.1).
 
     pynetdicom's ``maximum_associations`` counts every connection's thread, associated or not;
-    it is set to ``scp.max_connections`` (what the server admits anyway), and the SCP's own
-    limit of established associations is :class:`~arcade_pacs.receive.transport.AssociationSlots`.
+    it is set to the limit of open connections (``scp.max_connections``: what the server admits
+    anyway), and the SCP's own limit of established associations is
+    :class:`~arcade_pacs.receive.transport.AssociationSlots`.
     """
     scp = settings.scp
     ae = AE(ae_title=scp.ae_title)
-    ae.maximum_associations = scp.max_connections
+    ae.maximum_associations = scp.connection_limit()
     ae.network_timeout = scp.network_timeout_s
     ae.acse_timeout = scp.network_timeout_s
     ae.dimse_timeout = scp.network_timeout_s
@@ -79,8 +80,8 @@ def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ArcadeAssociat
         max_pdu=scp.max_pdu,
         handshake_timeout_s=scp.tls.handshake_timeout_s,
         deadline_s=scp.network_timeout_s,
-        max_connections_per_peer=scp.max_connections_per_peer,
-        max_connections=scp.max_connections,
+        max_connections_per_peer=scp.peer_connection_limit(),
+        max_connections=scp.connection_limit(),
     )
     server.start()
     return server

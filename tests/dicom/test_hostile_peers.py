@@ -135,7 +135,8 @@ def test_sixty_idle_connections_do_not_block_echoes(scp):
 
 def test_connections_per_peer_address_are_bounded_and_the_surplus_logged(scp, caplog):
     caplog.set_level(logging.INFO, logger="arcade_pacs")
-    limit = scp.settings.scp.max_connections_per_peer
+    limit = scp.settings.scp.peer_connection_limit()
+    assert limit == 20  # the default: twice max_associations
     held = [connect(scp.port, source="127.0.0.4") for _ in range(limit)]
     try:
         time.sleep(0.3)
