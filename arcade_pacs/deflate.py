@@ -16,19 +16,28 @@ CHUNK = 1 << 20
 
 
 class InflateError(ValueError):
-    """The deflated data set is corrupt, or larger than allowed once inflated."""
+    """The deflated data set is corrupt (or, as :class:`InflatedTooLarge`, too large once inflated)."""
 
 
-def meta_end(path: Path) -> int:
-    """Byte offset just past the File Meta Information of a Part 10 file (PS3.10 7.1), found
-    from its File Meta Information Group Length (0002,0000), which must come first."""
-    with open(path, "rb") as fp:
-        return _meta_end(fp.read(144))
+class InflatedTooLarge(InflateError):
+    """The deflated data set inflates to more than allowed (a deflate bomb)."""
 
 
-def _meta_end(head: bytes) -> int:
+class NoFileMeta(InflateError):
+    """No File Meta Information Group Length where PS3.10 7.1 puts it: not a Part 10 file."""
+
+
+def meta_end(source: Path | str | bytes | bytearray) -> int:
+    """Byte offset just past the File Meta Information of a Part 10 file (path or bytes)
+    (PS3.10 7.1), found from its File Meta Information Group Length (0002,0000), which must
+    come first; :class:`NoFileMeta` when there is none."""
+    if isinstance(source, (bytes, bytearray)):
+        head = bytes(source[:144])
+    else:
+        with open(source, "rb") as fp:
+            head = fp.read(144)
     if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00" or head[136:138] != b"UL":
-        raise InflateError("no File Meta Information Group Length")
+        raise NoFileMeta("no File Meta Information Group Length")
     return 144 + struct.unpack("<I", head[140:144])[0]
 
 
@@ -42,7 +51,7 @@ def _inflate(fin, fout, max_bytes: int) -> int:
         nonlocal total
         total += len(data)
         if total > max_bytes:
-            raise InflateError(f"deflated data set exceeds {max_bytes} bytes once inflated")
+            raise InflatedTooLarge(f"deflated data set exceeds {max_bytes} bytes once inflated")
         if fout is not None:
             fout.write(data)
 
@@ -68,11 +77,26 @@ def inflated_size(data: bytes | Path, max_bytes: int) -> int:
 
     if isinstance(data, (bytes, bytearray)):
         fin = io.BytesIO(data)
-        fin.seek(_meta_end(bytes(data[:144])))
+        fin.seek(meta_end(data))
         return _inflate(fin, None, max_bytes)
     with open(data, "rb") as fin:
         fin.seek(meta_end(data))
         return _inflate(fin, None, max_bytes)
+
+
+def inflate_into(source: Path | bytes, fout, max_bytes: int) -> int:
+    """Write the data set of a Deflated Part 10 file (path or bytes), inflated, to the binary
+    stream ``fout`` (at most ``max_bytes``); returns its size. Nothing else is held in memory."""
+    import io
+
+    start = meta_end(source)
+    if isinstance(source, (bytes, bytearray)):
+        fin = io.BytesIO(source)
+        fin.seek(start)
+        return _inflate(fin, fout, max_bytes)
+    with open(source, "rb") as fin:
+        fin.seek(start)
+        return _inflate(fin, fout, max_bytes)
 
 
 def inflate_to_file(src: Path, dst: Path, max_bytes: int) -> int:
@@ -82,7 +106,8 @@ def inflate_to_file(src: Path, dst: Path, max_bytes: int) -> int:
     Raises
     ------
     InflateError
-        Corrupt deflate stream, or more than ``max_bytes`` once inflated (``dst`` is removed).
+        Corrupt deflate stream, or (:class:`InflatedTooLarge`) more than ``max_bytes`` once
+        inflated; ``dst`` is removed.
     """
     import pydicom
     from pydicom.filewriter import write_file_meta_info

@@ -21,7 +21,11 @@ PIXEL_DATA = 0x7FE00010
 
 
 class TooManyElements(ValueError):
-    """More elements than allowed, or element headers that do not fit the file."""
+    """More elements than allowed."""
+
+
+class ElementHeaderError(ValueError):
+    """Element headers that cannot be walked (an undefined length where none is allowed)."""
 
 
 def _is_sq(tag: int) -> bool:
@@ -41,6 +45,8 @@ def count_elements(fp: BinaryIO, start: int, end: int, implicit: bool, limit: in
     ------
     TooManyElements
         Past ``limit`` elements.
+    ElementHeaderError
+        An undefined length on an element that is not a sequence.
     """
     u16, u32 = ("<H", "<I") if little else (">H", ">I")
     count = 0
@@ -97,7 +103,7 @@ def count_elements(fp: BinaryIO, start: int, end: int, implicit: bool, limit: in
             stack.append((inner, None if length == UNDEFINED else pos + length))
             mode = inner
         elif length == UNDEFINED:
-            raise TooManyElements(f"undefined length on a non-sequence element ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+            raise ElementHeaderError(f"undefined length on a non-sequence element ({tag >> 16:04X},{tag & 0xFFFF:04X})")
         else:
             pos += length
     return count

@@ -46,6 +46,12 @@ ASSOCIATIONS_REJECTED = Counter(
     "arcade_associations_rejected_total", "DICOM associations rejected (A-ASSOCIATE-RJ)", registry=REGISTRY
 )
 
+SCP_CONNECTIONS_DROPPED = Counter(
+    "arcade_scp_connections_dropped_total",
+    "TCP connections the SCP closed itself: pdu-deadline, connection-cap (per address or in all), tls-handshake",
+    ["reason"], registry=REGISTRY,
+)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type."""

@@ -60,8 +60,18 @@ class ScpSettings(BaseModel):
     host: str = "0.0.0.0"
     port: int = Field(11112, ge=1, le=65535)
     allowed_calling_aets: list[str] = ["STORESCU", "MODALITY"]
+    # Established associations at once; a TCP connection that has not yet sent its whole
+    # A-ASSOCIATE-RQ takes no slot (it is bounded by the deadline and the caps below).
     max_associations: int = Field(10, ge=1)
+    # Every read on an accepted connection has this deadline: a PDU must arrive whole within it
+    # once its first byte did (before and after association), an idle association is aborted
+    # after it, and a connection must have associated within it (ARTIM, PS3.8 9.1.5).
     network_timeout_s: float = Field(30.0, gt=0)
+    # Open TCP connections from one peer address (associated or not); more are closed at accept.
+    # None: twice max_associations (a PACS may forward on every association at once).
+    max_connections_per_peer: int | None = Field(None, ge=1)
+    # Open TCP connections from all peers together; more are closed at accept. None: 20 x max_associations.
+    max_connections: int | None = Field(None, ge=1)
     # Largest P-DATA PDU we receive (PS3.8 D.1 Maximum Length Received), as DCMTK and Orthanc;
     # a longer PDU closes the association. 0 = unlimited.
     max_pdu: int = Field(16384, ge=0)
@@ -75,6 +85,14 @@ class ScpSettings(BaseModel):
 
     def accepts_any(self) -> bool:
         return "*" in self.allowed_calling_aets
+
+    def peer_connection_limit(self) -> int:
+        """Open connections allowed from one address (``max_connections_per_peer`` or its default)."""
+        return self.max_connections_per_peer or 2 * self.max_associations
+
+    def connection_limit(self) -> int:
+        """Open connections allowed in all (``max_connections`` or its default)."""
+        return self.max_connections or 20 * self.max_associations
 
 
 class StorageSettings(BaseModel):

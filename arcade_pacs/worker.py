@@ -20,8 +20,10 @@ from arcade_pacs import faults, jobs, metrics
 from arcade_pacs.db.tables import FrameScore, Job, Result
 from arcade_pacs.model.classifier import Classifier
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.analyse import Analysis, analyse_source
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
+from arcade_pacs.pipeline.part10 import Limits
 from arcade_pacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,7 @@ def analyse_file(path: str, classifier: Classifier, settings: Settings) -> Analy
         raise jobs.PermanentError(f"stored file missing: {path}")
     try:
         return analyse_source(
-            FrameSource(path, max_frames=settings.pipeline.max_frames, max_rows=settings.pipeline.max_rows,
-                        max_columns=settings.pipeline.max_columns, max_inflated_bytes=settings.scp.max_inflated_bytes,
-                        max_elements=settings.scp.max_elements),
+            FrameSource(path, limits=Limits.of(settings)),
             classifier.predict,
             classifier.info.threshold,
             keyframes=settings.pipeline.keyframes,
@@ -188,7 +188,7 @@ class Worker:
                 return
             metrics.JOB_SECONDS.labels(outcome=state.value).observe(time.perf_counter() - started)
             metrics.JOB_OUTCOMES.labels(outcome=state.value).inc()
-            log.warning("job id=%s %s: %s", job_id, state.value, f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("job id=%s %s: %s", job_id, state.value, describe(exc)[:300])
 
     def run(self) -> None:
         """Loop until :meth:`stop`; sleeps on ``wake`` between polls.

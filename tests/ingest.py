@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pydicom
 
-from arcade_pacs.receive.handlers import record_instance
+from arcade_pacs.receive.receipt import record_instance
 from arcade_pacs.storage import atomic_write, instance_path
 
 

@@ -72,6 +72,10 @@ class Status(BaseModel):
     deliveries: dict[str, int]
     backlog: dict[str, dict[str, int]] = Field(description="deliveries per destination and state")
     active_associations: int | None = Field(description="DICOM associations open now (None: no SCP here)")
+    refused_for_identity: dict[str, int] = Field(
+        default_factory=dict,
+        description="instances refused because of whose they are: 'patient' (another patient than their study's, "
+                    "0xA778), 'study' (SOP Instance UID already held in another study, 0xC409)")
     last_errors: list[ErrorOut]
     model: ModelSummary | None
     scp: ScpSummary

@@ -8,7 +8,7 @@ from enum import Enum
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
-from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Study
+from arcade_pacs.db.tables import Delivery, Instance, Job, ReceiptConflict, Report, Study
 
 
 def counts_by_state(column: InstrumentedAttribute, states: type[Enum], *, session: Session) -> dict[str, int]:
@@ -74,7 +74,8 @@ def deliveries_by_destination(*, session: Session) -> dict[str, dict[str, int]]:
 
 
 def recent_errors(limit: int, *, session: Session) -> list[tuple[str, int, object, str]]:
-    """The last errors of jobs, deliveries and SR writing: ``(source, id, when, error)``, newest first.
+    """The last errors of jobs, deliveries, SR writing and instances refused for whose they are
+    (:class:`~arcade_pacs.db.tables.ReceiptConflict`): ``(source, id, when, error)``, newest first.
 
     ``when`` is when the job finished or the SR is next due; a delivery has no time of its
     last attempt, so it gives when its next one is due.
@@ -92,5 +93,17 @@ def recent_errors(limit: int, *, session: Session) -> list[tuple[str, int, objec
         select(Study).where(Study.report_error.is_not(None)).order_by(Study.id.desc()).limit(limit)
     ):
         found.append(("report", study.id, study.report_due_at, study.report_error))
+    for conflict in session.scalars(select(ReceiptConflict).order_by(ReceiptConflict.id.desc()).limit(limit)):
+        found.append(("refused instance", conflict.id, conflict.at,
+                      f"{conflict.sop_instance_uid} from {conflict.calling_aet}: {conflict.reason}"))
     found.sort(key=lambda e: e[2] or datetime.min, reverse=True)
     return found[:limit]
+
+
+def receipt_conflicts(*, session: Session) -> dict[str, int]:
+    """Instances refused because of whose they are, by kind: ``patient`` (another patient than
+    their study's) and ``study`` (a SOP Instance UID already held in another study)."""
+    counts = {"patient": 0, "study": 0}
+    counts.update(dict(session.execute(
+        select(ReceiptConflict.kind, func.count()).group_by(ReceiptConflict.kind)).all()))
+    return counts

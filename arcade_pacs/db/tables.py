@@ -41,6 +41,11 @@ class Study(Base):
     # A reporter's claim on writing this study's SR (see arcade_pacs.db.claims).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
+    # Whose study this is (arcade_pacs.identity.PatientKey): digests of the Patient ID (or Name
+    # and Birth Date when it is empty) and of its issuer. An instance of another patient is
+    # refused. None on studies received before the key was kept: taken from their first instance.
+    patient_key: Mapped[str | None] = mapped_column(String(64))
+    patient_issuer_key: Mapped[str | None] = mapped_column(String(64))
 
     instances: Mapped[list[Instance]] = relationship(back_populates="study")
     reports: Mapped[list[Report]] = relationship(back_populates="study", order_by="Report.id")
@@ -286,3 +291,22 @@ class Association(Base):
     # "dimse" for an association; "dicomweb" for a STOW-RS request (calling_aet then holds the
     # [[dicomweb_senders]] name, called_aet the SCP's AE title).
     protocol: Mapped[str] = mapped_column(String(16), default="dimse", server_default="dimse")
+
+
+class ReceiptConflict(Base):
+    """An instance refused because of whose it is (audit): its patient differs from its study's
+    (``kind`` "patient"), or its SOP Instance UID is already held in another study ("study").
+
+    UIDs, the calling AE title, the study's id and the time: no patient data.
+    """
+
+    __tablename__ = "receipt_conflicts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))  # the study it conflicts with
+    calling_aet: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)

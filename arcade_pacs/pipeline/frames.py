@@ -28,35 +28,30 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from arcade_pacs.deflate import InflateError, inflated_size
-from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
-from arcade_pacs.elementcount import TooManyElements, count_elements
 from arcade_pacs.phi import describe
-from arcade_pacs.pipeline.fragments import (
-    HEADER_WINDOW,
-    CodestreamSize,
-    FragmentError,
-    codestream_size,
-    encapsulated_with_offsets,
-    locate_frames,
-    read_fragment_table,
-    table_agrees,
+from arcade_pacs.pipeline.fragments import encapsulated_with_offsets
+from arcade_pacs.pipeline.part10 import (
+    MAX_ELEMENTS,
+    MAX_INFLATED_BYTES,
+    MAX_SIZE,
+    ImageShape,
+    InputError,
+    Limits,
+    check_image,
+    frame_layout,
+    is_part10,
+    open_part10,
 )
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, resize_frame
 
-MAX_SIZE = 4096
-"""Default largest Rows and Columns (``pipeline.max_rows``/``max_columns``): larger images are
-refused before any buffer of their size is allocated."""
-MAX_ELEMENTS = 500_000
-"""Default most data elements in a data set (``scp.max_elements``): an element-count bomb guard."""
-MAX_INFLATED_BYTES = 256 * 2**20
-"""Default bound on a Deflated data set once inflated (``scp.max_inflated_bytes``)."""
+__all__ = ["MAX_ELEMENTS", "MAX_INFLATED_BYTES", "MAX_SIZE", "FrameError", "FrameSource", "Frames"]
 
 
-class FrameError(ValueError):
-    """The pixel data cannot become frames; the message says why (shown by the admin)."""
+class FrameError(InputError):
+    """The pixel data cannot become frames; the message says why (shown by the admin), the
+    ``kind`` what is wrong (:class:`~arcade_pacs.pipeline.part10.Kind`, ``UNREADABLE`` unless
+    the door said otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -156,26 +151,6 @@ def shutter_mask(ds: Dataset, rows: int, cols: int) -> np.ndarray:
     return mask
 
 
-def _check_element_count(source, syntax, limit: int) -> None:
-    """Count a Part 10 file's (path or bytes) data elements before pydicom parses them; a
-    deflated one is counted by its compressed bytes' size bound instead (see deflate)."""
-    from arcade_pacs.deflate import _meta_end, meta_end
-
-    if not syntax or UID(syntax) == DeflatedExplicitVRLittleEndian:
-        return
-    syntax = UID(syntax)
-    try:
-        start = _meta_end(bytes(source[:144])) if isinstance(source, (bytes, bytearray)) else meta_end(Path(source))
-    except InflateError:
-        return  # no File Meta group length to start from: pydicom reads (or refuses) it as before
-    if isinstance(source, (bytes, bytearray)):
-        fp, end = io.BytesIO(source), len(source)
-    else:
-        fp, end = open(source, "rb"), Path(source).stat().st_size
-    with fp:
-        count_elements(fp, start, end, syntax.is_implicit_VR, limit, syntax.is_little_endian)
-
-
 @contextmanager
 def _named_errors():
     """Any failure while turning pixels into frames becomes a :class:`FrameError` whose message
@@ -204,56 +179,38 @@ class FrameSource:
 
     def __init__(self, src: Dataset | str | Path, max_frames: int | None = None,
                  max_inflated_bytes: int = MAX_INFLATED_BYTES, max_rows: int = MAX_SIZE, max_columns: int = MAX_SIZE,
-                 max_elements: int = MAX_ELEMENTS):
+                 max_elements: int = MAX_ELEMENTS, limits: Limits | None = None):
+        limits = limits or Limits(max_elements=max_elements, max_inflated_bytes=max_inflated_bytes,
+                                  max_rows=max_rows, max_columns=max_columns, max_frames=max_frames)
         try:
-            self._open(src, max_frames, max_inflated_bytes, max_rows, max_columns, max_elements)
+            self._open(src, limits)
         except FrameError:
             raise
+        except InputError as exc:  # the door's refusal, with its kind
+            raise FrameError(str(exc), exc.kind) from None
         except Exception as exc:  # attribute values pydicom or numpy cannot use
             raise FrameError(f"invalid image attributes: {describe(exc)}") from None
 
-    def _open(self, src, max_frames, max_inflated_bytes, max_rows, max_columns, max_elements) -> None:
-        import pydicom
-
+    def _open(self, src, limits: Limits) -> None:
+        """Open ``src`` through the door (:mod:`arcade_pacs.pipeline.part10`): every bound is
+        applied before a frame is decoded. A deflated file is inflated in memory (frames cannot
+        be read lazily from it), within ``max_inflated_bytes``."""
+        file_size = None
         if isinstance(src, Dataset):
             ds = src
         else:
             src = str(src)
-            try:
-                meta = pydicom.filereader.read_file_meta_info(src)
-                _check_element_count(src, meta.get("TransferSyntaxUID"), max_elements)
-                if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                    # Frames cannot be read lazily from a deflated file: it is inflated in memory,
-                    # so its inflated size is counted first (deflate bombs).
-                    inflated_size(Path(src), max_inflated_bytes)
-                    ds = src = pydicom.dcmread(src)
-                else:
-                    ds = pydicom.dcmread(src, defer_size="64 KB")
-            except (InflateError, TooManyElements) as exc:
-                raise FrameError(str(exc)) from None
-            except Exception as exc:
-                raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
+            file_size = Path(src).stat().st_size
+            ds = open_part10(src, limits)
+            if not isinstance(ds.filename, str):
+                src = ds  # a deflated file, inflated in memory: frames are read from the data set
         self.src, self.ds = src, ds
-        if "PixelData" not in ds:
-            raise FrameError("no Pixel Data")
-        problem = grayscale_problem(ds)
-        if problem:
-            raise FrameError(problem)
+        shape = check_image(ds, limits, file_size=file_size)
         self.photometric = str(ds.PhotometricInterpretation).strip()
-        self.rows, self.columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        try:
-            self.n_frames = number_of_frames(ds)
-        except InvalidAttribute as exc:
-            raise FrameError(str(exc)) from None
-        if self.rows < 1 or self.columns < 1 or self.n_frames < 1:
-            raise FrameError(f"empty image: {self.rows} rows, {self.columns} columns, {self.n_frames} frames")
-        if max_frames is not None and self.n_frames > max_frames:
-            raise FrameError(f"{self.n_frames} frames exceed the configured limit of {max_frames}")
-        if self.rows > max_rows or self.columns > max_columns:  # before anything of that size is allocated
-            raise FrameError(f"image {self.rows}x{self.columns} exceeds the configured limit of {max_rows}x{max_columns}")
+        self.rows, self.columns, self.n_frames = shape.rows, shape.columns, shape.frames
         self.decode_options: dict = {}
         self.relocated = False  # True when frames were found by their fragments, not the offset table
-        self._locate_fragments()
+        self._locate_fragments(shape)
         self.modality_lut = ds.get("ModalityLUTSequence") or None
         self.rescale = [_rescale(ds, i) for i in range(self.n_frames)]
         padding, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
@@ -268,97 +225,42 @@ class FrameSource:
         self.hi: float | None = None
         self.valid: np.ndarray | None = None
 
-    def _locate_fragments(self) -> None:
+    def _locate_fragments(self, shape: ImageShape) -> None:
         """Make compressed frames readable when the Basic Offset Table disagrees with the fragments.
 
-        One fragment per frame (the usual case) is handed to pydicom as an Extended Offset Table
-        (PS3.3 C.7.6.3.1.8), so frames are still read lazily from the file; frames of several
-        fragments get a corrected Basic Offset Table on an in-memory copy of the data set.
+        The door (:func:`~arcade_pacs.pipeline.part10.frame_layout`) finds the frames and checks
+        their headers. One fragment per frame (the usual case) is handed to pydicom as an
+        Extended Offset Table (PS3.3 C.7.6.3.1.8), so frames are still read lazily from the file;
+        frames of several fragments get a corrected Basic Offset Table on an in-memory copy.
         """
         ds = self.ds
-        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
-        if not syntax or not UID(syntax).is_encapsulated or "ExtendedOffsetTable" in ds:
-            return
-        element = ds.get_item("PixelData", keep_deferred=True)
-        value = element.value
-        try:
-            if value is None:  # deferred: only item headers and frame headers are read from the file
-                with open(self.src, "rb") as fp:
-                    fp.seek(element.value_tell)
-                    offsets, fragments = read_fragment_table(fp)
-                    first = element.value_tell + 8 + 4 * len(offsets)
-
-                    def read(fragment, size):
-                        fp.seek(first + fragment.offset + 8)
-                        return fp.read(size)
-
-                    groups = locate_frames(offsets, fragments, self.n_frames)
-                    self._check_codestreams(groups, fragments, read)
-            else:
-                value = bytes(value)
-                offsets, fragments = read_fragment_table(io.BytesIO(value), end=len(value))
-                first = 8 + 4 * len(offsets)
-                groups = locate_frames(offsets, fragments, self.n_frames)
-                self._check_codestreams(
-                    groups, fragments, lambda f, size: value[first + f.offset + 8:first + f.offset + 8 + size])
-        except FragmentError as exc:
-            raise FrameError(f"encapsulated pixel data cannot be read: {exc}") from None
-        n = self.n_frames
-        if table_agrees(offsets, fragments, n) or (not offsets and (n == 1 or len(fragments) == n)):
-            return  # pydicom finds the same frames by itself
-        if groups is None:
-            if not offsets:
-                return  # no table to contradict: pydicom's own rule (JPEG EOI markers) may still work
-            raise FrameError(
-                f"the Basic Offset Table ({len(offsets)} entries) does not match the {len(fragments)} "
-                f"fragments, and {n} frames cannot be located by their start markers"
-            )
+        layout = frame_layout(ds, self.src if not isinstance(self.src, Dataset) else None, shape)
+        if layout is None or layout.found_by_pydicom(self.n_frames) or layout.groups is None:
+            return  # pydicom finds the same frames by itself (or its own rule, JPEG EOI markers, may)
         self.relocated = True
+        fragments, groups = layout.fragments, layout.groups
         firsts = [fragments[g[0]] for g in groups]
         if all(len(g) == 1 for g in groups):
             self.decode_options = {"extended_offsets": ([f.offset for f in firsts], [f.length for f in firsts])}
             return
         last = fragments[-1]
-        start, size = 8 + 4 * len(offsets), last.offset + 8 + last.length
-        if value is None:
+        size = last.offset + 8 + last.length
+        if layout.value is None:
             import pydicom
 
             fixed = pydicom.dcmread(self.src)
             with open(self.src, "rb") as fp:
-                fp.seek(element.value_tell + start)
+                fp.seek(layout.first)
                 items = fp.read(size)
         else:
             fixed = Dataset(dict(ds.items()))  # a new element dict: the caller's data set is not changed
             fixed.file_meta = ds.file_meta
-            items = value[start:start + size]
+            items = layout.value[layout.first:layout.first + size]
         from pydicom.dataelem import DataElement
 
         fixed["PixelData"] = DataElement(0x7FE00010, "OB", encapsulated_with_offsets([f.offset for f in firsts], items),
                                          is_undefined_length=True)
         self.src = fixed
-
-    def _check_codestreams(self, groups, fragments, read) -> None:
-        """Each frame's codestream must declare Rows x Columns (see
-        :func:`~arcade_pacs.pipeline.fragments.codestream_size`): checked from the headers, before
-        a decoder allocates what a forged header asks for."""
-        if groups is None:
-            return
-        for number, group in enumerate(groups, start=1):
-            head = b""
-            for index in group:  # a header may run on into the frame's next fragment
-                fragment = fragments[index]
-                head += read(fragment, min(fragment.length, HEADER_WINDOW - len(head)))
-                if len(head) >= HEADER_WINDOW:
-                    break
-            try:
-                size = codestream_size(head)
-            except CodestreamSize as exc:
-                raise FrameError(f"frame {number}: {exc}") from None
-            if size is not None and size != (self.rows, self.columns):
-                raise FrameError(
-                    f"frame {number} codestream declares {size[0]}x{size[1]} pixels, "
-                    f"Rows x Columns is {self.rows}x{self.columns}"
-                )
 
     @property
     def scaled_by_range(self) -> bool:
@@ -462,7 +364,6 @@ def decode_frames(src: Dataset | str | Path, max_frames: int | None = None, **li
 
 def frames_from_image(data: bytes) -> Frames:
     """A PNG/JPEG (grey or RGB, as ARCADE frames are exported) as a single-frame :class:`Frames`."""
-    import io
 
     from PIL import Image, UnidentifiedImageError
 
@@ -476,35 +377,15 @@ def frames_from_image(data: bytes) -> Frames:
     return Frames(data=frame[None], valid=np.ones(frame.shape, bool), rows=rows, columns=cols)
 
 
-def meta_end_of(data: bytes) -> int:
-    """End of a Part 10 file's File Meta Information (its first 144 bytes + group length)."""
-    from arcade_pacs.deflate import _meta_end
-
-    try:
-        return _meta_end(data[:144])
-    except InflateError:
-        return min(len(data), 1024)
-
-
-def frames_from_bytes(data: bytes, max_frames: int | None = None) -> Frames:
-    """Frames of an uploaded file: DICOM (Part 10, or a bare data set) or a PNG/JPEG image."""
-    import io
-
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    is_dicom = len(data) > 132 and data[128:132] == b"DICM"
-    if is_dicom:
+def frames_from_bytes(data: bytes, max_frames: int | None = None, limits: Limits | None = None) -> Frames:
+    """Frames of an uploaded file: DICOM Part 10 (through the door,
+    :mod:`arcade_pacs.pipeline.part10`) or a PNG/JPEG image."""
+    if is_part10(data):
+        limits = limits or Limits(max_frames=max_frames)
         try:
-            if DeflatedExplicitVRLittleEndian.encode() in data[:meta_end_of(data)]:
-                inflated_size(data, MAX_INFLATED_BYTES)  # before pydicom inflates it in memory
-            else:
-                syntax = pydicom.dcmread(io.BytesIO(data[:meta_end_of(data)]), force=True).file_meta.get("TransferSyntaxUID")
-                _check_element_count(data, syntax, MAX_ELEMENTS)
-            ds = pydicom.dcmread(io.BytesIO(data))
-        except (InflateError, TooManyElements) as exc:
-            raise FrameError(str(exc)) from None
-        except (InvalidDicomError, Exception) as exc:
-            raise FrameError(f"unreadable DICOM file: {describe(exc)}") from None
-        return decode_frames(ds, max_frames=max_frames)
+            ds = open_part10(data, limits)
+        except InputError as exc:
+            raise FrameError(str(exc), exc.kind) from None
+        return FrameSource(ds, limits=limits).read()
     return frames_from_image(data)
+

@@ -8,6 +8,7 @@ import numpy as np
 
 from arcade_pacs.pipeline.analyse import analyse_frames
 from arcade_pacs.pipeline.frames import frames_from_bytes
+from arcade_pacs.pipeline.part10 import Limits
 
 DIAGNOSIS_POSITIVE = "stenosis"
 DIAGNOSIS_NEGATIVE = "no stenosis"
@@ -19,14 +20,16 @@ def predict_bytes(
     threshold: float,
     keyframes: int,
     max_frames: int | None = None,
+    limits: Limits | None = None,
 ) -> dict:
     """Analyse one uploaded file (DICOM, PNG or JPEG) and answer with the original service's keys.
 
     ``diagnosis``, ``confidence`` (probability of the stated diagnosis), ``raw_score`` (probability
     of stenosis), ``is_abnormal``, ``tta_details: {original, flipped}``; plus ``threshold``,
-    ``keyframes`` (1-based) and ``regions`` for explanation.
+    ``keyframes`` (1-based) and ``regions`` for explanation. ``limits`` bound a DICOM file
+    (:mod:`arcade_pacs.pipeline.part10`; the defaults with ``max_frames`` when not given).
     """
-    frames = frames_from_bytes(data, max_frames=max_frames)
+    frames = frames_from_bytes(data, max_frames=max_frames, limits=limits)
     f = analyse_frames(frames, predict, threshold, keyframes=keyframes).finding
     abnormal = f.present
     return {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 from pynetdicom import AE, evt
 
 from arcade_pacs.conformance import Contexts
 from arcade_pacs.receive.audit import AssociationAudit
 from arcade_pacs.receive.handlers import StoreContext, handle_echo, handle_requested, handle_store
-from arcade_pacs.receive.transport import ArcadeAssociationServer, ChunkedReceipt
+from arcade_pacs.receive.transport import ArcadeAssociationServer, AssociationSlots, ChunkedReceipt
 from arcade_pacs.settings import Settings
 from arcade_pacs.storage import incoming_dir, sweep_temporary_files
 from arcade_pacs.tls import server_context
@@ -24,10 +23,15 @@ def make_scp_ae(settings: Settings, contexts: Contexts) -> AE:
     An association from a calling AE title that is not allowed is rejected by pynetdicom with
     A-ASSOCIATE-RJ, result "rejected-permanent", reason "calling AE title not recognized"
     (PS3.8 9.3.4). ``scp.max_pdu`` is the Maximum Length Received we announce (PS3.8 D.1).
+
+    pynetdicom's ``maximum_associations`` counts every connection's thread, associated or not;
+    it is set to the limit of open connections (``scp.max_connections``: what the server admits
+    anyway), and the SCP's own limit of established associations is
+    :class:`~arcade_pacs.receive.transport.AssociationSlots`.
     """
     scp = settings.scp
     ae = AE(ae_title=scp.ae_title)
-    ae.maximum_associations = scp.max_associations
+    ae.maximum_associations = scp.connection_limit()
     ae.network_timeout = scp.network_timeout_s
     ae.acse_timeout = scp.network_timeout_s
     ae.dimse_timeout = scp.network_timeout_s
@@ -56,6 +60,8 @@ def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ArcadeAssociat
         log.info("removed %d temporary files left by an earlier process", swept)
     store.receipt = ChunkedReceipt(incoming_dir(root), scp.max_instance_bytes)
     store.receipt.install()
+    store.slots = AssociationSlots(scp.max_associations)
+    store.audit = AssociationAudit(store.sessions)
     ssl_context = None
     if scp.tls.enabled:
         ssl_context = server_context(scp.tls.certificate, scp.tls.private_key, scp.tls.ca_certificates)
@@ -64,7 +70,8 @@ def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ArcadeAssociat
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [store]),
     ]
-    handlers.extend(AssociationAudit(store.sessions).handlers())  # GET /associations
+    handlers.extend(store.slots.handlers())
+    handlers.extend(store.audit.handlers())  # GET /associations
     server = ae.make_server(
         (scp.host, scp.port),
         ssl_context=ssl_context,
@@ -72,7 +79,9 @@ def start_scp(ae: AE, settings: Settings, store: StoreContext) -> ArcadeAssociat
         server_class=ArcadeAssociationServer,
         max_pdu=scp.max_pdu,
         handshake_timeout_s=scp.tls.handshake_timeout_s,
+        deadline_s=scp.network_timeout_s,
+        max_connections_per_peer=scp.peer_connection_limit(),
+        max_connections=scp.connection_limit(),
     )
-    ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it there
-    threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+    server.start()
     return server

@@ -119,6 +119,10 @@ class AssociationAudit:
         active = len([a for a in ae.active_associations if a.is_acceptor])
         reason = reject_reason(str(assoc.requestor.ae_title or ""), called, str(assoc.acceptor.ae_title),
                                ae.require_calling_aet, active, ae.maximum_associations)
+        self.rejected(event, reason)
+
+    def rejected(self, event, reason: str) -> None:
+        """An association the SCP rejected itself (``EVT_REQUESTED``), for ``reason``."""
         metrics.ASSOCIATIONS_REJECTED.inc()
         self._finish(event, Outcome.REJECTED, reason)
 

@@ -5,7 +5,8 @@ It is read as it arrives, never held whole in memory: :class:`MultipartSpool` (p
 streaming parser) writes each part to its own file under ``<storage root>/.incoming/`` and counts
 the body against ``dicomweb.max_request_bytes``. Only a body that ended with its closing
 delimiter is received; a malformed or truncated one stores nothing. Then each part goes, one
-after the other, through :func:`receive_part10`, the one door from here to the SCP's receipt:
+after the other, through :func:`receive_part`, to the SCP's one receipt
+(:func:`arcade_pacs.receive.receipt.receive_part10`):
 the same checks and bounds as a C-STORE, the same atomic, fsync-ed commit (a rename: the part
 was written on the store's file system), the same Instance row and analysis job. A part that
 fails is reported with its Failure Reason (PS3.18 Table I.2-2) and never undoes another part:
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
-from types import SimpleNamespace
 
 from pydicom import dcmread
 from pydicom.filereader import read_dataset
@@ -41,7 +41,14 @@ from arcade_pacs.db.tables import Association, utcnow
 from arcade_pacs.deflate import InflateError, meta_end
 from arcade_pacs.dicomweb import InstanceStatus
 from arcade_pacs.receive.audit import Outcome
-from arcade_pacs.receive.handlers import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, StoreContext, handle_store
+from arcade_pacs.receive.receipt import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    SUCCESS,
+    Refusal,
+    StoreContext,
+    receive_part10,
+)
 from arcade_pacs.storage import incoming_dir
 
 log = logging.getLogger(__name__)
@@ -254,16 +261,17 @@ class Receipt:
     sop_instance_uid: str = ""
 
 
-def receive_part10(path: Path, source: str, ctx: StoreContext, study: str | None = None) -> Receipt:
-    """Receive the Part 10 file at ``path`` as a C-STORE from ``source`` would be: the one seam
-    between STOW-RS and the SCP's receipt. Never raises.
+def receive_part(path: Path, source: str, ctx: StoreContext, study: str | None = None) -> Receipt:
+    """Receive the Part 10 file at ``path`` as a C-STORE from ``source`` would be. Never raises.
 
     What an association negotiates for a C-STORE (the SOP class and transfer syntax, among the
-    declared contexts) comes here from the file's own File Meta Information; the rest is the
-    C-STORE handler's (:func:`arcade_pacs.receive.handlers.handle_store`), given the file as a
-    chunked receipt gives it one. A committed file was moved into the store; any other is removed.
-    With ``study`` (``POST /dicom-web/studies/{study}``) an instance of another study is refused.
+    declared contexts) comes here from the file's own File Meta Information, refused with the
+    Failure Reasons of PS3.18 Table I.2-2; the rest is the one receipt's
+    (:func:`arcade_pacs.receive.receipt.receive_part10`), whose refusals carry their C-STORE status.
+    A committed file was moved into the store; any other is removed. With ``study``
+    (``POST /dicom-web/studies/{study}``) an instance of another study is refused.
     """
+    refs: dict[str, str] = {}
     try:
         try:
             header = read_part10_header(path)
@@ -277,18 +285,15 @@ def receive_part10(path: Path, source: str, ctx: StoreContext, study: str | None
             return Receipt(dicomweb.TRANSFER_SYNTAX_NOT_SUPPORTED, "transfer syntax not accepted", **refs)
         if study is not None and study_uid_of(path, header) != study:
             return Receipt(DATASET_DOES_NOT_MATCH_SOP_CLASS, "not an instance of the study the request names", **refs)
-        event = SimpleNamespace(
-            dataset_path=path,
-            context=SimpleNamespace(abstract_syntax=header.sop_class_uid, transfer_syntax=header.transfer_syntax_uid),
-            assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title=source)),
-        )
-        answer = handle_store(event, ctx)
-        if isinstance(answer, int):
-            return Receipt(answer, None, **refs)
-        return Receipt(int(answer.Status), answer.get("ErrorComment"), **refs)
+        receive_part10(ctx, path, calling_aet=source, sop_class=header.sop_class_uid,
+                       transfer_syntax=header.transfer_syntax_uid)
+        return Receipt(SUCCESS, None, **refs)
+    except Refusal as refusal:
+        log.warning("STOW-RS part refused: 0x%04X %s", refusal.status, refusal)
+        return Receipt(refusal.status, str(refusal), **refs)
     except Exception as exc:  # never let one part break the request
         log.error("STOW-RS part failed unexpectedly: %s", type(exc).__name__)
-        return Receipt(dicomweb.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
+        return Receipt(dicomweb.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}", **refs)
     finally:
         path.unlink(missing_ok=True)
 
@@ -318,7 +323,7 @@ def receive_parts(parts: list[Part], source: str, ctx: StoreContext, study: str 
             part.path.unlink(missing_ok=True)
             receipt = Receipt(CANNOT_UNDERSTAND, "part is not application/dicom")
         else:
-            receipt = receive_part10(part.path, source, ctx, study)
+            receipt = receive_part(part.path, source, ctx, study)
         outcome.results.append(InstanceStatus(receipt.sop_class_uid, receipt.sop_instance_uid, receipt.status))
         outcome.comments.append(receipt.comment)
     return outcome
@@ -379,4 +384,4 @@ def record_request(sessions: sessionmaker[Session], *, client: str, called: str,
 
 
 __all__ = ["Outcome", "MultipartSpool", "MalformedBody", "BodyTooLarge", "Part", "Receipt", "StowReceiver",
-           "StoreOutcome", "receive_part10", "receive_parts", "read_part10_header", "record_request"]
+           "StoreOutcome", "receive_part", "receive_parts", "read_part10_header", "record_request"]

@@ -38,8 +38,10 @@ from sqlalchemy.orm import Session
 from arcade_pacs import faults, metrics
 from arcade_pacs.db import claims
 from arcade_pacs.db.tables import Instance, Job, Report, ResultObject, Study, utcnow
+from arcade_pacs.identity import PatientKey
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.classifier import ModelInfo
+from arcade_pacs.phi import describe
 from arcade_pacs.report.headers import sanitize_header
 from arcade_pacs.report.objects import Built, Numbering, build_objects
 from arcade_pacs.report.sr import FailedRun, InstanceResult, ModelIdentity, build_sr
@@ -100,20 +102,44 @@ def _header(instance: Instance):
     return sanitize_header(pydicom.dcmread(instance.path, stop_before_pixels=True))
 
 
-def _instance_results(study: Study) -> list[InstanceResult]:
+class _Patient:
+    """The study's patient (:class:`~arcade_pacs.identity.PatientKey`): the key kept on the study,
+    else (a study received before keys were kept) that of its first instance read. An instance
+    of another patient (only in such an old study: receipt refuses them) is left out of the SR."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.key = PatientKey(study.patient_key, study.patient_issuer_key) if study.patient_key else None
+
+    def owns(self, instance: Instance, header) -> bool:
+        key = PatientKey.of(header)
+        if self.key is None:
+            self.key = key
+        if self.key.matches(key):
+            self.key = self.key.refined(key)
+            return True
+        log.warning("instance id=%s belongs to another patient than study id=%s: not in its SR",
+                    instance.id, self.study.id)
+        return False
+
+
+def _instance_results(study: Study, patient: _Patient) -> list[InstanceResult]:
     results = []
     for instance in sorted(study.instances, key=lambda i: i.id):
         r = instance.result
         if r is None:
             continue
+        header = _header(instance)
+        if not patient.owns(instance, header):
+            continue
         model = ModelIdentity(r.model_name, r.model_version, r.device_uid)
         scores = {f.frame_number: list(f.window_scores) for f in r.frames if f.window_scores is not None}
-        results.append(InstanceResult(source=_header(instance), finding=r.finding, model=model,
+        results.append(InstanceResult(source=header, finding=r.finding, model=model,
                                       window_scores=scores, path=instance.path, instance_id=instance.id))
     return results
 
 
-def _failed_runs(study: Study) -> list[FailedRun]:
+def _failed_runs(study: Study, patient: _Patient) -> list[FailedRun]:
     """Instances whose analysis ended ``failed`` (and that have no earlier result), with the reason.
 
     A run whose stored header cannot be read any more cannot be referenced in an SR; it is
@@ -130,7 +156,8 @@ def _failed_runs(study: Study) -> list[FailedRun]:
             log.warning("instance id=%s failed and its header is unreadable (%s); not in the SR",
                         instance.id, type(exc).__name__)
             continue
-        failed.append(FailedRun(source=header, reason=job.last_error or "analysis failed", instance_id=instance.id))
+        if patient.owns(instance, header):
+            failed.append(FailedRun(source=header, reason=job.last_error or "analysis failed", instance_id=instance.id))
     return failed
 
 
@@ -166,7 +193,7 @@ def _report_failed(study_id: int, error: BaseException, *, session: Session) -> 
     """Remember a failed attempt (count, reason, next try) and release the claim; returns the attempts."""
     study = session.get(Study, study_id, populate_existing=True)
     study.report_attempts += 1
-    study.report_error = f"{type(error).__name__}: {error}"[:2000]
+    study.report_error = describe(error)[:2000]  # shown by the open /status: no data values
     study.report_due_at = utcnow() + timedelta(seconds=report_backoff_s(study.report_attempts))
     study.lease_owner = study.lease_until = None
     session.commit()
@@ -202,8 +229,9 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     seen_received = study.last_received_at
     key = content_key(study)
     previous = study.reports[-1] if study.reports else None
-    results = _instance_results(study)
-    failed = _failed_runs(study)
+    patient = _Patient(study)
+    results = _instance_results(study, patient)
+    failed = _failed_runs(study, patient)
     if (not results and not failed) or (previous is not None and previous.content_key == key):
         reason = "has no analysed or failed instance" if not (results or failed) else "is unchanged since its last SR"
         if _release(study.id, owner, session=session):

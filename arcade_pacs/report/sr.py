@@ -43,6 +43,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from arcade_pacs.findings import Finding, Region
+from arcade_pacs.identity import one_patient
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID, WINDOW_SIZE, WINDOW_STRIDE
 from arcade_pacs.report import codes
@@ -335,13 +336,16 @@ def build_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """Build the study's SR from its analysed instances and those that could not be analysed.
 
-    At least one instance is needed. Instances are listed in the order given (the reporter
-    gives them in order of arrival); sources should have passed
+    At least one instance is needed, and all belong to one patient (the reporter leaves out
+    any other; this refuses them again, :class:`~arcade_pacs.identity.MixedPatients`, so one
+    patient's result never lands in another's report). Instances are listed in the order given
+    (the reporter gives them in order of arrival); sources should have passed
     :func:`arcade_pacs.report.headers.sanitize_header`.
     """
     failed = list(failed or [])
     if not results and not failed:
         raise ValueError("an SR needs at least one instance")
+    one_patient([r.source for r in results] + [f.source for f in failed])
     observer = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DEVICE_OBSERVER,

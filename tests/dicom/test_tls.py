@@ -84,6 +84,37 @@ def test_a_client_that_never_handshakes_does_not_block_others(tls_scp, certs, ru
         silent.close()
 
 
+
+def test_a_handshake_sent_a_byte_at_a_time_is_ended_at_its_deadline(tls_scp):
+    """The handshake has a deadline, not only a timeout per read: a client that trickles its
+    ClientHello (a byte a second, each read well within 2 s) is disconnected after 2 s (CPython
+    applies the socket's timeout to the whole handshake; this keeps it so)."""
+    client = socket.create_connection(("127.0.0.1", tls_scp.port))
+    hello = bytes.fromhex("16030100c8010000c40303") + bytes(200)  # a TLS record header and a ClientHello start
+    closed_after = None
+    try:
+        started = time.monotonic()
+        for byte in hello[:12]:
+            try:
+                client.sendall(bytes([byte]))
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+            client.settimeout(1.0)
+            try:
+                if client.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        client.close()
+    assert closed_after is not None, "the server kept a trickling handshake open for 12 s"
+
+
 def _sr_file(tmp_path):
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

@@ -137,3 +137,28 @@ def test_two_workers_share_the_queue_and_the_batched_model_each_job_runs_once(se
         assert all(j.attempts == 1 for j in jobs_)
         assert all(s.get(Instance, i).result is not None for i in ids)
     assert len(done) == 4
+
+
+class _ModelQuotingAValue:
+    """A served model whose failure quotes a value of the data, as libraries' messages do
+    (``could not convert string to float: 'Canary^Phi'``)."""
+
+    def __init__(self, info):
+        self.info = info
+
+    def predict(self, tensors):
+        raise ValueError("could not convert string to float: 'Canary^Phi'")
+
+
+def test_a_failure_quoting_a_data_value_is_logged_and_stored_without_it(settings, sessions, tiny_classifier, rubo,
+                                                                       caplog):
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    settings.pipeline.max_attempts = 1
+    caplog.set_level("INFO", logger="arcade_pacs")
+    Worker(settings, sessions, ModelHolder(_ModelQuotingAValue(tiny_classifier.info))).run_once()
+    with sessions() as s:
+        job = s.query(Job).one()
+        assert job.state == "failed" and job.last_error == "ValueError: could not convert string to float: '...'"
+    lines = [r.getMessage() for r in caplog.records if r.name == "arcade_pacs.worker"]
+    assert any("ValueError" in line for line in lines), lines
+    assert not any("Canary" in line for line in lines), lines

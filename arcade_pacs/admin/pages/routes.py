@@ -35,6 +35,7 @@ from arcade_pacs.db.queries import count_rows, newest, page, studies_page, study
 from arcade_pacs.db.tables import Association, Delivery, RetrainRun, Study
 from arcade_pacs.pipeline.analyse import analyse_frames
 from arcade_pacs.pipeline.frames import frames_from_bytes
+from arcade_pacs.pipeline.part10 import Limits
 from arcade_pacs.report.marks import selected_regions
 from arcade_pacs.send import outbox
 from arcade_pacs.send.outbox import DeliveryState
@@ -143,7 +144,7 @@ def upload_page(request: Request):
 def analyse_upload(data: bytes, state: AdminState) -> dict:
     """Analyse an uploaded file as ``POST /predict`` does, and draw the study page's pictures for it."""
     classifier = state.model.get()
-    frames = frames_from_bytes(data, max_frames=state.settings.pipeline.max_frames)
+    frames = frames_from_bytes(data, limits=Limits.of(state.settings))
     analysis = analyse_frames(frames, classifier.predict, classifier.info.threshold,
                               keyframes=state.settings.pipeline.keyframes)
     f = analysis.finding

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from arcade_pacs import __version__, jobs, metrics
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_session, get_state
 from arcade_pacs.admin.schemas import Check, ErrorOut, Health, ModelSummary, Ready, ScpSummary, Status
-from arcade_pacs.db.queries import count_rows, deliveries_by_destination, recent_errors
+from arcade_pacs.db.queries import count_rows, deliveries_by_destination, receipt_conflicts, recent_errors
 from arcade_pacs.db.tables import Instance, Report, Result
 from arcade_pacs.send import outbox
 from arcade_pacs.storage import disk_space, free_space_ok
@@ -145,6 +145,7 @@ def status_body(state: AdminState, s: Session) -> Status:
         deliveries=outbox.counts_by_state(session=s),
         backlog=backlog,
         active_associations=None if state.active_associations is None else state.active_associations(),
+        refused_for_identity=receipt_conflicts(session=s),
         last_errors=[ErrorOut(source=src, id=i, at=at, error=err) for src, i, at, err in recent_errors(10, session=s)],
         model=model_summary(state),
         scp=ScpSummary(ae_title=state.settings.scp.ae_title, port=state.settings.scp.port),

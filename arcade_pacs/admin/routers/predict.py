@@ -25,9 +25,9 @@ from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_state, require_reader
 from arcade_pacs.admin.schemas import PredictResponse, Problem
-from arcade_pacs.pipeline.frames import FrameError
+from arcade_pacs.pipeline.part10 import InputError, Kind, Limits
 from arcade_pacs.pipeline.predict import predict_bytes
-from arcade_pacs.pipeline.upload import UnsupportedUpload, UploadTooLarge, check_upload
+from arcade_pacs.pipeline.upload import check_upload
 
 router = APIRouter(tags=["predict"])
 T = TypeVar("T")
@@ -38,6 +38,17 @@ each holds its frames and tensors (50 concurrent users took the process past 2 G
 inference batcher packs the windows of those in flight."""
 
 _limiter: RunVar[anyio.CapacityLimiter] = RunVar("predict_limiter")
+
+HTTP_STATUS: dict[Kind, int] = {
+    Kind.UNKNOWN_FORMAT: 415,
+    Kind.TOO_LARGE: 413,
+    Kind.UNREADABLE: 422,
+    Kind.UNSUPPORTED: 422,
+    Kind.INCONSISTENT: 422,
+    Kind.TRUNCATED: 422,
+}
+"""What an upload refused at the door (:mod:`arcade_pacs.pipeline.part10`) is answered, by its kind.
+The SCP's table of DICOM statuses is ``arcade_pacs.receive.receipt.DICOM_STATUS``."""
 
 
 def limiter() -> anyio.CapacityLimiter:
@@ -52,7 +63,8 @@ def limiter() -> anyio.CapacityLimiter:
 def _predict(data: bytes, state: AdminState) -> dict:
     classifier = state.model.get()
     limits = state.settings.pipeline
-    body = predict_bytes(data, classifier.predict, classifier.info.threshold, limits.keyframes, limits.max_frames)
+    body = predict_bytes(data, classifier.predict, classifier.info.threshold, limits.keyframes, limits.max_frames,
+                         Limits.of(state.settings))
     return body | {"model_version": classifier.info.version}
 
 
@@ -79,14 +91,11 @@ async def bounded_analysis(file: UploadFile, state: AdminState, analyse: Callabl
             raise HTTPException(400, "empty file")
         limits = state.settings.pipeline
         try:
-            check_upload(data, limits.max_rows, limits.max_columns, limits.max_frames)
+            check_upload(data, limits.max_rows, limits.max_columns, limits.max_frames, Limits.of(state.settings))
             return await anyio.to_thread.run_sync(analyse, data, state, limiter=limiter())
-        except UnsupportedUpload as exc:
-            raise HTTPException(415, str(exc)) from exc
-        except UploadTooLarge as exc:
-            raise HTTPException(413, str(exc)) from exc
-        except FrameError as exc:
-            raise HTTPException(422, str(exc).splitlines()[0][:300] if str(exc) else "cannot decode") from exc
+        except InputError as exc:
+            reason = str(exc).splitlines()[0][:300] if str(exc) else "cannot decode"
+            raise HTTPException(HTTP_STATUS[exc.kind], reason) from exc
         except MemoryError as exc:
             raise HTTPException(413, "image too large to decode") from exc
     finally:

@@ -19,6 +19,7 @@ from arcade_pacs.pipeline.fragments import (
     read_fragment_table,
 )
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
+from arcade_pacs.pipeline.part10 import Kind
 from tests.factory import encapsulated, xa_dataset
 from tests.hostile import CANARIES, Case, encode, native_base
 
@@ -136,7 +137,8 @@ def _frames_or_frame_error(src) -> None:
             data = source.read().data
         except FrameError as exc:
             assert not any(c in str(exc) for c in CANARIES)
-            event("FrameError")
+            assert exc.kind in Kind
+            event(f"FrameError ({exc.kind})")
             return
     event("frames")
     assert np.isfinite(data).all() and data.min() >= 0.0 and data.max() <= 1.0

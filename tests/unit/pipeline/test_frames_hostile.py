@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
+from arcade_pacs.pipeline.part10 import Kind
 from tests.hostile import CANARIES, dataset_cases
 
 pytestmark = [pytest.mark.slow]
@@ -33,7 +34,8 @@ def test_every_hostile_file_gives_frames_or_a_named_frame_error(rubo, tmp_path):
         except FrameError as exc:
             assert not any(canary in str(exc) for canary in CANARIES), (case.name, str(exc))
             assert len(str(exc)) <= 600
-            outcomes[f"FrameError: {str(exc).split(':')[0]}"] += 1
+            assert exc.kind in Kind, case.name  # the door's refusal keeps its kind
+            outcomes[f"FrameError ({exc.kind}): {str(exc).split(':')[0]}"] += 1
         finally:
             path.unlink()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
-from arcade_pacs.receive.handlers import (
+from arcade_pacs.receive.receipt import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,

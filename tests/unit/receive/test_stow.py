@@ -13,7 +13,7 @@ from sqlalchemy import select
 from arcade_pacs.admin.app import AdminState, create_app
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Association, Instance, Job
-from arcade_pacs.receive.handlers import StoreContext
+from arcade_pacs.receive.receipt import StoreContext
 from arcade_pacs.receive.stow import StowReceiver
 from arcade_pacs.settings import DicomwebSender
 from arcade_pacs.storage import INCOMING_DIR

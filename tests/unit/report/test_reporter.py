@@ -303,3 +303,43 @@ def test_a_re_analysis_by_another_model_is_a_new_version_by_the_same_model_not(s
         assert {d.state for d in old.deliveries} == {"superseded"} and {d.state for d in new.deliveries} == {"pending"}
         (image,) = _objects(new)["sc"]
         assert "effb0-next" in str(pydicom.dcmread(image.path).ContributingEquipmentSequence[0].SoftwareVersions)
+
+
+@pytest.mark.parametrize("kept", ["key kept", "no key (received before keys were kept)"])
+def test_an_instance_of_another_patient_in_a_study_is_never_in_its_sr(settings, sessions, tiny_classifier, rubo, kept):
+    """Issue 18: a Study Instance UID shared by two patients. Receipt refuses the second patient;
+    a study that holds both anyway (received before the fix, or written around receipt) gets an
+    SR of its own patient only."""
+    first = xa_dataset(real_frame(rubo, 50))
+    ingest(first, settings, sessions)
+    other = xa_dataset(real_frame(rubo, 60), study_uid=first.StudyInstanceUID)
+    other.PatientID, other.PatientName = "OTHERPATIENT77", "COLLIDE^BOB"
+    ingest(other, settings, sessions)  # around receipt, as data held before the patient key
+    if kept != "key kept":
+        with sessions() as s:
+            s.scalars(select(Study)).one().patient_key = None
+            s.commit()
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1
+        report = s.scalars(select(Report)).one()
+        assert report.n_instances == 1
+        path = report.path
+    sr = pydicom.dcmread(path)
+    assert sr.PatientID == first.PatientID
+    referenced = {ref.ReferencedSOPInstanceUID
+                  for study in sr.CurrentRequestedProcedureEvidenceSequence
+                  for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    assert referenced == {first.SOPInstanceUID}
+    assert other.SOPInstanceUID.encode() not in Path(path).read_bytes()
+
+
+def test_a_failed_sr_keeps_its_reason_without_data_values(settings, sessions, rubo):
+    """``studies.report_error`` is shown by the open ``GET /status``: scrubbed like every log."""
+    from arcade_pacs.report.reporter import _report_failed
+
+    ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    with sessions() as s:
+        study_id = s.scalars(select(Study)).one().id
+        _report_failed(study_id, ValueError("Invalid value for VR PN: 'Canary^Phi'"), session=s)
+        assert s.get(Study, study_id).report_error == "ValueError: Invalid value for VR PN: '...'"

@@ -25,7 +25,9 @@ MODEL = ModelIdentity("ARCADE EfficientNetB0 stenosis classifier", "effb0-test-1
 def _results(dicom_dir):
     cine = pydicom.dcmread(dicom_dir / "xa_rubo0002_cine96_jpegbaseline.dcm", stop_before_pixels=True)
     single = pydicom.dcmread(dicom_dir / "xa1_wg04_rle.dcm", stop_before_pixels=True)
-    single.StudyInstanceUID = cine.StudyInstanceUID  # one study, two runs
+    single.StudyInstanceUID = cine.StudyInstanceUID  # one study, two runs, of one patient
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        setattr(single, keyword, cine.get(keyword, ""))
     positive = Finding(probability=0.83, threshold=0.4, frame_numbers=[40, 55, 56, 80],
                        frame_probabilities=[0.7, 0.91, 0.88, 0.7], tta_original=0.8, tta_flipped=0.86,
                        regions=[Region(55, (128.0, 0.0, 384.0, 256.0), 0.91)])
@@ -253,3 +255,35 @@ def test_a_replacement_names_its_predecessor(dicom_dir, sr_file):
     buffer = io.BytesIO()
     second.save_as(buffer, enforce_file_format=True)
     assert buffer.getvalue()[128:132] == b"DICM"
+
+
+@pytest.mark.parametrize("where", ["result", "failed run"])
+def test_an_sr_never_references_an_instance_of_another_patient(dicom_dir, where):
+    """Defence in depth (issue 18): whatever the caller hands it, the builder refuses two patients."""
+    from arcade_pacs.identity import MixedPatients
+
+    results = _results(dicom_dir)
+    other = results[1].source
+    other.PatientID, other.PatientName = "OTHERPATIENT77", "COLLIDE^BOB"
+    kwargs = dict(model=MODEL, series_instance_uid=generate_uid(), sop_instance_uid=generate_uid(), instance_number=1)
+    if where == "result":
+        with pytest.raises(MixedPatients):
+            build_sr(results, **kwargs)
+    else:
+        failed = FailedRun(source=other, reason="not decodable")
+        with pytest.raises(MixedPatients):
+            build_sr(results[:1], failed=[failed], **kwargs)
+    other.PatientID, other.PatientName = results[0].source.PatientID, results[0].source.PatientName
+    assert build_sr(results, **kwargs).PatientID == results[0].source.PatientID
+
+
+def test_an_issuer_qualifies_the_patient_id(dicom_dir):
+    from arcade_pacs.identity import MixedPatients
+
+    results = _results(dicom_dir)
+    kwargs = dict(model=MODEL, series_instance_uid=generate_uid(), sop_instance_uid=generate_uid(), instance_number=1)
+    results[0].source.IssuerOfPatientID = "HOSPITAL-A"
+    build_sr(results, **kwargs)  # one issuer named, the other silent: the same patient
+    results[1].source.IssuerOfPatientID = "HOSPITAL-B"
+    with pytest.raises(MixedPatients):
+        build_sr(results, **kwargs)  # the same ID from two assigning authorities: two patients
