@@ -109,7 +109,7 @@ def test_one_valid_and_one_corrupt_part_store_the_valid_one_and_report_the_other
     assert _uids(r, FAILED_SOP_SEQUENCE) == ["", short.SOPInstanceUID]
     assert _reasons(r) == [0xC210, 0xA900]
     assert "part 1: 0xC210 not a DICOM Part 10 file" in r.headers["warning"]
-    assert "part 3: 0xA900 Pixel Data shorter than" in r.headers["warning"]
+    assert "part 3: 0xA900 pixel data shorter than" in r.headers["warning"]
     assert set(_stored(sessions)) == {good.SOPInstanceUID}
     (row,) = _audit(sessions)
     assert (row.instances_stored, row.instances_refused, row.reason) == (1, 2, "HTTP 202: 2 of 3 instances refused")

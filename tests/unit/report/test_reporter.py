@@ -225,6 +225,9 @@ def test_a_study_result_is_its_sr_result_images_and_presentation_states_sent_whe
     study_uid = pydicom.dcmread(rubo, stop_before_pixels=True).StudyInstanceUID
     run_id = ingest(rubo, settings, sessions)
     failed = xa_dataset(real_frame(rubo, 5), study_uid=study_uid)
+    source = pydicom.dcmread(rubo, stop_before_pixels=True)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):  # the same patient's run
+        setattr(failed, keyword, source.get(keyword, ""))
     failed.SeriesNumber, failed.InstanceNumber = 7, 1
     failed_id = ingest(failed, settings, sessions)
     with sessions() as s:  # the second run's analysis failed for good
