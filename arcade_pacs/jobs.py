@@ -31,7 +31,7 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, case, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from arcade_pacs.db import claims, queries
@@ -109,6 +109,12 @@ def _expire_dead(max_attempts: int, *, session: Session) -> int:
 def suspects_waiting(max_attempts: int, *, session: Session) -> bool:
     """Whether a job whose worker died waits to be taken over (by a claimer that runs it alone)."""
     return session.scalar(select(Job.id).where(_suspect(utcnow(), max_attempts)).limit(1)) is not None
+
+
+def worker_died_count(*, session: Session) -> int:
+    """Running jobs whose lease ran out (their worker died or stalled): each waits to be taken
+    over and run alone (``GET /status``)."""
+    return session.scalar(select(func.count()).select_from(Job).where(_died(utcnow()))) or 0
 
 
 def claim(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3,

@@ -166,7 +166,7 @@ def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent
         later = _instance(s, 3).job.id
         _expire_lease(s, poison)  # the process died: both leases run out
         _expire_lease(s, innocent)
-        assert jobs.suspects_waiting(2, session=s)
+        assert jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 2  # GET /status
         # A thread beside others claims nothing while a suspect waits (its process drains),
         # even with a queued job due.
         assert jobs.claim("q:2", session=s, max_attempts=2, alone=False) is None
@@ -181,7 +181,7 @@ def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent
         assert taken.id == innocent and taken.alone and taken.attempts == 1
         assert jobs.complete(innocent, "t:1", session=s)
         s.commit()
-        assert not jobs.suspects_waiting(2, session=s)
+        assert not jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 0
         assert jobs.claim("u:2", session=s, max_attempts=2, alone=False).id == later
         rows = {j.id: (j.state, j.attempts) for j in s.query(Job)}
         assert rows == {poison: ("failed", 2), innocent: ("done", 1), later: ("running", 1)}
