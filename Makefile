@@ -68,7 +68,7 @@ lint: install
 	$(BIN)/ruff check arcade_pacs tests
 
 test: install system-deps postgres lint
-	$(BIN)/python -m pytest -q -m "not docker"
+	$(BIN)/python -m pytest -q -m "not docker" --durations=30
 	$(MAKE) docker-test
 
 test-fast: install postgres lint
