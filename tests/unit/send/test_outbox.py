@@ -322,7 +322,7 @@ def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_th
         pass
     with sessions() as s:
         assert report_ready_studies(settings, session=s) == 1
-        taken = outbox.claim("down", "sender-1", 60, session=s)  # being sent right now
+        taken = outbox.claim_delivery("down", "sender-1", 60, session=s)  # being sent right now
         s.commit()
         assert taken is not None
         taken_id = taken.id
@@ -339,5 +339,5 @@ def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_th
         s.commit()
         assert state is outbox.DeliveryState.SUPERSEDED
         _due_now(sessions)
-        claimed = outbox.claim("down", "sender-2", 60, session=s)
+        claimed = outbox.claim_delivery("down", "sender-2", 60, session=s)
         assert claimed is not None and claimed.report_id == new.id  # only the newer version is sent
