@@ -9,7 +9,7 @@ from sqlalchemy import update
 from arcade_pacs import jobs
 from arcade_pacs.db.tables import Instance, Job, Study, utcnow
 from arcade_pacs.jobs import JobState
-from tests.conftest import BOTH_DATABASES
+from tests.project import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 

@@ -4,9 +4,9 @@ from arcade_pacs.db.tables import FrameScore, Instance, Job, Result
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.worker import Worker
-from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
+from tests.project import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
