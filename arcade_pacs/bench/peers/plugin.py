@@ -88,7 +88,7 @@ def write_config(path: Path, values: Mapping) -> Path:
     return path
 
 
-def loopback_config(work: Path, scp_port: int, admin_port: int, model: Path | str,
+def loopback_config(work: Path, scp_port: int, admin_port: int, model_path: Path | str,
                     destinations: list[dict], allowed: list[str] | tuple[str, ...] = ("STORESCU",),
                     **sections) -> dict:
     """The values of a config for one plugin on loopback with its own storage and SQLite database
@@ -97,7 +97,7 @@ def loopback_config(work: Path, scp_port: int, admin_port: int, model: Path | st
         "scp": {"ae_title": "ARCADE", "host": LOOPBACK, "port": scp_port, "allowed_calling_aets": list(allowed)},
         "storage": {"root": str(Path(work) / "store")},
         "database": {"url": f"sqlite:///{Path(work) / 'arcade.db'}"},
-        "model": {"path": str(model)},
+        "model": {"path": str(model_path)},
         "pipeline": {"study_quiet_seconds": 1},
         "admin": {"host": LOOPBACK, "port": admin_port},
     }

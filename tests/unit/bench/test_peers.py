@@ -40,7 +40,9 @@ def test_a_value_toml_cannot_hold_is_refused(tmp_path, value):
 
 def test_loopback_config_merges_sections_into_its_tables(tmp_path):
     values = peers.loopback_config(tmp_path, 1, 2, "m.keras", [peers.dimse_destination(3, objects=["sr"])],
-                                   ["STORESCU", "PACS"], pipeline={"lease_s": 4}, outbox={"backoff_cap_s": 2})
+                                   ["STORESCU", "PACS"], pipeline={"lease_s": 4}, outbox={"backoff_cap_s": 2},
+                                   model={"engine": "keras"})
+    assert values["model"] == {"path": "m.keras", "engine": "keras"}
     assert values["pipeline"] == {"study_quiet_seconds": 1, "lease_s": 4}
     assert values["outbox"] == {"backoff_cap_s": 2}
     assert values["scp"]["allowed_calling_aets"] == ["STORESCU", "PACS"]
