@@ -10,10 +10,10 @@
                              ... attempts used up --> failed ("worker died during analysis")
 
 A running job holds a lease that its worker's heartbeat renews (:func:`heartbeat`); only a
-lease that ran out is taken over, by :func:`claim`, and the takeover counts as an attempt, so
+lease that ran out is taken over, by :func:`claim_job`, and the takeover counts as an attempt, so
 a job that kills its worker every time (out of memory, a decoder crash) ends ``failed`` after
 ``max_attempts`` instead of crash-looping the service. Claims are
-:func:`arcade_pacs.db.claims.claim` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional
+:func:`arcade_pacs.db.claims.claim_rows` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional
 update on SQLite). Finishing is fenced: :func:`complete` and :func:`fail` change the row only
 while the caller still owns the lease and the instance still has the generation the job
 analysed, so a worker that lost its lease, or analysed content since replaced, records nothing.
@@ -88,7 +88,7 @@ def _expire_dead(max_attempts: int, *, session: Session) -> int:
     ).rowcount
 
 
-def claim(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3) -> Job | None:
+def claim_job(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3) -> Job | None:
     """Take the oldest available job for ``worker`` with a lease; ``None`` when there is none.
 
     Available: queued and due, or running with an expired lease (its worker died or stalled)
@@ -101,7 +101,7 @@ def claim(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts:
         and_(Job.state == JobState.QUEUED.value, Job.available_at <= now),
         and_(Job.state == JobState.RUNNING.value, Job.lease_until < now, Job.attempts < max_attempts),
     )
-    taken = claims.claim(
+    taken = claims.claim_rows(
         Job,
         claimable,
         [Job.available_at, Job.id],

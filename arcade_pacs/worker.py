@@ -1,7 +1,9 @@
 """The analysis worker: claims jobs, runs the pipeline with the model loaded once, records results.
 
-One worker thread per process is enough on a small CPU (TensorFlow already uses every core for
-one batch); more processes can share a PostgreSQL database, since claims are atomic.
+Each process runs ``pipeline.workers`` of these threads (2 by default) around one served model:
+inference already uses every core for one batch, so a second thread pays off by decoding and
+preparing the next instance's tensors while the first waits for the model (their requests meet
+in the model's batcher). More processes can share a PostgreSQL database, since claims are atomic.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class Worker:
         """Run one job if one is available; return whether one ran."""
         limits = self.settings.pipeline
         with self.sessions() as session:
-            job = jobs.claim(self.name, session=session, lease_s=limits.lease_s, max_attempts=limits.max_attempts)
+            job = jobs.claim_job(self.name, session=session, lease_s=limits.lease_s, max_attempts=limits.max_attempts)
             if job is None:
                 return False
             job_id, path, sop_uid = job.id, job.instance.path, job.instance.sop_instance_uid
@@ -194,7 +196,7 @@ class Worker:
         """Loop until :meth:`stop`; sleeps on ``wake`` between polls.
 
         Nothing is re-queued at start: jobs left running by a dead worker are taken over by
-        :func:`jobs.claim` once their lease runs out, each takeover counting as an attempt.
+        :func:`jobs.claim_job` once their lease runs out, each takeover counting as an attempt.
         """
         while not self.stopping.is_set():
             try:

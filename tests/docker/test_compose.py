@@ -21,10 +21,10 @@ import pytest
 import yaml
 from pydicom.uid import generate_uid
 
-from tests.conftest import PROJECT_ROOT
+from arcade_pacs.bench.peers import free_port, tool, wait_until
 from tests.docker.conftest import TOKEN
 from tests.docker.engine import COMPOSE, MIB, MemorySampler, docker, inspect, logs, state, wait_healthy
-from tests.helpers import free_port, tool, wait_until
+from tests.project import PROJECT_ROOT
 
 pytestmark = pytest.mark.docker
 

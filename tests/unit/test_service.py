@@ -10,7 +10,7 @@ from sqlalchemy import text
 from arcade_pacs.db import head_revision, make_engine, migrate, schema_problem
 from arcade_pacs.service import admin_binding_problem
 from arcade_pacs.settings import Settings
-from tests.conftest import BOTH_DATABASES
+from tests.project import BOTH_DATABASES
 
 
 def test_an_admin_beyond_loopback_needs_a_token():
