@@ -24,6 +24,19 @@ def test_an_admin_beyond_loopback_needs_a_token():
         assert "too weak" in admin_binding_problem(Settings(admin={"host": host, "token": "x" * 32}))
 
 
+
+def test_a_stow_sender_beyond_loopback_needs_a_strong_token_too():
+    strong = "kq3V9-_xTzL0bWm2RyN8dA5cUeHf7JpG"
+    weak = {"name": "CATHLAB", "token": "stow-token-0123456789abcdef"}  # 27 characters
+    assert admin_binding_problem(Settings(dicomweb_senders=[weak])) is None  # loopback admin
+    problem = admin_binding_problem(Settings(admin={"host": "0.0.0.0", "token": strong}, dicomweb_senders=[weak]))
+    assert "'CATHLAB'" in problem
+    assert "at least 32" in problem
+    assert weak["token"] not in problem  # never quoted back
+    assert admin_binding_problem(Settings(admin={"host": "0.0.0.0", "token": strong},
+                                          dicomweb_senders=[{"name": "CATHLAB", "token": strong[::-1]}])) is None
+
+
 @pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 def test_serve_refuses_a_schema_it_does_not_know_and_db_upgrade_fixes_it(database_url, tmp_path):
     engine = make_engine(database_url)
