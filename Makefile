@@ -65,10 +65,10 @@ run: install
 # The checked rules: import layers (pyproject's [tool.importlinter]) and lint (ruff).
 lint: install
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/ruff check arcade_pacs tests
+	$(BIN)/ruff check .
 
 test: install system-deps postgres lint
-	$(BIN)/python -m pytest -q -m "not docker"
+	$(BIN)/python -m pytest -q -m "not docker" --durations=30
 	$(MAKE) docker-test
 
 test-fast: install postgres lint

@@ -11,7 +11,7 @@
                              used up --> failed, "worker died during analysis")
 
 A running job holds a lease that its worker's heartbeat renews (:func:`heartbeat`); only a
-lease that ran out is taken over, by :func:`claim`. A worker process that dies takes every job
+lease that ran out is taken over, by :func:`claim_job`. A worker process that dies takes every job
 it was running with it, and which one killed it is unknown: a job that ran beside others is a
 suspect, not a culprit. So a takeover counts as an attempt only when the dead run was *alone*
 in its worker process (``Job.alone``); a job whose run was beside others is taken over without
@@ -19,7 +19,7 @@ charge, and only by a claimer that runs it alone (:class:`arcade_pacs.worker.Iso
 that kills its worker every time thus ends ``failed`` after ``max_attempts`` deaths while alone,
 instead of crash-looping the service, and the innocent jobs that shared its process keep their
 attempts. Claims are
-:func:`arcade_pacs.db.claims.claim` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional
+:func:`arcade_pacs.db.claims.claim_rows` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional
 update on SQLite). Finishing is fenced: :func:`complete` and :func:`fail` change the row only
 while the caller still owns the lease and the instance still has the generation the job
 analysed, so a worker that lost its lease, or analysed content since replaced, records nothing.
@@ -117,7 +117,7 @@ def worker_died_count(*, session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Job).where(_died(utcnow()))) or 0
 
 
-def claim(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3,
+def claim_job(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3,
           alone: bool = True) -> Job | None:
     """Take the oldest available job for ``worker`` with a lease; ``None`` when there is none.
 
@@ -141,7 +141,7 @@ def claim(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts:
     else:
         claimable = due
     taken_over = Job.state == JobState.RUNNING.value  # in UPDATE ... SET, the row's values before it
-    taken = claims.claim(
+    taken = claims.claim_rows(
         Job,
         claimable,
         [case((taken_over, 0), else_=1), Job.available_at, Job.id],

@@ -87,7 +87,8 @@ class StartupError(Exception):
 
 def admin_binding_problem(settings: Settings) -> str | None:
     """An admin reachable beyond loopback needs a token (state changes would be open) that a
-    network client cannot guess (:func:`arcade_pacs.admin.auth.token_problem`)."""
+    network client cannot guess (:func:`arcade_pacs.admin.auth.token_problem`); so does every
+    STOW-RS sender, whose token stores instances through the same port."""
     host = settings.admin.host.strip()
     if host == "localhost":
         return None
@@ -103,6 +104,10 @@ def admin_binding_problem(settings: Settings) -> str | None:
     weak = token_problem(settings.admin.token)
     if weak:
         return f"admin.host is {host!r} (not loopback) and the token is too weak: {weak}"
+    for sender in settings.dicomweb_senders:  # STOW-RS is served on the same port
+        weak = token_problem(sender.token.get_secret_value(), f"the token of [[dicomweb_senders]] {sender.name!r}")
+        if weak:
+            return f"admin.host is {host!r} (not loopback) and a STOW-RS sender's token is too weak: {weak}"
     return None
 
 

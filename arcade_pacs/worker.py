@@ -1,8 +1,10 @@
 """The analysis worker: claims jobs, runs the pipeline with the model loaded once, records results.
 
-``pipeline.workers`` threads per process share one model (one decodes while another's windows
-are inferred); more processes can share a PostgreSQL database, since claims are atomic. A job
-whose worker process died is retried alone in a process (:class:`Isolation`).
+Each process runs ``pipeline.workers`` of these threads (2 by default) around one served model:
+inference already uses every core for one batch, so a second thread pays off by decoding and
+preparing the next instance's tensors while the first waits for the model (their requests meet
+in the model's batcher). More processes can share a PostgreSQL database, since claims are atomic.
+A job whose worker process died is retried alone in a process (:class:`Isolation`).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class Isolation:
     unknown. So a job whose worker died is taken over only by a thread that runs it alone: one
     that claims while no sibling runs a job, and keeps the siblings from claiming until it
     ends. A death during that run has one suspect, the job, which is charged an attempt
-    (:func:`arcade_pacs.jobs.claim`); the jobs that only shared a process with it are not. One
+    (:func:`arcade_pacs.jobs.claim_job`); the jobs that only shared a process with it are not. One
     ``Isolation`` is shared by all the :class:`Worker` threads of a process; a process with one
     thread runs every job alone.
     """
@@ -192,7 +194,7 @@ class Worker:
             with self.sessions() as session:
                 alone = isolation.may_claim_alone(
                     lambda: jobs.suspects_waiting(limits.max_attempts, session=session))
-                job = jobs.claim(self.name, session=session, lease_s=limits.lease_s,
+                job = jobs.claim_job(self.name, session=session, lease_s=limits.lease_s,
                                  max_attempts=limits.max_attempts, alone=alone)
                 if job is None:
                     return False
@@ -249,7 +251,7 @@ class Worker:
         """Loop until :meth:`stop`; sleeps on ``wake`` between polls.
 
         Nothing is re-queued at start: jobs left running by a dead worker are taken over by
-        :func:`jobs.claim` once their lease runs out, alone (:class:`Isolation`); a takeover
+        :func:`jobs.claim_job` once their lease runs out, alone (:class:`Isolation`); a takeover
         counts as an attempt only when the dead run was alone too.
         """
         while not self.stopping.is_set():

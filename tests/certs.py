@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from tests.helpers import run, tool
+from arcade_pacs.bench.peers import run, tool
 
 
 def _ok(args):

@@ -1,9 +1,11 @@
 """Shared fixtures. Real data comes from ``settings.data_dir`` (ARCADE_DATA_DIR, default
-../shared/data); its absence is a failure, not a skip."""
+../shared/data); its absence is a failure, not a skip. The real peers (storescp, Orthanc, the
+plugin as a process, PostgreSQL) are the bench's, from :mod:`arcade_pacs.bench.peers`; the
+fixtures here start them and stop them after the test. Test modules import constants from
+:mod:`tests.project`, never from this file."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -12,11 +14,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from arcade_pacs.bench.peers import Plugin, StoreSCP, postgres_database  # noqa: E402
 from arcade_pacs.settings import Settings  # noqa: E402
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = PROJECT_ROOT / "models" / "arcade_effb0.keras"
-OHIF_CACHE = PROJECT_ROOT / "var" / "cache" / "ohif"
+from tests.project import OHIF_CACHE, PROJECT_ROOT, SHIPPED_MODEL  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -89,42 +89,16 @@ def shipped_classifier():
     return Classifier.load(SHIPPED_MODEL)
 
 
-POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-"""The CI machine's PostgreSQL (trust authentication; `.ci/run` starts it when missing)."""
-
-
-@contextlib.contextmanager
-def postgres_database():
-    """A new, empty PostgreSQL database for one test (dropped afterwards); yields its URL."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    name = f"arcade_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
 def database_url(request, tmp_path):
-    """SQLite by default; modules that must hold on both parametrise it:
-    ``pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)``."""
+    """SQLite by default; modules that must hold on both parametrise it with
+    :data:`tests.project.BOTH_DATABASES`."""
     kind = getattr(request, "param", "sqlite")
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'arcade.db'}"
     else:
         with postgres_database() as url:
             yield url
-
-
-BOTH_DATABASES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture
@@ -170,3 +144,37 @@ def shipped_litert(data_dir):
         built = engines.build(SHIPPED_MODEL, ModelInfo.read(SHIPPED_MODEL).threshold,
                               data_dir / "arcade" / "stenosis" / "val" / "images")
     return built
+
+
+# --- real peers ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    """DCMTK's storescp as the receiving PACS (AE title PACS), writing what it gets, byte for byte
+    (``+B``), to ``tmp_path / "pacs"``."""
+    with StoreSCP(tmp_path / "pacs", notify=False, bit_preserving=True) as pacs:
+        yield pacs
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    """DCMTK's storescp writing one file per receipt (``+uf``), so a duplicate transmission shows."""
+    with StoreSCP(tmp_path / "pacs", notify=False, unique_names=True) as scp:
+        yield scp
+
+
+@pytest.fixture
+def start_plugin():
+    """Start ``arcade-pacs serve`` as its own process (:meth:`Plugin.start`: ``db upgrade`` then
+    ``serve``; ``upgrade=False``: ``serve`` only); every plugin started is stopped after the test."""
+    started: list[Plugin] = []
+
+    def start(config, log, scp_port, admin_port, role=None, env=None, upgrade=True) -> Plugin:
+        plugin = (Plugin.start if upgrade else Plugin.serve)(config, log, scp_port, admin_port, role, env)
+        started.append(plugin)
+        return plugin
+
+    yield start
+    for plugin in started:
+        plugin.close()

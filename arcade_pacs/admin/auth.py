@@ -33,8 +33,9 @@ PLACEHOLDERS = ("changeme", "example", "password", "secret123")
 TOKEN_ADVICE = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
-def token_problem(token: str) -> str | None:
-    """Why ``token`` is too weak for an admin reachable from the network, or ``None``.
+def token_problem(token: str, what: str = "admin.token") -> str | None:
+    """Why ``token`` (named ``what`` in the message) is too weak for a server reachable from the
+    network, or ``None``. The admin's token and every STOW-RS sender's token meet the same rule.
 
     At least :data:`MIN_TOKEN_LENGTH` characters with :data:`MIN_TOKEN_DISTINCT` distinct ones
     (``secrets.token_urlsafe(32)`` gives 43; 32 random hex digits have fewer than 8 distinct
@@ -42,13 +43,13 @@ def token_problem(token: str) -> str | None:
     The value is never quoted back.
     """
     if len(token) < MIN_TOKEN_LENGTH:
-        return f"admin.token has {len(token)} characters; at least {MIN_TOKEN_LENGTH} are needed ({TOKEN_ADVICE})"
+        return f"{what} has {len(token)} characters; at least {MIN_TOKEN_LENGTH} are needed ({TOKEN_ADVICE})"
     if len(set(token)) < MIN_TOKEN_DISTINCT:
-        return (f"admin.token repeats too few characters ({len(set(token))} distinct, at least "
+        return (f"{what} repeats too few characters ({len(set(token))} distinct, at least "
                 f"{MIN_TOKEN_DISTINCT} needed; {TOKEN_ADVICE})")
     squashed = "".join(c for c in token.lower() if c.isalnum())
     if any(word in squashed for word in PLACEHOLDERS):
-        return f"admin.token is still a placeholder from an example ({TOKEN_ADVICE})"
+        return f"{what} is still a placeholder from an example ({TOKEN_ADVICE})"
     return None
 
 

@@ -32,7 +32,7 @@ def lease_until(lease_s: float, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(seconds=lease_s)
 
 
-def claim(
+def claim_rows(
     table,
     claimable: ColumnElement[bool],
     order_by: Sequence,

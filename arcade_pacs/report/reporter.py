@@ -77,7 +77,7 @@ def claim_study(owner: str, quiet_seconds: float, lease_s: float, *, session: Se
     """Take one ready study nobody else is reporting, with a lease; ``None`` when there is none."""
     now = utcnow()
     unclaimed = or_(Study.lease_until.is_(None), Study.lease_until < now)
-    taken = claims.claim(
+    taken = claims.claim_rows(
         Study, and_(_ready(quiet_seconds), unclaimed), [Study.last_received_at, Study.id],
         {"lease_owner": owner, "lease_until": claims.lease_until(lease_s, now)},
         session=session,
@@ -299,8 +299,8 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
 def report_ready_studies(settings: Settings, *, session: Session, owner: str = "reporter") -> int:
     """Claim and report ready studies one at a time until none is left; returns how many SRs were written."""
     written = 0
-    limits = settings.pipeline
-    while (study := claim_study(owner, limits.study_quiet_seconds, limits.lease_s, session=session)) is not None:
+    quiet_s, lease_s = settings.pipeline.study_quiet_seconds, settings.pipeline.lease_s
+    while (study := claim_study(owner, quiet_s, lease_s, session=session)) is not None:
         study_id = study.id
         try:
             written += write_report(study, settings, session=session, owner=owner) is not None

@@ -113,7 +113,7 @@ def _replaced():
     return exists().where(newer.predecessor_id == Delivery.report_id)
 
 
-def claim(destination: str, owner: str, lease_s: float, *, session: Session) -> Delivery | None:
+def claim_delivery(destination: str, owner: str, lease_s: float, *, session: Session) -> Delivery | None:
     """Take the oldest due delivery to ``destination`` with a lease; ``None`` when none is due.
 
     A delivery whose report was replaced meanwhile is never taken (it was being sent when the
@@ -127,7 +127,7 @@ def claim(destination: str, owner: str, lease_s: float, *, session: Session) -> 
         or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
         ~_replaced(),
     )
-    taken = claims.claim(
+    taken = claims.claim_rows(
         Delivery, claimable, [Delivery.next_attempt_at, Delivery.id],
         {"lease_owner": owner, "lease_until": claims.lease_until(lease_s, now)},
         session=session,
@@ -240,7 +240,7 @@ def send_next(scu, destination: Destination, owner: str, cfg: OutboxSettings, *,
     Never raises on a network failure (the SCU returns an outcome); the claim is committed
     before the network is touched, and the outcome after it.
     """
-    delivery = claim(destination.name, owner, cfg.lease_s, session=session)
+    delivery = claim_delivery(destination.name, owner, cfg.lease_s, session=session)
     if delivery is None:
         return False
     delivery_id, path = delivery.id, delivery.path

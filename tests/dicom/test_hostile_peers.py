@@ -16,9 +16,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from sqlalchemy import select
 
+from arcade_pacs.bench.peers import run, tool, wait_until
 from arcade_pacs.db.tables import Association, Instance
 from tests.dicom.test_scp import storescu
-from tests.helpers import run, tool, wait_until
 
 pytestmark = [pytest.mark.network]
 

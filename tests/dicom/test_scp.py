@@ -5,10 +5,10 @@ import pytest
 from pynetdicom import AE
 from sqlalchemy import select
 
+from arcade_pacs.bench import peers
 from arcade_pacs.db.tables import Instance, Job, Study
 from arcade_pacs.jobs import JobState
 from tests.factory import real_frame, xa_dataset
-from tests.helpers import run, tool
 
 pytestmark = [pytest.mark.network]
 
@@ -29,11 +29,12 @@ PROPOSE = {
 
 
 def echoscu(port, calling="STORESCU"):
-    return run([tool("echoscu"), "-aet", calling, "-aec", "ARCADE", "127.0.0.1", str(port)])
+    return peers.echoscu(port, calling=calling)
 
 
 def storescu(port, *files, calling="STORESCU", extra=()):
-    return run([tool("storescu"), "-R", *extra, "-aet", calling, "-aec", "ARCADE", "127.0.0.1", str(port), *map(str, files)])
+    """storescu proposing only the files' own SOP classes (``-R``) and ``extra`` options."""
+    return peers.storescu(port, *files, calling=calling, options=("-R", *extra))
 
 
 def raw_file(tmp_path, ds, body: bytes | None = None, meta_sop_class: str | None = None) -> str:

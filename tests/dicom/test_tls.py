@@ -3,7 +3,6 @@ SCP (client certificates verified against a CA), plain and untrusted clients ref
 plugin's sender reaching DCMTK's storescp over TLS."""
 
 import socket
-import subprocess
 import time
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from sqlalchemy import select
 
+from arcade_pacs.bench.peers import StoreSCP, free_port, run, tool
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Instance
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
@@ -19,7 +19,6 @@ from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.settings import Destination, DestinationTls
 from tests.certs import make_certificates
-from tests.helpers import free_port, run, stop, tool, wait_for_port
 
 pytestmark = [pytest.mark.network]
 
@@ -129,17 +128,10 @@ def _sr_file(tmp_path):
 
 @pytest.fixture
 def tls_storescp(tmp_path, certs):
-    out = tmp_path / "pacs"
-    out.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [tool("storescp"), "+tls", str(certs.server_key), str(certs.server_cert), "+cf", str(certs.ca),
-         "-aet", "PACS", "-od", str(out), str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, proc=proc)
-    yield SimpleNamespace(port=port, folder=out)
-    stop(proc)
+    """DCMTK's storescp accepting TLS only, with a server certificate signed by the test CA."""
+    tls = ("+tls", str(certs.server_key), str(certs.server_cert), "+cf", str(certs.ca))
+    with StoreSCP(tmp_path / "pacs", notify=False, options=tls) as pacs:
+        yield pacs
 
 
 @pytest.mark.parametrize("mode", ["tls", "plain", "untrusted-server"])

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from arcade_pacs.bench.peers import StoreSCP
 from tests.docker.engine import DOCKER, MIB, docker, inspect
-from tests.helpers import free_port, stop, tool, wait_for_port
+from tests.project import PROJECT_ROOT
 
 BASE = os.environ.get("BASE", "arcade-ci/python:3.11-bookworm")
 IMAGE = os.environ.get("ARCADE_IMAGE", "arcade-pacs:ci")
@@ -61,10 +60,5 @@ def image(figures) -> str:
 def pacs(tmp_path_factory):
     """DCMTK's storescp on the host (AE title PACS, every interface, one file per receipt): the
     PACS a container sends its SRs to, reached from inside at ``host.docker.internal``."""
-    folder = tmp_path_factory.mktemp("pacs")
-    port = free_port()
-    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "+uf", "-od", str(folder), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    yield type("Pacs", (), {"port": port, "folder": folder})
-    stop(proc)
+    with StoreSCP(tmp_path_factory.mktemp("pacs"), notify=False, unique_names=True) as pacs:
+        yield pacs

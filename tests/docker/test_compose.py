@@ -21,10 +21,10 @@ import pytest
 import yaml
 from pydicom.uid import generate_uid
 
-from tests.conftest import PROJECT_ROOT
+from arcade_pacs.bench.peers import free_port, tool, wait_until
 from tests.docker.conftest import TOKEN
 from tests.docker.engine import COMPOSE, MIB, MemorySampler, docker, inspect, logs, state, wait_healthy
-from tests.helpers import free_port, tool, wait_until
+from tests.project import PROJECT_ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -43,6 +43,7 @@ class Stack:
     def __init__(self, folder: Path, image: str):
         self.project = f"arcade-ci-{os.getpid()}"
         self.scp_port, self.admin_port, self.orthanc_port = free_port(), free_port(), free_port()
+        self.stow_port = free_port()
         env_file = folder / "arcade.env"
         env_file.write_text("\n".join([
             f"ARCADE_ADMIN__TOKEN={TOKEN}",
@@ -56,6 +57,7 @@ class Stack:
         self.env = {**os.environ, "ARCADE_IMAGE": image, "POSTGRES_IMAGE": POSTGRES_IMAGE,
                     "ORTHANC_IMAGE": ORTHANC_IMAGE, "ARCADE_ENV_FILE": str(env_file),
                     "ARCADE_SCP_PORT": str(self.scp_port), "ARCADE_ADMIN_PORT": str(self.admin_port),
+                    "ARCADE_STOW_PORT": str(self.stow_port),
                     "ORTHANC_HTTP_PORT": str(self.orthanc_port)}
         self.folder = folder
 

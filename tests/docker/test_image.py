@@ -14,12 +14,13 @@ import os
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass, field
 
 import pytest
 
+from arcade_pacs.bench.peers import tool, wait_until
 from tests.docker.conftest import TOKEN
 from tests.docker.engine import MIB, MemorySampler, docker, inspect, logs, state, wait_healthy
-from tests.helpers import tool, wait_until
 from tests.integration.reliability import Arrivals, study_uid
 
 pytestmark = pytest.mark.docker
@@ -28,6 +29,18 @@ MEMORY_LIMIT = "1536m"
 """A common container limit (and the serve + worker memory target of the original service)."""
 MEMORY_LIMIT_BYTES = 1536 * MIB
 MAX_IMAGE_MB = 800
+
+
+@dataclass
+class Container:
+    """The plugin's image running as a container: its name, its ports published on loopback, and
+    ``docker stats`` sampled from its start."""
+
+    name: str
+    scp_port: int
+    admin_port: int
+    sampler: MemorySampler
+    started: float = field(default_factory=time.monotonic)
 
 
 def test_the_image_runs_as_a_non_root_user(image):
@@ -86,8 +99,7 @@ def plugin(image, pacs):
         published = docker("port", name, f"{inside}/tcp").stdout.split()[0]
         ports[inside] = int(published.rsplit(":", 1)[1])
     try:
-        yield type("Plugin", (), {"name": name, "scp_port": ports[11112], "admin_port": ports[8000],
-                                  "sampler": sampler, "started": time.monotonic()})
+        yield Container(name, ports[11112], ports[8000], sampler)
     finally:
         sampler.stop()
         print(logs(name)[-3000:])

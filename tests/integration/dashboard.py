@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pydicom
 
-from tests.conftest import SHIPPED_MODEL
-from tests.helpers import free_port, run, stop, tool, wait_for_port, wait_until
-from tests.integration.conftest import start_plugin, write_config
+from arcade_pacs.bench import peers
+from tests.project import SHIPPED_MODEL
 
 TOKEN = "dashboard-token"
 CHROMIUM = "/usr/bin/chromium"
@@ -36,36 +34,20 @@ def admin_json(base: str, path: str) -> dict:
 def plugin_with_a_study(tmp: Path, cine: Path, model: Path = SHIPPED_MODEL):
     """Start a PACS and the plugin (admin token set), send ``cine``, wait until its SR and result image
     are delivered (the default kinds)."""
-    pacs_dir = tmp / "pacs"
-    pacs_dir.mkdir(parents=True, exist_ok=True)
-    pacs_port, scp_port, admin_port = free_port(), free_port(), free_port()
-    pacs = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(pacs_dir), "+B", str(pacs_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    plugin = None
-    try:
-        wait_for_port(pacs_port, proc=pacs)
-        config = write_config(tmp / "arcade.toml", {
-            "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
-            "storage": {"root": str(tmp / "store"), "min_free_mb": 1},
-            "database": {"url": f"sqlite:///{tmp / 'arcade.db'}"},
-            "model": {"path": str(model)},
-            "pipeline": {"study_quiet_seconds": 1},
-            "admin": {"host": "127.0.0.1", "port": admin_port, "token": TOKEN},
-            "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}],
-        })
-        plugin = start_plugin(config, tmp / "plugin.log", scp_port, admin_port)
-        base = f"http://127.0.0.1:{admin_port}"
-        sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(scp_port), str(cine)])
-        assert sent.returncode == 0, sent.stdout + sent.stderr
-        wait_until(lambda: admin_json(base, "/status")["deliveries"]["sent"] >= 2, timeout=240,
-                   message="SR and result image delivered to the PACS")
-        study_uid = str(pydicom.dcmread(cine, stop_before_pixels=True).StudyInstanceUID)
-        yield SimpleNamespace(base=base, study_uid=study_uid, scp_port=scp_port, admin_port=admin_port,
-                              log=tmp / "plugin.log", pacs_dir=pacs_dir, cine=cine)
-    finally:
-        if plugin is not None:
-            stop(plugin)
-        stop(pacs)
+    scp_port, admin_port = peers.free_port(), peers.free_port()
+    with peers.StoreSCP(tmp / "pacs", notify=False, bit_preserving=True) as pacs:
+        config = peers.write_config(tmp / "arcade.toml", peers.loopback_config(
+            tmp, scp_port, admin_port, model, [peers.dimse_destination(pacs.port)],
+            storage={"min_free_mb": 1}, admin={"token": TOKEN}))
+        with peers.Plugin.start(config, tmp / "plugin.log", scp_port, admin_port):
+            base = f"http://127.0.0.1:{admin_port}"
+            sent = peers.storescu(scp_port, cine, options=["-xy"])
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            peers.wait_until(lambda: admin_json(base, "/status")["deliveries"]["sent"] >= 2, timeout=240,
+                       message="SR and result image delivered to the PACS")
+            study_uid = str(pydicom.dcmread(cine, stop_before_pixels=True).StudyInstanceUID)
+            yield SimpleNamespace(base=base, study_uid=study_uid, scp_port=scp_port, admin_port=admin_port,
+                                  log=tmp / "plugin.log", pacs_dir=pacs.folder, cine=cine)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ from pathlib import Path
 import pydicom
 from sqlalchemy import create_engine, text
 
+from arcade_pacs.bench import peers
 from tests.factory import real_frame, xa_dataset
-from tests.helpers import run, tool
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 
@@ -35,14 +35,11 @@ def make_studies(rubo: Path, folder: Path, n: int, first_frame: int = 20, runs_p
 
 def storescu(port: int, path: Path, timeout: float = 120) -> bool:
     """Send one file with DCMTK's storescu; True only when the SCP answered Success (acknowledged)."""
-    out = run([tool("storescu"), "-v", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(port), str(path)],
-              timeout=timeout)
-    return out.returncode == 0 and "Received Store Response (Success)" in (out.stdout + out.stderr)
+    return peers.acknowledged(peers.storescu(port, path, options=["-v"], timeout=timeout))
 
 
 def echoscu(port: int) -> bool:
-    out = run([tool("echoscu"), "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(port)], timeout=30)
-    return out.returncode == 0
+    return peers.echoscu(port).returncode == 0
 
 
 @dataclass

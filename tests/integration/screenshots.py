@@ -51,7 +51,7 @@ def take(out: Path, data_dir: Path) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     from arcade_pacs.settings import Settings
-    from tests.conftest import PROJECT_ROOT
+    from tests.project import PROJECT_ROOT
 
     out = Path(argv[0]) if argv else PROJECT_ROOT / "docs" / "dashboard"
     data_dir = Settings().data_dir

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from arcade_pacs.bench.suite import REQUIRED_NUMERIC
-from tests.conftest import PROJECT_ROOT
+from tests.project import PROJECT_ROOT
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

@@ -19,12 +19,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.conftest import SHIPPED_MODEL
+from arcade_pacs.bench.peers import Orthanc, free_port, loopback_config, wait_until, write_config
 from tests.factory import xa_dataset
-from tests.helpers import free_port, stop, wait_until
-from tests.integration.conftest import start_plugin, write_config
-from tests.integration.orthanc import Orthanc
 from tests.integration.reliability import stored_instances
+from tests.project import SHIPPED_MODEL
 from tests.stow import AUTH, SENDER, SENDER_TOKEN, body, content_type, part10
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -54,34 +52,29 @@ def _requests(log: Path) -> int:
 
 
 def _config(tmp_path, scp_port, admin_port, model, destinations, **sections):
-    values = {
-        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
-        "storage": {"root": str(tmp_path / "store"), "min_free_mb": 0},
-        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
-        "model": {"path": str(model)},
-        "pipeline": {"study_quiet_seconds": 1, "poll_interval_s": 0.2},
-        "admin": {"host": "127.0.0.1", "port": admin_port},
-        **sections,
-        "dicomweb_senders": [{"name": SENDER, "token": SENDER_TOKEN}],
-        "destinations": destinations,
-    }
+    values = loopback_config(tmp_path, scp_port, admin_port, model, destinations, **sections,
+                             storage={"min_free_mb": 0}, pipeline={"poll_interval_s": 0.2},
+                             dicomweb_senders=[{"name": SENDER, "token": SENDER_TOKEN}])
     return write_config(tmp_path / "arcade.toml", values)
+
+
+def _archive(port: int) -> dict:
+    """The archive as a STOW-RS destination receiving the SR alone (one transmission to judge)."""
+    return {"name": "pacs-web", "kind": "dicomweb", "url": f"http://127.0.0.1:{port}/dicom-web", "objects": ["sr"]}
 
 
 def _get(admin_port: int, path: str):
     return httpx.get(f"http://127.0.0.1:{admin_port}{path}", timeout=30).json()
 
 
-def test_orthanc_stows_a_study_in_and_the_sr_is_stowed_into_another_orthanc(tmp_path, rubo):
+def test_orthanc_stows_a_study_in_and_the_sr_is_stowed_into_another_orthanc(tmp_path, rubo, start_plugin):
     scp_port, admin_port = free_port(), free_port()
     counting, requests = _counting(tmp_path / "pacs")
     arcade = {"arcade": {"Url": f"http://127.0.0.1:{admin_port}/dicom-web/",
                          "HttpHeaders": {"Authorization": f"Bearer {SENDER_TOKEN}"}}}
-    (tmp_path / "modality").mkdir()
     with Orthanc(tmp_path / "pacs", dicomweb=True, extra=counting) as pacs, \
             Orthanc(tmp_path / "modality", aet="MODALITY", dicomweb=True, dicomweb_servers=arcade) as modality:
-        config = _config(tmp_path, scp_port, admin_port, SHIPPED_MODEL,
-                         [{"name": "pacs-web", "kind": "dicomweb", "url": f"http://127.0.0.1:{pacs.http_port}/dicom-web"}])
+        config = _config(tmp_path, scp_port, admin_port, SHIPPED_MODEL, [_archive(pacs.http_port)])
         log = tmp_path / "plugin.log"
         plugin = start_plugin(config, log, scp_port, admin_port)
         try:
@@ -98,7 +91,7 @@ def test_orthanc_stows_a_study_in_and_the_sr_is_stowed_into_another_orthanc(tmp_
             audit = _get(admin_port, "/associations")["items"]
             time.sleep(2)  # a second transmission, if any, would come now
         finally:
-            stop(plugin)
+            plugin.close()
         assert sr["StudyInstanceUID"] == source.StudyInstanceUID
         assert sr["_parent_study"] == in_pacs["ParentStudy"]  # in the source study, beside its images
         refs = pydicom.dcmread(io.BytesIO(pacs.file(sr["_id"])))
@@ -115,7 +108,7 @@ def test_orthanc_stows_a_study_in_and_the_sr_is_stowed_into_another_orthanc(tmp_
 
 
 def test_hostile_stow_requests_get_their_status_store_nothing_and_the_plugin_keeps_serving(
-        tmp_path, rubo, tiny_model):
+        tmp_path, rubo, tiny_model, start_plugin):
     scp_port, admin_port = free_port(), free_port()
     config = _config(tmp_path, scp_port, admin_port, tiny_model, [], dicomweb={"max_request_bytes": 3_000_000})
     log = tmp_path / "plugin.log"
@@ -146,7 +139,7 @@ def test_hostile_stow_requests_get_their_status_store_nothing_and_the_plugin_kee
             post("valid afterwards", body([other]))
         stored = set(stored_instances(f"sqlite:///{tmp_path / 'arcade.db'}"))
     finally:
-        stop(plugin)
+        plugin.close()
     assert statuses == {"valid + corrupt": 202, "truncated": 400, "wrong boundary": 400, "non-DICOM part": 409,
                         "non-DICOM bytes": 409, "oversized": 413, "no token": 401, "wrong token": 401,
                         "wrong media type": 415, "valid afterwards": 200}
@@ -155,10 +148,10 @@ def test_hostile_stow_requests_get_their_status_store_nothing_and_the_plugin_kee
     assert not list((tmp_path / "store" / ".incoming").iterdir())
 
 
-def test_an_archive_down_longer_than_the_back_off_cap_gets_the_sr_once_when_back(tmp_path, rubo, tiny_model):
+def test_an_archive_down_longer_than_the_back_off_cap_gets_the_sr_once_when_back(
+        tmp_path, rubo, tiny_model, start_plugin):
     scp_port, admin_port, pacs_port = free_port(), free_port(), free_port()
-    config = _config(tmp_path, scp_port, admin_port, tiny_model,
-                     [{"name": "pacs-web", "kind": "dicomweb", "url": f"http://127.0.0.1:{pacs_port}/dicom-web"}],
+    config = _config(tmp_path, scp_port, admin_port, tiny_model, [_archive(pacs_port)],
                      outbox={"backoff_initial_s": 1, "backoff_cap_s": 3, "poll_interval_s": 0.2, "lease_s": 5})
     plugin = start_plugin(config, tmp_path / "plugin.log", scp_port, admin_port)
     counting, requests = _counting(tmp_path / "pacs")
@@ -184,4 +177,4 @@ def test_an_archive_down_longer_than_the_back_off_cap_gets_the_sr_once_when_back
         print(f"RELIABILITY stow_outage down_s={time.monotonic() - down_since:.0f} attempts={done['attempts']} "
               f"transmissions={_requests(requests)}")
     finally:
-        stop(plugin)
+        plugin.close()

@@ -10,16 +10,16 @@ import urllib.request
 import pydicom
 import pytest
 
-from tests.conftest import SHIPPED_MODEL
-from tests.helpers import free_port, run, stop, tool, wait_until
-from tests.integration.conftest import plugin_config, start_plugin
+from arcade_pacs.bench.peers import dimse_destination, free_port, loopback_config, run, tool, wait_until, write_config
+from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
-def test_cine_in_sr_out(tmp_path, storescp, rubo):
+def test_cine_in_sr_out(tmp_path, storescp, start_plugin, rubo):
     scp_port, admin_port = free_port(), free_port()
-    config = plugin_config(tmp_path, scp_port, admin_port, storescp.port, ["STORESCU"], SHIPPED_MODEL)
+    config = write_config(tmp_path / "arcade.toml", loopback_config(
+        tmp_path, scp_port, admin_port, SHIPPED_MODEL, [dimse_destination(storescp.port)]))
     log = tmp_path / "plugin.log"
     plugin = start_plugin(config, log, scp_port, admin_port)
     try:
@@ -60,7 +60,7 @@ def test_cine_in_sr_out(tmp_path, storescp, rubo):
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health"))
         assert health["status"] == "ok" and health["model_loaded"] is True
     finally:
-        stop(plugin)
+        plugin.close()
     assert plugin.returncode in (0, -15), log.read_text()[-3000:]
     # No patient data in the logs.
     text = log.read_text()

@@ -12,16 +12,14 @@ table is copied from (lines starting with RELIABILITY).
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pydicom
 import pytest
 
+from arcade_pacs.bench.peers import StoreSCP, dimse_destination, free_port, loopback_config, wait_until, write_config
 from arcade_pacs.faults import POINTS
 from tests.factory import real_frame
-from tests.helpers import free_port, stop, tool, wait_for_port, wait_until
-from tests.integration.conftest import start_plugin, start_serve, write_config
 from tests.integration.reliability import (
     Arrivals,
     echoscu,
@@ -39,34 +37,13 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 LEASE_S = 4
 
 
-@pytest.fixture
-def pacs(tmp_path):
-    """DCMTK's storescp writing one file per receipt (+uf)."""
-    folder = tmp_path / "pacs"
-    folder.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "+uf", "-od", str(folder), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    yield type("Pacs", (), {"port": port, "folder": folder, "proc": proc})
-    stop(proc)
-
-
 def _config(tmp_path, scp_port, admin_port, pacs_port, model, faults=None, pipeline=None, outbox=None):
-    values = {
-        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
-        "storage": {"root": str(tmp_path / "store")},
-        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
-        "model": {"path": str(model)},
-        "pipeline": {"study_quiet_seconds": 1, "lease_s": LEASE_S, "poll_interval_s": 0.2, **(pipeline or {})},
-        "admin": {"host": "127.0.0.1", "port": admin_port},
-        "outbox": {"backoff_initial_s": 1, "backoff_cap_s": 2, "lease_s": LEASE_S, "poll_interval_s": 0.2,
-                   **(outbox or {})},
-        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}],
-    }
-    if faults:
-        values["faults"] = faults
-    return write_config(tmp_path / "arcade.toml", values)
+    sections = {"faults": faults} if faults else {}
+    return write_config(tmp_path / "arcade.toml", loopback_config(
+        tmp_path, scp_port, admin_port, model, [dimse_destination(pacs_port)],
+        pipeline={"lease_s": LEASE_S, "poll_interval_s": 0.2, **(pipeline or {})},
+        outbox={"backoff_initial_s": 1, "backoff_cap_s": 2, "lease_s": LEASE_S, "poll_interval_s": 0.2, **(outbox or {})},
+        **sections))
 
 
 SR_DELIVERIES = ("SELECT count(*) FROM deliveries d JOIN result_objects o ON o.id = d.object_id "
@@ -89,7 +66,7 @@ def _no_phi(log_text: str) -> None:
 
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_one_sr(
-        point, tmp_path, pacs, rubo, tiny_model):
+        point, tmp_path, pacs, rubo, tiny_model, start_plugin):
     files = make_studies(rubo, tmp_path / "modality", 4)
     studies = {study_uid(f) for f in files}
     scp_port, admin_port = free_port(), free_port()
@@ -109,7 +86,7 @@ def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_on
             # would, and let the modality send again what it got no Success for.
             assert plugin.wait(timeout=30) == -9
             assert not acknowledged[files[0]]
-            plugin = start_serve(config, log, scp_port, admin_port)
+            plugin = start_plugin(config, log, scp_port, admin_port, upgrade=False)
             restarted = True
             for f in files:
                 if not acknowledged[f]:
@@ -137,11 +114,12 @@ def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_on
                            stored=sum(sop_uid(f) in stored for f in files), lost=0, studies=len(studies),
                            srs_per_study=1, duplicated_transmissions=arrived.duplicates(), restarted_by_test=restarted))
     finally:
-        stop(plugin)
+        plugin.close()
     _no_phi(log.read_text())
 
 
-def test_a_job_that_kills_its_worker_every_time_fails_and_the_rest_keeps_running(tmp_path, pacs, rubo, tiny_model):
+def test_a_job_that_kills_its_worker_every_time_fails_and_the_rest_keeps_running(
+        tmp_path, pacs, rubo, tiny_model, start_plugin):
     files = make_studies(rubo, tmp_path / "modality", 3)
     poison = files[0]
     scp_port, admin_port = free_port(), free_port()
@@ -164,12 +142,13 @@ def test_a_job_that_kills_its_worker_every_time_fails_and_the_rest_keeps_running
         assert plugin.poll() is None
         assert {r[0] for r in query(db, "SELECT state FROM jobs")} == {"done", "failed"}
     finally:
-        stop(plugin)
+        plugin.close()
     assert "worker process" in log.read_text() and "died" in log.read_text()
     _no_phi(log.read_text())
 
 
-def test_resends_same_content_changes_nothing_new_content_replaces_the_sr(tmp_path, pacs, rubo, tiny_model):
+def test_resends_same_content_changes_nothing_new_content_replaces_the_sr(
+        tmp_path, pacs, rubo, tiny_model, start_plugin):
     (original,) = make_studies(rubo, tmp_path / "modality", 1)
     scp_port, admin_port = free_port(), free_port()
     config = _config(tmp_path, scp_port, admin_port, pacs.port, tiny_model)
@@ -194,10 +173,11 @@ def test_resends_same_content_changes_nothing_new_content_replaces_the_sr(tmp_pa
         assert ref.ReferencedSOPInstanceUID == srs[0].SOPInstanceUID
         assert query(db, "SELECT generation FROM instances") == [(2,)]
     finally:
-        stop(plugin)
+        plugin.close()
 
 
-def test_a_pacs_down_longer_than_the_old_window_gets_everything_once_when_back(tmp_path, rubo, tiny_model):
+def test_a_pacs_down_longer_than_the_old_window_gets_everything_once_when_back(
+        tmp_path, rubo, tiny_model, start_plugin):
     """Down for 160 s (the old policy gave up after ~150 s); back-off capped at 5 s here, the
     maximum age left at its default of 72 h."""
     files = make_studies(rubo, tmp_path / "modality", 3)
@@ -207,8 +187,6 @@ def test_a_pacs_down_longer_than_the_old_window_gets_everything_once_when_back(t
                      outbox={"backoff_initial_s": 1, "backoff_cap_s": 5})
     db = f"sqlite:///{tmp_path / 'arcade.db'}"
     plugin = start_plugin(config, tmp_path / "plugin.log", scp_port, admin_port)
-    folder = tmp_path / "pacs"
-    folder.mkdir()
     try:
         assert all(storescu(scp_port, f) for f in files)
         down_since = time.monotonic()
@@ -216,17 +194,12 @@ def test_a_pacs_down_longer_than_the_old_window_gets_everything_once_when_back(t
         time.sleep(max(0.0, 160 - (time.monotonic() - down_since)))
         rows = query(db, "SELECT state, attempts FROM deliveries")
         assert {r[0] for r in rows} == {"pending"} and min(r[1] for r in rows) > 5, rows
-        proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "+uf", "-od", str(folder), str(pacs_port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(pacs_port, proc=proc)
+        with StoreSCP(tmp_path / "pacs", pacs_port, notify=False, unique_names=True) as pacs:
             wait_until(_all_sent(db, 3), timeout=60, message="SRs delivered after the outage")
-            arrived = Arrivals.read(folder)
+            arrived = Arrivals.read(pacs.folder)
             assert arrived.studies() == studies and arrived.receipts() == 3 and arrived.duplicates() == 0
             print(figures_line("outage_160s", studies=3, srs_delivered=arrived.receipts(), lost=0,
                                duplicated_transmissions=arrived.duplicates(),
                                attempts_before_recovery=max(r[1] for r in rows)))
-        finally:
-            stop(proc)
     finally:
-        stop(plugin)
+        plugin.close()

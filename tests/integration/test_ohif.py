@@ -35,16 +35,14 @@ from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from arcade_pacs.bench import peers
 from arcade_pacs.db.tables import Instance
 from arcade_pacs.findings import Region
 from arcade_pacs.report import presentation, result_image
 from arcade_pacs.report.identity import NOTICE
 from arcade_pacs.report.sr import MAX_REGIONS_PER_INSTANCE, SERIES_DESCRIPTION, STUDY_SUMMARY, region_comment
-from tests.conftest import SHIPPED_MODEL
-from tests.helpers import free_port, run, stop, tool, wait_until
-from tests.integration.conftest import plugin_config, start_plugin
 from tests.integration.ohif import CHROMIUM_ARGS, OhifServer, Viewer, chromium, ohif_bundle, pixel_spread
-from tests.integration.orthanc import Orthanc
+from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -68,7 +66,7 @@ class Env:
     studies: dict[str, list[Run]]  # name -> runs (study UID in .study_uid)
     study_uids: dict[str, str]
     database_url: str
-    pacs: Orthanc
+    pacs: peers.Orthanc
 
 
 def _undecodable_last_frame(ds: pydicom.Dataset) -> None:
@@ -92,7 +90,7 @@ def _copy(source: pydicom.Dataset, folder: Path, name: str, study_uid: str, seri
 
 
 def _send(path: Path, port: int, aec: str) -> None:
-    sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port), str(path)])
+    sent = peers.run([peers.tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port), str(path)])
     assert sent.returncode == 0, sent.stdout + sent.stderr
 
 
@@ -102,7 +100,6 @@ def env(tmp_path_factory, request, rubo):
 
     dist = ohif_bundle(request.config.getoption("--ohif-cache"))  # downloaded once, then cached
     tmp = tmp_path_factory.mktemp("ohif")
-    (tmp / "orthanc").mkdir()
     source = pydicom.dcmread(rubo)
     several = generate_uid()
     studies = {
@@ -112,24 +109,22 @@ def env(tmp_path_factory, request, rubo):
     }
     study_uids = {"cine": source.StudyInstanceUID, "with_failed_run": several}
 
-    scp_port, admin_port = free_port(), free_port()
-    with Orthanc(tmp / "orthanc", modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]}, dicomweb=True) as pacs:
-        config = plugin_config(tmp, scp_port, admin_port, pacs.dicom_port, ["STORESCU", "PACS"], SHIPPED_MODEL,
-                               objects=["sr", "sc", "gsps"])
-        plugin = start_plugin(config, tmp / "plugin.log", scp_port, admin_port)
-        try:
+    scp_port, admin_port = peers.free_port(), peers.free_port()
+    with peers.Orthanc(tmp / "orthanc", modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]}, dicomweb=True) as pacs:
+        config = peers.write_config(tmp / "arcade.toml", peers.loopback_config(
+            tmp, scp_port, admin_port, SHIPPED_MODEL, [peers.dimse_destination(pacs.dicom_port, objects=["sr", "sc", "gsps"])],
+            ["STORESCU", "PACS"]))
+        with peers.Plugin.start(config, tmp / "plugin.log", scp_port, admin_port):
             for runs in studies.values():
                 for r in runs:
                     _send(r.path, pacs.dicom_port, "PACS")  # the PACS has the images...
                     _send(r.path, scp_port, "ARCADE")  # ...and the plugin analyses them
-            wait_until(lambda: len(pacs.instances_of_class(COMPREHENSIVE_3D_SR)) == len(studies),
+            peers.wait_until(lambda: len(pacs.instances_of_class(COMPREHENSIVE_3D_SR)) == len(studies),
                        timeout=420, interval=2, message="an SR per study in Orthanc")
             runs = sum(len(r) for r in studies.values())
-            wait_until(lambda: len(pacs.instances_of_class(SECONDARY_CAPTURE)) == runs
+            peers.wait_until(lambda: len(pacs.instances_of_class(SECONDARY_CAPTURE)) == runs
                        and len(pacs.instances_of_class(GSPS)) == runs - 1,  # the broken run has no marks
                        timeout=240, interval=2, message="a result image per run, a presentation state per analysed run")
-        finally:
-            stop(plugin)
         with OhifServer(dist, pacs.http_port) as server, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
             try:
@@ -286,7 +281,7 @@ def _ocr(png: bytes) -> str:
     shot = Image.open(io.BytesIO(png)).convert("L")
     buffer = io.BytesIO()
     shot.resize((shot.width * 2, shot.height * 2), Image.Resampling.LANCZOS).save(buffer, format="PNG")
-    done = subprocess.run([tool("tesseract"), "-", "-"], input=buffer.getvalue(), capture_output=True, timeout=300)
+    done = subprocess.run([peers.tool("tesseract"), "-", "-"], input=buffer.getvalue(), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return " ".join(done.stdout.decode(errors="replace").split())
 

@@ -5,10 +5,8 @@ import io
 import pydicom
 import pytest
 
-from tests.conftest import SHIPPED_MODEL
-from tests.helpers import free_port, run, stop, tool, wait_until
-from tests.integration.conftest import plugin_config, start_plugin
-from tests.integration.orthanc import Orthanc
+from arcade_pacs.bench import peers
+from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -19,10 +17,11 @@ FILES = {  # file -> storescu option proposing its transfer syntax
 }
 
 
-def test_sr_lands_in_orthanc_in_the_source_study(tmp_path, dicom_dir):
-    scp_port, admin_port = free_port(), free_port()
-    with Orthanc(tmp_path, modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]}) as pacs:
-        config = plugin_config(tmp_path, scp_port, admin_port, pacs.dicom_port, ["STORESCU", "PACS"], SHIPPED_MODEL)
+def test_sr_lands_in_orthanc_in_the_source_study(tmp_path, dicom_dir, start_plugin):
+    scp_port, admin_port = peers.free_port(), peers.free_port()
+    with peers.Orthanc(tmp_path, modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]}) as pacs:
+        config = peers.write_config(tmp_path / "arcade.toml", peers.loopback_config(
+            tmp_path, scp_port, admin_port, SHIPPED_MODEL, [peers.dimse_destination(pacs.dicom_port)], ["STORESCU", "PACS"]))
         plugin = start_plugin(config, tmp_path / "plugin.log", scp_port, admin_port)
         try:
             sources = {}
@@ -31,13 +30,13 @@ def test_sr_lands_in_orthanc_in_the_source_study(tmp_path, dicom_dir):
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
                 sources[ds.StudyInstanceUID] = ds
                 for port, aec in ((pacs.dicom_port, "PACS"), (scp_port, "ARCADE")):  # the PACS and the plugin
-                    sent = run([tool("storescu"), option, "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port), str(path)])
+                    sent = peers.run([peers.tool("storescu"), option, "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port), str(path)])
                     assert sent.returncode == 0, sent.stdout + sent.stderr
 
-            srs = wait_until(lambda: (lambda found: found if len(found) == len(sources) else None)(
+            srs = peers.wait_until(lambda: (lambda found: found if len(found) == len(sources) else None)(
                 pacs.instances_of_class(COMPREHENSIVE_3D_SR)), timeout=240, message="both SRs in Orthanc")
         finally:
-            stop(plugin)
+            plugin.close()
 
         for sr_tags in srs:
             study_uid = sr_tags["StudyInstanceUID"]
@@ -84,47 +83,47 @@ def _run(source: pydicom.Dataset, folder, name: str, series_number: int, frames:
 
 
 def test_a_new_version_replaces_the_sr_result_images_and_presentation_states_together_in_orthanc(
-        tmp_path, rubo):
+        tmp_path, rubo, start_plugin):
     """The PACS is down while the study is reported (version 1), then a second run arrives (version 2);
     once the PACS is up it receives version 2 only: its SR naming version 1 as predecessor, a result
     image and a presentation state per run, all in the source study; nothing of version 1."""
     from tests.integration.reliability import query
 
-    scp_port, admin_port = free_port(), free_port()
-    (tmp_path / "orthanc").mkdir()
-    pacs = Orthanc(tmp_path / "orthanc", modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]})
-    config = plugin_config(tmp_path, scp_port, admin_port, pacs.dicom_port, ["STORESCU", "PACS"], SHIPPED_MODEL,
-                           objects=["sr", "sc", "gsps"], outbox={"backoff_initial_s": 1, "backoff_cap_s": 2})
+    scp_port, admin_port = peers.free_port(), peers.free_port()
+    pacs = peers.Orthanc(tmp_path / "orthanc", modalities={"arcade": ["ARCADE", "127.0.0.1", scp_port]})
+    config = peers.write_config(tmp_path / "arcade.toml", peers.loopback_config(
+        tmp_path, scp_port, admin_port, SHIPPED_MODEL, [peers.dimse_destination(pacs.dicom_port, objects=["sr", "sc", "gsps"])],
+        ["STORESCU", "PACS"], outbox={"backoff_initial_s": 1, "backoff_cap_s": 2}))
     db = f"sqlite:///{tmp_path / 'arcade.db'}"
     source = pydicom.dcmread(rubo)
     first, _ = _run(source, tmp_path, "first.dcm", 1, frames=24)
     second, _ = _run(source, tmp_path, "second.dcm", 2, frames=12)
 
     def send(path, port, aec):
-        sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port), str(path)])
+        sent = peers.run([peers.tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port), str(path)])
         assert sent.returncode == 0, sent.stdout + sent.stderr
 
     plugin = start_plugin(config, tmp_path / "plugin.log", scp_port, admin_port)
     try:
         send(first, scp_port, "ARCADE")
-        wait_until(lambda: query(db, "SELECT count(*) FROM reports")[0][0] == 1, timeout=300, message="version 1")
+        peers.wait_until(lambda: query(db, "SELECT count(*) FROM reports")[0][0] == 1, timeout=300, message="version 1")
         send(second, scp_port, "ARCADE")
-        wait_until(lambda: query(db, "SELECT count(*) FROM reports")[0][0] == 2, timeout=300, message="version 2")
+        peers.wait_until(lambda: query(db, "SELECT count(*) FROM reports")[0][0] == 2, timeout=300, message="version 2")
         version1 = {uid for (uid,) in query(db, "SELECT sop_instance_uid FROM result_objects WHERE report_id = 1")}
         old = "SELECT o.kind, d.state FROM deliveries d JOIN result_objects o ON o.id = d.object_id WHERE d.report_id = 1"
-        wait_until(lambda: {st for _, st in query(db, old)} == {"superseded"}, timeout=30,
+        peers.wait_until(lambda: {st for _, st in query(db, old)} == {"superseded"}, timeout=30,
                    message="version 1 superseded (an attempt in flight ends superseded too)")
         assert {k for k, _ in query(db, old)} == {"sr", "sc", "gsps"}
         with pacs:
             for path in (first, second):
                 send(path, pacs.dicom_port, "PACS")  # the PACS has the images
-            wait_until(lambda: {st for (st,) in query(db, "SELECT state FROM deliveries WHERE report_id = 2")}
+            peers.wait_until(lambda: {st for (st,) in query(db, "SELECT state FROM deliveries WHERE report_id = 2")}
                        == {"sent"}, timeout=240, message="version 2 delivered")
             stored = {cls: pacs.instances_of_class(cls) for cls in (COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, GSPS)}
             study = pacs.post("/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": source.StudyInstanceUID}})
             sr_file = pacs.file(stored[COMPREHENSIVE_3D_SR][0]["_id"])
     finally:
-        stop(plugin)
+        plugin.close()
 
     assert {cls: len(found) for cls, found in stored.items()} == {COMPREHENSIVE_3D_SR: 1, SECONDARY_CAPTURE: 2, GSPS: 2}
     received = {tags["SOPInstanceUID"] for found in stored.values() for tags in found}

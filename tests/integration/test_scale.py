@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import postgres_database
-from tests.helpers import free_port, stop, tool, wait_for_port, wait_until
-from tests.integration.conftest import start_serve, upgrade_database, write_config
+from arcade_pacs.bench import peers
 from tests.integration.reliability import Arrivals, admin_json, figures_line, make_studies, query, storescu, study_uid
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -28,42 +25,26 @@ STUDIES = 30
 TOKEN = "scale-test-token"
 
 
-@pytest.fixture
-def pacs(tmp_path):
-    folder = tmp_path / "pacs"
-    folder.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "+uf", "-od", str(folder), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    yield type("Pacs", (), {"port": port, "folder": folder})
-    stop(proc)
-
-
-def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(tmp_path, pacs, rubo, tiny_model):
+def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(
+        tmp_path, pacs, rubo, tiny_model, start_plugin):
     files = make_studies(rubo, tmp_path / "modality", STUDIES)
     studies = {study_uid(f) for f in files}
-    scp_port, admin_port = free_port(), free_port()
-    with postgres_database() as db:
-        config = write_config(tmp_path / "arcade.toml", {
-            "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"],
-                    "max_associations": 40},
-            "storage": {"root": str(tmp_path / "store")},
-            "database": {"url": db},
-            "model": {"path": str(tiny_model)},
-            "pipeline": {"study_quiet_seconds": 2, "lease_s": LEASE_S, "poll_interval_s": 1.0},
-            "admin": {"host": "127.0.0.1", "port": admin_port, "token": TOKEN},
-            "outbox": {"backoff_initial_s": 1, "backoff_cap_s": 2, "lease_s": LEASE_S},
-            "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
-        })
-        upgrade_database(config)
+    scp_port, admin_port = peers.free_port(), peers.free_port()
+    with peers.postgres_database() as db:
+        config = peers.write_config(tmp_path / "arcade.toml", peers.loopback_config(
+            tmp_path, scp_port, admin_port, tiny_model, [peers.dimse_destination(pacs.port)],
+            scp={"max_associations": 40}, database={"url": db}, admin={"token": TOKEN},
+            pipeline={"study_quiet_seconds": 2, "lease_s": LEASE_S, "poll_interval_s": 1.0},
+            outbox={"backoff_initial_s": 1, "backoff_cap_s": 2, "lease_s": LEASE_S}))
+        peers.upgrade_database(config)
         procs = {}
         try:
-            procs["scp"] = start_serve(config, tmp_path / "scp.log", scp_port, None, role="scp")
-            procs["admin"] = start_serve(config, tmp_path / "admin.log", None, admin_port, role="admin")
+            procs["scp"] = start_plugin(config, tmp_path / "scp.log", scp_port, None, role="scp", upgrade=False)
+            procs["admin"] = start_plugin(config, tmp_path / "admin.log", None, admin_port, role="admin", upgrade=False)
             for n in range(3):
-                procs[f"worker{n}"] = start_serve(config, tmp_path / f"worker{n}.log", None, None, role="worker")
-            wait_until(lambda: all(f"worker {_host()}:{procs[f'worker{n}'].pid}" in (tmp_path / f"worker{n}.log").read_text()
+                procs[f"worker{n}"] = start_plugin(config, tmp_path / f"worker{n}.log", None, None, role="worker",
+                                                   upgrade=False)
+            peers.wait_until(lambda: all(f"worker {_host()}:{procs[f'worker{n}'].pid}" in (tmp_path / f"worker{n}.log").read_text()
                                    for n in range(3)), timeout=180, message="workers started")
 
             with ThreadPoolExecutor(max_workers=STUDIES) as pool:  # 30 associations at once
@@ -77,7 +58,7 @@ def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(tmp_
             def running_on_victim():
                 return query(db, f"SELECT id FROM jobs WHERE state = 'running' AND worker LIKE '{owner}%'")
 
-            held = wait_until(running_on_victim, timeout=120, interval=0.05, message="a job on worker0")
+            held = peers.wait_until(running_on_victim, timeout=120, interval=0.05, message="a job on worker0")
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=10)
             killed_job = held[0][0]
@@ -88,7 +69,7 @@ def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(tmp_
                 return len(jobs) == STUDIES and {j[0] for j in jobs} == {"done"} and sent >= STUDIES
 
             started = time.monotonic()
-            wait_until(finished, timeout=600, interval=1, message="all analysed and every SR sent")
+            peers.wait_until(finished, timeout=600, interval=1, message="all analysed and every SR sent")
             time.sleep(LEASE_S + 3)  # a second SR or send, if any were coming, would come now
 
             results = query(db, "SELECT instance_id, count(*) FROM results GROUP BY instance_id")
@@ -112,8 +93,8 @@ def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(tmp_
             for name in ("scp", "admin", "worker1", "worker2"):
                 assert procs[name].poll() is None, name
         finally:
-            for proc in procs.values():
-                stop(proc)
+            for plugin in procs.values():
+                plugin.close()
 
 
 def _host() -> str:

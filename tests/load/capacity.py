@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -29,9 +27,8 @@ import pydicom
 from pydicom.uid import generate_uid
 from sqlalchemy import event, text
 
-from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL, postgres_database
-from tests.helpers import free_port, stop, tool, wait_for_port, wait_until
-from tests.integration.conftest import upgrade_database, write_config
+from arcade_pacs.bench.peers import Plugin, StoreSCP, postgres_database, upgrade_database, wait_until, write_config
+from tests.project import PROJECT_ROOT, SHIPPED_MODEL
 
 RUBO = PROJECT_ROOT.parent / "shared" / "data" / "dicom" / "xa_rubo0002_cine96_jpegbaseline.dcm"
 TABLES = ("studies", "instances", "jobs", "results", "frame_scores", "reports", "deliveries")
@@ -73,9 +70,7 @@ def throughput(workers: int, instances: int) -> dict:
         (tmp / "in").mkdir()
         for path in _copies(tmp / "in", instances):
             ingest(path, settings, sessions)
-        procs = [subprocess.Popen([sys.executable, "-m", "arcade_pacs.cli", "--config", str(config), "serve",
-                                   "--role", "worker", "--no-http"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for _ in range(workers)]
+        procs = [Plugin.serve(config, tmp / f"worker{n}.log", None, None, role="worker") for n in range(workers)]
         try:
             def done():
                 with engine.connect() as conn:
@@ -86,7 +81,7 @@ def throughput(workers: int, instances: int) -> dict:
                 per_job = conn.execute(text("SELECT avg(seconds) FROM results")).scalar()
         finally:
             for proc in procs:
-                stop(proc)
+                proc.close()
             engine.dispose()
     span = (last - first).total_seconds()
     return {"measure": "throughput", "workers": workers, "instances": instances, "span_s": round(span, 1),
@@ -108,11 +103,8 @@ def db_work(studies: int = 5) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp_, postgres_database() as db:
         tmp = Path(tmp_)
-        port = free_port()
-        pacs = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(tmp), str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(port, proc=pacs)
-        dest = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)
+        pacs = StoreSCP(tmp / "pacs", notify=False)
+        dest = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=pacs.port)
         settings = _settings(tmp, db, [dest])
         engine = make_engine(db)
         migrate(engine)
@@ -155,7 +147,7 @@ def db_work(studies: int = 5) -> dict:
         with engine.connect() as conn:
             rows = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() // studies for t in TABLES}
         engine.dispose()
-        stop(pacs)
+        pacs.close()
     per = {name: {k: round(v / studies, 1) for k, v in totals.items()} for name, totals in stages.items()}
     return {"measure": "database work per study (one 96-frame cine, one destination)", "studies": studies,
             "statements": round(sum(v["statements"] for v in per.values()), 1),

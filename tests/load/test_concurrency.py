@@ -14,8 +14,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.helpers import free_port, stop, tool, wait_until
-from tests.integration.conftest import start_plugin, write_config
+from arcade_pacs.bench.peers import free_port, loopback_config, tool, wait_until, write_config
 from tests.load.test_hostile import peak_rss_mb
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -23,7 +22,7 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 N = 50
 
 
-def test_50_concurrent_associations_each_storing_a_real_cine(tmp_path, rubo, tiny_model):
+def test_50_concurrent_associations_each_storing_a_real_cine(tmp_path, rubo, tiny_model, start_plugin):
     source = pydicom.dcmread(rubo)
     files = []
     studies = [generate_uid() for _ in range(5)]
@@ -37,15 +36,9 @@ def test_50_concurrent_associations_each_storing_a_real_cine(tmp_path, rubo, tin
         files.append(path)
 
     scp_port, admin_port = free_port(), free_port()
-    config = write_config(tmp_path / "arcade.toml", {
-        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"],
-                "max_associations": N + 5},
-        "storage": {"root": str(tmp_path / "store")},
-        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
-        "model": {"path": str(tiny_model)},
-        "pipeline": {"study_quiet_seconds": 3600},
-        "admin": {"host": "127.0.0.1", "port": admin_port},
-    })
+    config = write_config(tmp_path / "arcade.toml", loopback_config(
+        tmp_path, scp_port, admin_port, tiny_model, [], scp={"max_associations": N + 5},
+        pipeline={"study_quiet_seconds": 3600}))
     plugin = start_plugin(config, tmp_path / "plugin.log", scp_port, admin_port)
     try:
         started = time.monotonic()
@@ -68,7 +61,7 @@ def test_50_concurrent_associations_each_storing_a_real_cine(tmp_path, rubo, tin
         final = status()
         rss = peak_rss_mb(plugin.pid)
     finally:
-        stop(plugin)
+        plugin.close()
     print(f"\n{N} concurrent storescu associations: {N - len(failed)} stored in {receipt_s:.1f} s, "
           f"{final['jobs']['done']} analysed, {final['jobs']['failed']} failed, all done after {analysed_s:.0f} s; "
           f"plugin peak RSS {rss:.0f} MB")

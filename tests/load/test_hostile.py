@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE, _config
 
-from tests.helpers import free_port, stop, wait_until
+from arcade_pacs.bench.peers import free_port, loopback_config, wait_until, write_config
 from tests.hostile import CANARIES, dataset_cases, encode, native_base, network_cases, run_network_case
-from tests.integration.conftest import start_plugin, write_config
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -88,18 +87,13 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def test_hostile_inputs_against_a_running_plugin(tmp_path, rubo, tiny_model):
+def test_hostile_inputs_against_a_running_plugin(tmp_path, rubo, tiny_model, start_plugin):
     scp_port, admin_port = free_port(), free_port()
-    config = write_config(tmp_path / "arcade.toml", {
-        "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["MODALITY"],
-                "network_timeout_s": 5, "max_associations": 20},
-        "storage": {"root": str(tmp_path / "store")},
-        "database": {"url": f"sqlite:///{tmp_path / 'arcade.db'}"},
-        "model": {"path": str(tiny_model)},
+    config = write_config(tmp_path / "arcade.toml", loopback_config(
+        tmp_path, scp_port, admin_port, tiny_model, [], ["MODALITY"],
+        scp={"network_timeout_s": 5, "max_associations": 20},
         # No SR while the inputs arrive: this test is about receipt and analysis.
-        "pipeline": {"study_quiet_seconds": 3600, "max_attempts": 2},
-        "admin": {"host": "127.0.0.1", "port": admin_port},
-    })
+        pipeline={"study_quiet_seconds": 3600, "max_attempts": 2}))
     log = tmp_path / "plugin.log"
     plugin = start_plugin(config, log, scp_port, admin_port)
     echoer = Echoer(scp_port)
@@ -133,7 +127,7 @@ def test_hostile_inputs_against_a_running_plugin(tmp_path, rubo, tiny_model):
         assert plugin.poll() is None, "the plugin died"
     finally:
         echoer.stop_event.set()
-        stop(plugin)
+        plugin.close()
     text = log.read_text()
 
     with sqlite3.connect(tmp_path / "arcade.db") as db:

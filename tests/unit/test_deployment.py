@@ -19,13 +19,12 @@ import pytest
 import yaml
 from sqlalchemy import text
 
+from arcade_pacs.bench import peers
 from arcade_pacs.cli import build_parser
 from arcade_pacs.db import make_engine, migrate
 from arcade_pacs.jobs import JobState
-from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL, postgres_database
-from tests.helpers import free_port, stop, wait_for_port, wait_until
-from tests.integration.conftest import write_config
 from tests.integration.reliability import Arrivals, admin_json, study_uid
+from tests.project import PROJECT_ROOT, SHIPPED_MODEL
 
 DOCKER = PROJECT_ROOT / "docker"
 BIN = Path(sys.executable).parent
@@ -101,7 +100,7 @@ def test_kubernetes_manifests_validate_and_keda_is_checked_by_structure():
 def test_the_keda_query_counts_queued_jobs_on_the_real_schema():
     query = next(d for d in _manifests() if d["kind"] == "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
     assert f"'{JobState.QUEUED.value}'" in query
-    with postgres_database() as url:
+    with peers.postgres_database() as url:
         engine = make_engine(url)
         try:
             migrate(engine)
@@ -142,7 +141,7 @@ def _dockerfile():
 def test_the_image_commands_refuse_without_a_token_and_serve_with_one(tmp_path):
     env, health, cmd = _dockerfile()
     assert env["ARCADE_ADMIN__HOST"] == "0.0.0.0" and "ARCADE_ADMIN__TOKEN" not in env
-    scp_port, admin_port = free_port(), free_port()
+    scp_port, admin_port = peers.free_port(), peers.free_port()
     # The image's environment, its paths moved under this test's folder.
     run_env = {**os.environ, **env,
                "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -158,13 +157,13 @@ def test_the_image_commands_refuse_without_a_token_and_serve_with_one(tmp_path):
     log = (tmp_path / "image.log").open("w")
     proc = subprocess.Popen(cmd, env=run_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        wait_for_port(admin_port, timeout=240, proc=proc)
+        peers.wait_for_port(admin_port, timeout=240, proc=proc)
         health = [part.replace(":8000/", f":{admin_port}/") for part in health]
         assert subprocess.run(health, env=run_env, timeout=30).returncode == 0
         body = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health", timeout=5).read()
         assert b'"database":"ok"' in body
     finally:
-        stop(proc)
+        peers.stop(proc)
 
 
 def _readme_scaling_commands() -> list[str]:
@@ -178,29 +177,18 @@ def _readme_scaling_commands() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_the_readme_commands_run_every_role_on_one_host(tmp_path, rubo, tiny_model):
+def test_the_readme_commands_run_every_role_on_one_host(tmp_path, rubo, tiny_model, pacs):
     """README's "Scaling out" commands as written, one config, every role on this host (the worker
     twice: "any number"): each starts and stays up (each once bound the admin port, and all but one
     exited with "[Errno 98] address already in use"), and a cine sent to the scp comes back as an SR."""
     commands = _readme_scaling_commands()
     assert commands[0] == "arcade-pacs db upgrade", commands
     assert {c.split("--role ")[1].split()[0] for c in commands[1:]} == {"scp", "worker", "admin"}, commands
-    scp_port, admin_port, pacs_port = free_port(), free_port(), free_port()
-    pacs_folder = tmp_path / "pacs"
-    pacs_folder.mkdir()
-    pacs = subprocess.Popen([_tool("storescp"), "-aet", "PACS", "+uf", "-od", str(pacs_folder), str(pacs_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(pacs_port, proc=pacs)
-    with postgres_database() as db:
-        config = write_config(tmp_path / "arcade.toml", {
-            "scp": {"ae_title": "ARCADE", "host": "127.0.0.1", "port": scp_port, "allowed_calling_aets": ["STORESCU"]},
-            "storage": {"root": str(tmp_path / "store")},
-            "database": {"url": db},
-            "model": {"path": str(tiny_model), "engine": "keras"},
-            "pipeline": {"study_quiet_seconds": 1},
-            "admin": {"host": "127.0.0.1", "port": admin_port, "token": "one-host-token"},
-            "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}],
-        })
+    scp_port, admin_port = peers.free_port(), peers.free_port()
+    with peers.postgres_database() as db:
+        config = peers.write_config(tmp_path / "arcade.toml", peers.loopback_config(
+            tmp_path, scp_port, admin_port, tiny_model, [peers.dimse_destination(pacs.port)], database={"url": db},
+            model={"engine": "keras"}, admin={"token": "one-host-token"}))
         env = {**os.environ, "ARCADE_CONFIG": str(config)}  # one config for every role
         procs, probes = [], []
         try:
@@ -214,31 +202,30 @@ def test_the_readme_commands_run_every_role_on_one_host(tmp_path, rubo, tiny_mod
                     continue
                 match = re.search(r"--probe-port (\d+)", command)
                 if match and match.group(1) != "0":  # the documented port may be taken here: a free one
-                    probe = free_port()
+                    probe = peers.free_port()
                     args[args.index("--probe-port") + 1] = str(probe)
                     probes.append(probe)
                 for copy in range(2 if "--role worker" in command else 1):
                     log = (tmp_path / f"role{n}.{copy}.log").open("w")
                     procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
             for port in (scp_port, admin_port, *probes):
-                wait_for_port(port, timeout=180)
+                peers.wait_for_port(port, timeout=180)
             for port in (admin_port, *probes):
                 assert admin_json(port, "/health")["database"] == "ok"
             logs = sorted(tmp_path.glob("role*.log"))
-            wait_until(lambda: sum("worker " in p.read_text() and ": model " in p.read_text() for p in logs) == 2,
+            peers.wait_until(lambda: sum("worker " in p.read_text() and ": model " in p.read_text() for p in logs) == 2,
                        timeout=180, message="two workers started")
             time.sleep(5)  # a role that cannot bind its port says so now (and stops)
             for log in logs:
                 assert "address already in use" not in log.read_text(), log.read_text()[-2000:]
             assert all(p.poll() is None for p in procs), "\n".join(p.read_text()[-1500:] for p in logs)
 
-            sent = subprocess.run([_tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1",
-                                   str(scp_port), str(rubo)], capture_output=True, text=True, timeout=300)
+            sent = peers.storescu(scp_port, rubo, options=["-xy"], timeout=300)
             assert sent.returncode == 0, sent.stdout + sent.stderr
-            wait_until(lambda: study_uid(rubo) in Arrivals.read(pacs_folder).studies(), timeout=300,
+            peers.wait_until(lambda: study_uid(rubo) in Arrivals.read(pacs.folder).studies(), timeout=300,
                        message="the SR at the PACS")
             assert admin_json(admin_port, "/status", "one-host-token")["jobs"]["done"] == 1
             assert all(p.poll() is None for p in procs)
         finally:
-            for proc in [*procs, pacs]:
-                stop(proc)
+            for proc in procs:
+                peers.stop(proc)

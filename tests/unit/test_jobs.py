@@ -9,7 +9,7 @@ from sqlalchemy import update
 from arcade_pacs import jobs
 from arcade_pacs.db.tables import Instance, Job, Study, utcnow
 from arcade_pacs.jobs import JobState
-from tests.conftest import BOTH_DATABASES
+from tests.project import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
@@ -32,10 +32,10 @@ def _expire_lease(session, job_id):
 def test_claim_complete(sessions):
     with sessions() as s:
         _instance(s)
-        job = jobs.claim("w1", session=s)
+        job = jobs.claim_job("w1", session=s)
         assert job.state == JobState.RUNNING.value and job.attempts == 1 and job.worker == "w1"
         assert job.lease_until > utcnow() and job.generation == 1
-        assert jobs.claim("w2", session=s) is None  # nothing else queued, and the lease is live
+        assert jobs.claim_job("w2", session=s) is None  # nothing else queued, and the lease is live
         assert not jobs.complete(job.id, "w2", session=s)  # not w2's to finish
         assert jobs.complete(job.id, "w1", session=s)
         s.commit()
@@ -47,9 +47,9 @@ def test_two_claimers_never_get_the_same_job(sessions):
         _instance(s, 1)
         _instance(s, 2)
     with sessions() as a, sessions() as b:
-        ja, jb = jobs.claim("a", session=a), jobs.claim("b", session=b)
+        ja, jb = jobs.claim_job("a", session=a), jobs.claim_job("b", session=b)
         assert ja.id != jb.id
-        assert jobs.claim("a", session=a) is None
+        assert jobs.claim_job("a", session=a) is None
 
 
 def test_many_threads_claim_each_job_exactly_once(sessions):
@@ -61,7 +61,7 @@ def test_many_threads_claim_each_job_exactly_once(sessions):
 
     def claimer(name):
         with sessions() as s:
-            while (job := jobs.claim(name, session=s)) is not None:
+            while (job := jobs.claim_job(name, session=s)) is not None:
                 with lock:
                     taken.append(job.id)
 
@@ -76,21 +76,21 @@ def test_many_threads_claim_each_job_exactly_once(sessions):
 def test_retry_with_backoff_then_fail(sessions):
     with sessions() as s:
         _instance(s)
-        job = jobs.claim("w", session=s)
+        job = jobs.claim_job("w", session=s)
         assert jobs.fail(job.id, "w", RuntimeError("db hiccup"), max_attempts=2, session=s) == JobState.QUEUED
         s.commit()
         assert job.available_at > utcnow() and "db hiccup" in job.last_error
-        assert jobs.claim("w", session=s) is None  # not before its back-off
+        assert jobs.claim_job("w", session=s) is None  # not before its back-off
         job.available_at = utcnow() - timedelta(seconds=1)
         s.commit()
-        job = jobs.claim("w", session=s)
+        job = jobs.claim_job("w", session=s)
         assert jobs.fail(job.id, "w", RuntimeError("again"), max_attempts=2, session=s) == JobState.FAILED
 
 
 def test_permanent_errors_fail_at_once(sessions):
     with sessions() as s:
         _instance(s, 1)
-        job = jobs.claim("w", session=s)
+        job = jobs.claim_job("w", session=s)
         assert jobs.fail(job.id, "w", jobs.PermanentError("colour image"), max_attempts=5, session=s) == JobState.FAILED
         s.commit()
         assert s.query(Job).filter_by(state="failed").one().last_error.startswith("PermanentError: colour image")
@@ -99,21 +99,21 @@ def test_permanent_errors_fail_at_once(sessions):
 def test_a_live_lease_is_never_taken_over_and_a_heartbeat_keeps_it(sessions):
     with sessions() as s:
         _instance(s)
-        job = jobs.claim("w1", session=s, lease_s=60)
+        job = jobs.claim_job("w1", session=s, lease_s=60)
         before = job.lease_until
         assert jobs.heartbeat(job.id, "w1", 120, session=s)
         s.refresh(job)
         assert job.lease_until > before
         assert not jobs.heartbeat(job.id, "intruder", 120, session=s)
-        assert jobs.claim("w2", session=s) is None
+        assert jobs.claim_job("w2", session=s) is None
 
 
 def test_an_expired_lease_is_taken_over_as_an_attempt_and_the_old_worker_cannot_finish(sessions):
     with sessions() as s:
         _instance(s)
-        job = jobs.claim("dead", session=s, max_attempts=3)
+        job = jobs.claim_job("dead", session=s, max_attempts=3)
         _expire_lease(s, job.id)
-        taken = jobs.claim("alive", session=s, max_attempts=3)
+        taken = jobs.claim_job("alive", session=s, max_attempts=3)
         assert taken.id == job.id and taken.worker == "alive" and taken.attempts == 2
         assert jobs.WORKER_DIED in taken.last_error
         assert not jobs.complete(job.id, "dead", session=s)  # fenced: the lease moved on
@@ -127,28 +127,28 @@ def test_a_job_that_kills_its_worker_max_attempts_times_fails_with_the_reason(se
         _instance(s, 1)
         job_id = None
         for attempt in range(1, 4):
-            job = jobs.claim(f"w{attempt}", session=s, max_attempts=3)
+            job = jobs.claim_job(f"w{attempt}", session=s, max_attempts=3)
             assert job is not None and job.attempts == attempt
             job_id = job.id
             _expire_lease(s, job.id)  # the worker died: no heartbeat
-        assert jobs.claim("w4", session=s, max_attempts=3) is None
+        assert jobs.claim_job("w4", session=s, max_attempts=3) is None
         job = s.get(Job, job_id, populate_existing=True)
         assert job.state == JobState.FAILED.value and job.last_error.startswith(jobs.WORKER_DIED)
         other = _instance(s, 2)  # the rest goes on
-        assert jobs.claim("w5", session=s, max_attempts=3).instance_id == other.id
+        assert jobs.claim_job("w5", session=s, max_attempts=3).instance_id == other.id
 
 
 def test_new_content_during_a_run_makes_the_old_run_record_nothing(sessions):
     with sessions() as s:
         inst = _instance(s)
-        job = jobs.claim("w", session=s)
+        job = jobs.claim_job("w", session=s)
         inst = s.get(Instance, inst.id)
         inst.generation += 1  # what a resend with new content does
         jobs.enqueue(inst, session=s)
         s.commit()
         assert not jobs.complete(job.id, "w", session=s)
         s.rollback()
-        again = jobs.claim("w", session=s)
+        again = jobs.claim_job("w", session=s)
         assert again.id == job.id and again.generation == 2
         assert jobs.complete(job.id, "w", session=s)
         s.commit()
@@ -160,8 +160,8 @@ def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent
     ``max_attempts`` such deaths, the other ends done on its first attempt."""
     with sessions() as s:
         poison, innocent = _instance(s, 1).job.id, _instance(s, 2).job.id
-        a = jobs.claim("p:1", session=s, max_attempts=2, alone=False)
-        b = jobs.claim("p:2", session=s, max_attempts=2, alone=False)
+        a = jobs.claim_job("p:1", session=s, max_attempts=2, alone=False)
+        b = jobs.claim_job("p:2", session=s, max_attempts=2, alone=False)
         assert (a.id, b.id) == (poison, innocent) and not a.alone and not b.alone
         later = _instance(s, 3).job.id
         _expire_lease(s, poison)  # the process died: both leases run out
@@ -169,20 +169,20 @@ def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent
         assert jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 2  # GET /status
         # A thread beside others claims nothing while a suspect waits (its process drains),
         # even with a queued job due.
-        assert jobs.claim("q:2", session=s, max_attempts=2, alone=False) is None
-        retried = jobs.claim("q:1", session=s, max_attempts=2, alone=True)
+        assert jobs.claim_job("q:2", session=s, max_attempts=2, alone=False) is None
+        retried = jobs.claim_job("q:1", session=s, max_attempts=2, alone=True)
         assert retried.id == poison and retried.alone and retried.attempts == 1  # not counted
         assert "retried alone, not counted" in retried.last_error
         _expire_lease(s, poison)  # it killed its worker again, alone this time: counted next
-        retried = jobs.claim("r:1", session=s, max_attempts=2, alone=True)
+        retried = jobs.claim_job("r:1", session=s, max_attempts=2, alone=True)
         assert retried.id == poison and retried.attempts == 2
         _expire_lease(s, poison)  # and again: attempts used up, alone
-        taken = jobs.claim("t:1", session=s, max_attempts=2, alone=True)
+        taken = jobs.claim_job("t:1", session=s, max_attempts=2, alone=True)
         assert taken.id == innocent and taken.alone and taken.attempts == 1
         assert jobs.complete(innocent, "t:1", session=s)
         s.commit()
         assert not jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 0
-        assert jobs.claim("u:2", session=s, max_attempts=2, alone=False).id == later
+        assert jobs.claim_job("u:2", session=s, max_attempts=2, alone=False).id == later
         rows = {j.id: (j.state, j.attempts) for j in s.query(Job)}
         assert rows == {poison: ("failed", 2), innocent: ("done", 1), later: ("running", 1)}
         failed = s.get(Job, poison)
@@ -192,10 +192,10 @@ def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent
 def test_a_job_on_its_last_attempt_is_not_failed_by_a_death_beside_it(sessions):
     with sessions() as s:
         job_id = _instance(s).job.id
-        assert jobs.claim("p:1", session=s, max_attempts=1, alone=False).attempts == 1
+        assert jobs.claim_job("p:1", session=s, max_attempts=1, alone=False).attempts == 1
         _expire_lease(s, job_id)
-        taken = jobs.claim("q:1", session=s, max_attempts=1, alone=True)
+        taken = jobs.claim_job("q:1", session=s, max_attempts=1, alone=True)
         assert taken.id == job_id and taken.state == JobState.RUNNING.value and taken.attempts == 1
         _expire_lease(s, job_id)  # now it died alone, on its last attempt
-        assert jobs.claim("r:1", session=s, max_attempts=1, alone=True) is None
+        assert jobs.claim_job("r:1", session=s, max_attempts=1, alone=True) is None
         assert s.get(Job, job_id, populate_existing=True).state == JobState.FAILED.value

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.project import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow]
 

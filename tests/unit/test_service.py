@@ -10,7 +10,7 @@ from sqlalchemy import text
 from arcade_pacs.db import head_revision, make_engine, migrate, schema_problem
 from arcade_pacs.service import admin_binding_problem
 from arcade_pacs.settings import Settings
-from tests.conftest import BOTH_DATABASES
+from tests.project import BOTH_DATABASES
 
 
 def test_an_admin_beyond_loopback_needs_a_token():
@@ -22,6 +22,19 @@ def test_an_admin_beyond_loopback_needs_a_token():
         assert problem and "admin.token" in problem, host
         assert admin_binding_problem(Settings(admin={"host": host, "token": "kq3V9-_xTzL0bWm2RyN8dA5cUeHf7JpG"})) is None
         assert "too weak" in admin_binding_problem(Settings(admin={"host": host, "token": "x" * 32}))
+
+
+
+def test_a_stow_sender_beyond_loopback_needs_a_strong_token_too():
+    strong = "kq3V9-_xTzL0bWm2RyN8dA5cUeHf7JpG"
+    weak = {"name": "CATHLAB", "token": "stow-token-0123456789abcdef"}  # 27 characters
+    assert admin_binding_problem(Settings(dicomweb_senders=[weak])) is None  # loopback admin
+    problem = admin_binding_problem(Settings(admin={"host": "0.0.0.0", "token": strong}, dicomweb_senders=[weak]))
+    assert "'CATHLAB'" in problem
+    assert "at least 32" in problem
+    assert weak["token"] not in problem  # never quoted back
+    assert admin_binding_problem(Settings(admin={"host": "0.0.0.0", "token": strong},
+                                          dicomweb_senders=[{"name": "CATHLAB", "token": strong[::-1]}])) is None
 
 
 @pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)

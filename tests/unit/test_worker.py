@@ -4,9 +4,9 @@ from arcade_pacs.db.tables import FrameScore, Instance, Job, Result
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.worker import Worker
-from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
+from tests.project import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 
@@ -96,7 +96,7 @@ def test_the_heartbeat_renews_the_lease_while_a_job_runs(settings, sessions, tin
         def predict(self, tensors):
             time.sleep(2.5)  # longer than the lease: only the heartbeat keeps the job ours
             with sessions() as s:
-                seen["claimed_by_other"] = jobs.claim("intruder", session=s, lease_s=1.0) is not None
+                seen["claimed_by_other"] = jobs.claim_job("intruder", session=s, lease_s=1.0) is not None
             return tiny_classifier.predict(tensors)
 
     ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
@@ -180,7 +180,7 @@ def test_a_job_whose_worker_died_runs_alone_and_the_sibling_thread_waits(setting
     suspect = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
     other = ingest(xa_dataset(real_frame(rubo, 60)), settings, sessions)
     with sessions() as s:
-        dead = jobs.claim("dead:1", session=s, alone=False)  # ran beside another job; its process died
+        dead = jobs.claim_job("dead:1", session=s, alone=False)  # ran beside another job; its process died
         assert dead.instance_id == suspect
         s.execute(update(Job).where(Job.id == dead.id).values(lease_until=utcnow() - timedelta(seconds=1)))
         s.commit()

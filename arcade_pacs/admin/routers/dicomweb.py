@@ -14,6 +14,7 @@ own receipt (:mod:`arcade_pacs.receive.stow`).
 400    not a complete ``multipart/related`` body with the announced boundary (truncated, wrong
        boundary, no part): nothing stored
 401    no token, or not a configured sender's token
+429    too many failed authentications from this client (the admin's throttle, ``Retry-After``)
 403    no sender configured: STOW-RS is off
 413    the body passed ``dicomweb.max_request_bytes`` (declared, or counted while it arrived):
        nothing stored
@@ -36,7 +37,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from arcade_pacs import dicomweb
-from arcade_pacs.admin.deps import AdminState, get_state
+from arcade_pacs.admin.auth import AuthThrottle, TooManyFailures
+from arcade_pacs.admin.deps import AdminState, client_address, get_state
 from arcade_pacs.admin.schemas import Problem
 from arcade_pacs.db.tables import utcnow
 from arcade_pacs.receive.stow import BodyTooLarge, MalformedBody, Outcome, StoreOutcome, StowReceiver, receive_parts
@@ -59,6 +61,7 @@ RESPONSES = {
           "content": {dicomweb.DICOM_JSON: _STORE_RESPONSE}},
     400: {"model": Problem, "description": "not a complete multipart/related body with the announced boundary"},
     401: {"model": Problem, "description": "no token, or not a configured sender's token"},
+    429: {"model": Problem, "description": "too many failed authentications from this client (Retry-After)"},
     403: {"model": Problem, "description": "STOW-RS is off: no [[dicomweb_senders]] configured"},
     413: {"model": Problem, "description": "body larger than dicomweb.max_request_bytes"},
     415: {"model": Problem, "description": 'not multipart/related; type="application/dicom"'},
@@ -72,26 +75,35 @@ def get_receiver(state: AdminState = Depends(get_state)) -> StowReceiver:
     return state.stow
 
 
+def get_throttle(state: AdminState = Depends(get_state)) -> AuthThrottle:
+    """The admin's throttle of failed authentications: a client guessing tokens is slowed down
+    whether it guesses the admin's token or a sender's."""
+    return state.throttle
+
+
 @router.post("/dicom-web/studies", responses=RESPONSES, openapi_extra=REQUEST_BODY, response_class=JSONResponse)
 async def store_instances(request: Request, receiver: StowReceiver = Depends(get_receiver),
+                          throttle: AuthThrottle = Depends(get_throttle),
                           authorization: str | None = Header(default=None)):
     """Store instances (STOW-RS, PS3.18 10.5), each received as a C-STORE would be."""
-    return await _store(request, receiver, authorization, None)
+    return await _store(request, receiver, throttle, authorization, None)
 
 
 @router.post("/dicom-web/studies/{study}", responses=RESPONSES, openapi_extra=REQUEST_BODY,
              response_class=JSONResponse)
 async def store_study_instances(request: Request, study: StudyUid, receiver: StowReceiver = Depends(get_receiver),
+                                throttle: AuthThrottle = Depends(get_throttle),
                                 authorization: str | None = Header(default=None)):
     """Store instances of one study (STOW-RS): an instance of another study is refused (Failure Reason 0xA900)."""
-    return await _store(request, receiver, authorization, study)
+    return await _store(request, receiver, throttle, authorization, study)
 
 
 def _problem(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-async def _store(request: Request, receiver: StowReceiver, authorization: str | None, study: str | None):
+async def _store(request: Request, receiver: StowReceiver, throttle: AuthThrottle, authorization: str | None,
+                 study: str | None):
     started = utcnow()
     address, port = (request.client.host, request.client.port) if request.client else ("", 0)
     client = ""
@@ -105,11 +117,18 @@ async def _store(request: Request, receiver: StowReceiver, authorization: str | 
     settings = receiver.settings
     if not settings.dicomweb_senders:
         return refuse(403, "STOW-RS is off: no [[dicomweb_senders]] configured")
+    caller = client_address(request)
+    try:
+        throttle.check(caller)
+    except TooManyFailures as exc:
+        return refuse(429, str(exc), {"Retry-After": str(exc.seconds)})
     scheme, _, token = (authorization or "").partition(" ")
     client = receiver.sender(token.strip() if scheme.lower() == "bearer" else None) or ""
     if not client:
+        throttle.failed(caller, "STOW-RS sender token")
         return refuse(401, "a configured sender's bearer token is required",
                       {"WWW-Authenticate": 'Bearer realm="dicom-web"'})
+    throttle.succeeded(caller)
     media, params = parse_options_header(request.headers.get("content-type", ""))
     if media.decode("latin-1").lower() != dicomweb.MULTIPART_RELATED or \
             params.get(b"type", b"").decode("latin-1").lower() != dicomweb.DICOM:

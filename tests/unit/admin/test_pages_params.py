@@ -11,7 +11,7 @@ from schemathesis.checks import not_a_server_error
 
 from arcade_pacs.admin.app import create_app
 from arcade_pacs.admin.pages import routes as pages
-from tests.conftest import BOTH_DATABASES
+from tests.project import BOTH_DATABASES
 from tests.unit.admin.conftest import AUTH, TOKEN
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)

@@ -18,8 +18,8 @@ import uvicorn
 from arcade_pacs.admin.app import AdminState, create_app
 from arcade_pacs.admin.deps import SESSION_COOKIE
 from arcade_pacs.admin.server import server_config
+from arcade_pacs.bench.peers import free_port, wait_until
 from arcade_pacs.model.holder import ModelHolder
-from tests.helpers import free_port, wait_until
 from tests.hostile import CANARIES
 
 MARGIN_S = 30  # generous: the machine is shared; the deadlines themselves are short

@@ -74,6 +74,31 @@ def test_result_objects_migration_gives_every_report_its_sr_object_and_links_its
     engine.dispose()
 
 
+def test_patient_key_migration_keeps_existing_studies_unkeyed_and_goes_both_ways(tmp_path):
+    """0009 on a database with a study: the study stays, with no patient key (receipt reads it from
+    the study's first stored header, ``receive.receipt.study_key``); the conflicts table comes and
+    goes with it."""
+    from sqlalchemy import text
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    alembic(engine, command.upgrade, "0008")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (id, study_instance_uid, last_received_at, needs_report, report_attempts) "
+                          "VALUES (1, '1.2.3', '2026-01-01', 0, 0)"))
+    alembic(engine, command.upgrade, "0009")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT study_instance_uid, patient_key, patient_issuer_key FROM studies")).all()
+    assert [tuple(r) for r in rows] == [("1.2.3", None, None)]
+    assert "receipt_conflicts" in inspect(engine).get_table_names()
+    alembic(engine, command.downgrade, "0008")
+    inspector = inspect(engine)
+    assert "receipt_conflicts" not in inspector.get_table_names()
+    assert "patient_key" not in {c["name"] for c in inspector.get_columns("studies")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM studies")).scalar() == 1
+    engine.dispose()
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_job_alone_migrates_both_ways_and_existing_jobs_start_not_alone(database_url):
     """0010 on a database holding a job: the job gets ``alone`` false (its run, if any, is charged

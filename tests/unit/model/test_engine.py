@@ -11,8 +11,8 @@ from arcade_pacs.model import engine as engines
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.settings import ModelSettings
-from tests.conftest import SHIPPED_MODEL
 from tests.factory import real_frame
+from tests.project import SHIPPED_MODEL
 
 CHECK_IMAGES = 3
 

@@ -8,8 +8,8 @@ import pytest
 
 from arcade_pacs.pipeline.analyse import analyse_frames
 from arcade_pacs.pipeline.frames import decode_frames
-from tests.conftest import SHIPPED_MODEL
 from tests.factory import real_frame, xa_dataset
+from tests.project import SHIPPED_MODEL
 
 
 def test_shipped_model_is_a_trained_efficientnetb0_with_a_card(shipped_classifier):

@@ -182,6 +182,16 @@ def test_a_missing_or_wrong_token_is_401(headers, status, client, sessions):
     assert (row.outcome, row.calling_aet, row.protocol) == ("rejected", "", "dicomweb")
 
 
+def test_guessing_sender_tokens_is_throttled_per_client_like_the_admins_token(client, sessions, stow_settings):
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    for _ in range(stow_settings.admin.auth_free_failures):
+        assert _post(client, body([part10(_cine())]), headers=wrong).status_code == 401
+    r = _post(client, body([part10(_cine())]))  # even the right token waits now
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 1
+    assert _stored(sessions) == {}
+
+
 def test_without_a_configured_sender_the_endpoint_refuses(client, sessions, stow_settings):
     stow_settings.dicomweb_senders = []
     r = _post(client, body([part10(_cine())]))

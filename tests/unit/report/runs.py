@@ -14,12 +14,12 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
+from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.findings import Finding, Region
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID
 from arcade_pacs.report.headers import sanitize_header
 from arcade_pacs.report.identity import ModelIdentity
 from arcade_pacs.report.sr import InstanceResult
-from tests.helpers import run, tool
 
 MODEL = ModelIdentity("ARCADE EfficientNetB0 stenosis classifier", "effb0-test-1", generate_uid())
 SAMPLES = [

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
+from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.findings import Finding, Region
 from arcade_pacs.report import presentation
 from arcade_pacs.report.drawing import load_keyframes
@@ -22,7 +23,6 @@ from arcade_pacs.report.objects import Numbering, build_objects
 from arcade_pacs.report.sr import build_sr
 from arcade_pacs.settings import ObjectKind
 from tests.factory import real_frame, xa_dataset
-from tests.helpers import run, tool
 from tests.unit.report.runs import MODEL, SAMPLES, analysed, dciodvfy, reread, saved, source_box, unexplained
 from tests.unit.report.test_result_image import _sr_regions
 

@@ -6,6 +6,7 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
+from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Result, ResultObject, Study, utcnow
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report import codes
@@ -17,10 +18,9 @@ from arcade_pacs.report.reporter import (
 )
 from arcade_pacs.settings import Destination, ObjectKind
 from arcade_pacs.worker import Worker
-from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
-from tests.helpers import run, tool
 from tests.ingest import ingest
+from tests.project import BOTH_DATABASES
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)
 

@@ -12,6 +12,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from arcade_pacs.admin import pictures
+from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.report import result_image
 from arcade_pacs.report.drawing import OUTLINE, OUTLINE_WIDTH, load_keyframes
 from arcade_pacs.report.identity import MANUFACTURER, MODEL_NAME, NOTICE
@@ -19,7 +20,6 @@ from arcade_pacs.report.marks import selected_regions, shown_frames
 from arcade_pacs.report.objects import Numbering, build_objects
 from arcade_pacs.report.sr import FailedRun, build_sr
 from arcade_pacs.settings import ObjectKind
-from tests.helpers import run, tool
 from tests.unit.report.runs import (
     MODEL,
     SAMPLES,

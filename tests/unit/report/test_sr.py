@@ -7,6 +7,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.findings import Finding, Region
 from arcade_pacs.report import codes
 from arcade_pacs.report.sr import (
@@ -17,7 +18,6 @@ from arcade_pacs.report.sr import (
     build_sr,
     incomplete_description,
 )
-from tests.helpers import run, tool
 
 MODEL = ModelIdentity("ARCADE EfficientNetB0 stenosis classifier", "effb0-test-1", generate_uid())
 

@@ -2,7 +2,6 @@
 closed port, a blackhole), on SQLite and PostgreSQL."""
 
 import socket
-import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -12,6 +11,7 @@ import pytest
 from pynetdicom import AE, evt
 from sqlalchemy import select, update
 
+from arcade_pacs.bench.peers import StoreSCP, free_port, wait_until
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Delivery, utcnow
 from arcade_pacs.model.holder import ModelHolder
@@ -21,26 +21,13 @@ from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
 from arcade_pacs.settings import Destination, ObjectKind
 from arcade_pacs.worker import Worker
-from tests.conftest import BOTH_DATABASES
 from tests.factory import real_frame, xa_dataset
-from tests.helpers import free_port, stop, tool, wait_for_port, wait_until
 from tests.ingest import ingest
+from tests.project import BOTH_DATABASES
 
 pytestmark = [pytest.mark.network, pytest.mark.parametrize("database_url", BOTH_DATABASES, indirect=True)]
 
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
-
-
-@pytest.fixture
-def pacs(tmp_path):
-    port = free_port()
-    folder = tmp_path / "received"
-    folder.mkdir()
-    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(folder), "+uf", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    yield port, folder
-    stop(proc)
 
 
 @pytest.fixture
@@ -119,7 +106,7 @@ SR_ONLY = [ObjectKind.SR]
 
 
 def test_send_then_retry_transport_errors_until_the_maximum_age(settings, sessions, tiny_classifier, rubo, pacs):
-    port, folder = pacs
+    port, folder = pacs.port, pacs.folder
     closed = free_port()
     settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY),
                              Destination(name="down", ae_title="DOWN", host="127.0.0.1", port=closed, objects=SR_ONLY)]
@@ -168,7 +155,7 @@ def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessio
 
 def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_cancelled(
         settings, sessions, tiny_classifier, rubo, pacs):
-    port, folder = pacs
+    port, folder = pacs.port, pacs.folder
     settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port(), objects=SR_ONLY),
                              Destination(name="old", ae_title="OLD", host="127.0.0.1", port=1, objects=SR_ONLY)]
     _reported(settings, sessions, tiny_classifier, rubo)
@@ -184,7 +171,7 @@ def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_can
 
 
 def test_two_senders_never_send_the_same_delivery(settings, sessions, tiny_classifier, rubo, pacs):
-    port, folder = pacs
+    port, folder = pacs.port, pacs.folder
     settings.destinations = [Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
     for n in range(3):
         ingest(xa_dataset(real_frame(rubo, 40 + n)), settings, sessions)  # three studies
@@ -207,7 +194,7 @@ def test_two_senders_never_send_the_same_delivery(settings, sessions, tiny_class
 
 def test_a_blackholed_destination_does_not_delay_another_destination(
         settings, sessions, tiny_classifier, rubo, pacs, blackhole):
-    port, folder = pacs
+    port = pacs.port
     settings.outbox.network_timeout_s = 20
     settings.destinations = [Destination(name="hole", ae_title="HOLE", host="127.0.0.1", port=blackhole, objects=SR_ONLY),
                              Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port, objects=SR_ONLY)]
@@ -249,13 +236,6 @@ def _by_kind(sessions, destination):
         return {d.object.kind: d for d in s.scalars(select(Delivery).where(Delivery.destination == destination))}
 
 
-def _storescp(port, folder):
-    proc = subprocess.Popen([tool("storescp"), "-aet", "PACS", "-od", str(folder), "+uf", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    return proc
-
-
 def test_every_kind_of_object_is_retried_and_recorded_as_an_sr_is(settings, sessions, tiny_classifier, rubo, tmp_path):
     """The PACS is down: each object's delivery backs off and keeps its reason; once it is up, each
     arrives once, with its own SOP class, in the source study."""
@@ -269,14 +249,10 @@ def test_every_kind_of_object_is_retried_and_recorded_as_an_sr_is(settings, sess
     for row in rows.values():
         assert row.state == "pending" and row.attempts == 1 and "association" in row.last_error
         assert row.next_attempt_at > utcnow()
-    folder = tmp_path / "pacs"
-    folder.mkdir()
-    proc = _storescp(port, folder)
-    try:
+    with StoreSCP(tmp_path / "pacs", port, notify=False, unique_names=True) as pacs:
         _due_now(sessions)
         _send_all(settings, sessions, scu)
-    finally:
-        stop(proc)
+    folder = pacs.folder
     rows = _by_kind(sessions, "pacs")
     assert {k: (r.state, r.attempts, r.last_status) for k, r in rows.items()} == {
         k: ("sent", 2, 0) for k in ("sr", "sc", "gsps")}
@@ -322,7 +298,7 @@ def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_th
         pass
     with sessions() as s:
         assert report_ready_studies(settings, session=s) == 1
-        taken = outbox.claim("down", "sender-1", 60, session=s)  # being sent right now
+        taken = outbox.claim_delivery("down", "sender-1", 60, session=s)  # being sent right now
         s.commit()
         assert taken is not None
         taken_id = taken.id
@@ -339,5 +315,5 @@ def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_th
         s.commit()
         assert state is outbox.DeliveryState.SUPERSEDED
         _due_now(sessions)
-        claimed = outbox.claim("down", "sender-2", 60, session=s)
+        claimed = outbox.claim_delivery("down", "sender-2", 60, session=s)
         assert claimed is not None and claimed.report_id == new.id  # only the newer version is sent

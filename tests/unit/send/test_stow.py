@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from arcade_pacs.admin.app import AdminState, create_app
+from arcade_pacs.bench.peers import Orthanc, free_port, wait_for_port
 from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, migrate
 from arcade_pacs.db.tables import Delivery, Report, utcnow
@@ -28,9 +29,7 @@ from arcade_pacs.settings import Destination, DestinationTls, DicomwebSender, Se
 from arcade_pacs.worker import Worker
 from tests.certs import make_certificates
 from tests.factory import real_frame, xa_dataset
-from tests.helpers import free_port, wait_for_port
 from tests.ingest import ingest
-from tests.integration.orthanc import Orthanc
 from tests.stow import SENDER, SENDER_TOKEN
 
 pytestmark = [pytest.mark.network]

@@ -1,5 +1,5 @@
 from arcade_pacs.training.card import evaluation_path, render, verdict
-from tests.conftest import SHIPPED_MODEL
+from tests.project import SHIPPED_MODEL
 
 
 def test_the_model_card_is_rendered_from_the_shipped_models_measurements():

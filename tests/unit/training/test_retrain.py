@@ -11,7 +11,7 @@ from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.training.retrain import RetrainManager, model_files, should_promote
 from arcade_pacs.training.train import TrainConfig, train
-from tests.conftest import SHIPPED_MODEL
+from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""A real Orthanc (Debian's package) started for one test, with its REST API on loopback."""
+"""A real Orthanc (Debian's package) as the PACS or a modality, with its REST API on loopback."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import free_port, stop, tool, wait_for_port
+from arcade_pacs.bench.peers.processes import LOOPBACK, PeerMissing, free_port, stop, tool, wait_for_port
 
 DICOMWEB_PLUGIN_PATHS = (
     "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",  # Debian's orthanc-dicomweb (symlink)
@@ -23,7 +23,7 @@ def dicomweb_plugin() -> str:
     found = sorted(Path("/usr/lib/orthanc").glob("libOrthancDicomWeb.so*")) if Path("/usr/lib/orthanc").is_dir() else []
     if found:
         return str(found[0])
-    raise RuntimeError("Orthanc's DICOMweb plugin is not installed: run `make test` (Debian package orthanc-dicomweb)")
+    raise PeerMissing("Orthanc's DICOMweb plugin is not installed (Debian package orthanc-dicomweb)")
 
 
 
@@ -36,7 +36,8 @@ class Orthanc:
         at ``/wado``), as a web viewer reads the archive (PS3.18); ``dicomweb_servers``: the DICOMweb
         servers its client knows (``POST /dicom-web/servers/{id}/stow``); ``http_port``: a fixed
         port (to start it again where a sender expects it); ``extra``: more configuration keys."""
-        self.folder = folder
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.aet = aet
         self.dicom_port = free_port()
         self.http_port = http_port or free_port()
@@ -64,8 +65,12 @@ class Orthanc:
     def __enter__(self) -> Orthanc:
         self.log = (self.folder / "orthanc.log").open("w")
         self.proc = subprocess.Popen([tool("Orthanc"), str(self.config)], stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.http_port, proc=self.proc)
-        wait_for_port(self.dicom_port, proc=self.proc)
+        try:
+            wait_for_port(self.http_port, proc=self.proc)
+            wait_for_port(self.dicom_port, proc=self.proc)
+        except Exception:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,17 +78,17 @@ class Orthanc:
         self.log.close()
 
     def get(self, path: str):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.http_port}{path}", timeout=30) as r:
             return json.load(r)
 
     def file(self, instance_id: str) -> bytes:
         """The stored Part 10 file of an instance."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/instances/{instance_id}/file", timeout=30) as r:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.http_port}/instances/{instance_id}/file", timeout=30) as r:
             return r.read()
 
     def post(self, path: str, body):
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method="POST")
+        req = urllib.request.Request(f"http://{LOOPBACK}:{self.http_port}{path}", data=data, method="POST")
         with urllib.request.urlopen(req, timeout=300) as r:
             return json.load(r)
 
