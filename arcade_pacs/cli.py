@@ -305,7 +305,8 @@ def cmd_train(args) -> int:
     summary = {"model": str(cfg.out), "version": info.version, "threshold": info.threshold,
                "val": info.metrics.get("val", {})}
     if args.promote:
-        summary |= {"promoted": outcome.promoted, "serving_val_auc": outcome.serving_val_auc}
+        summary |= {"promoted": outcome.promoted, "candidate_val_auc": outcome.candidate_val_auc,
+                    "serving_val_auc": outcome.serving_val_auc}
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -6,13 +6,19 @@
        ^                 |  \\
        +----retry--------+   +--fail (permanent, or attempts used up)--> failed
        |                 |
-       +-- new content --+   running with an expired lease --reclaim (an attempt)--> running
-                             ... attempts used up --> failed ("worker died during analysis")
+       +-- new content --+   running with an expired lease --reclaim, alone--> running
+                             (an attempt only if the dead run was alone; alone and attempts
+                             used up --> failed, "worker died during analysis")
 
 A running job holds a lease that its worker's heartbeat renews (:func:`heartbeat`); only a
-lease that ran out is taken over, by :func:`claim_job`, and the takeover counts as an attempt, so
-a job that kills its worker every time (out of memory, a decoder crash) ends ``failed`` after
-``max_attempts`` instead of crash-looping the service. Claims are
+lease that ran out is taken over, by :func:`claim_job`. A worker process that dies takes every job
+it was running with it, and which one killed it is unknown: a job that ran beside others is a
+suspect, not a culprit. So a takeover counts as an attempt only when the dead run was *alone*
+in its worker process (``Job.alone``); a job whose run was beside others is taken over without
+charge, and only by a claimer that runs it alone (:class:`arcade_pacs.worker.Isolation`). A job
+that kills its worker every time thus ends ``failed`` after ``max_attempts`` deaths while alone,
+instead of crash-looping the service, and the innocent jobs that shared its process keep their
+attempts. Claims are
 :func:`arcade_pacs.db.claims.claim_rows` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional
 update on SQLite). Finishing is fenced: :func:`complete` and :func:`fail` change the row only
 while the caller still owns the lease and the instance still has the generation the job
@@ -25,7 +31,7 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, case, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from arcade_pacs.db import claims, queries
@@ -73,47 +79,83 @@ def enqueue(instance: Instance, *, session: Session) -> Job:
     return job
 
 
+def _died(now):
+    """Running, and its lease ran out: its worker died (or stalled) during the run."""
+    return and_(Job.state == JobState.RUNNING.value, Job.lease_until < now)
+
+
+def _suspect(now, max_attempts: int):
+    """A job whose worker died and that may be taken over: alone and attempts left, or not alone
+    (a run beside others is retried alone whatever its attempts)."""
+    return and_(_died(now), or_(Job.attempts < max_attempts, Job.alone.is_(False)))
+
+
 def _expire_dead(max_attempts: int, *, session: Session) -> int:
-    """Fail running jobs whose lease ran out and that already used every attempt."""
+    """Fail the jobs that killed their worker while alone in it, on every attempt."""
     now = utcnow()
     return session.execute(
         update(Job)
-        .where(Job.state == JobState.RUNNING.value, Job.lease_until < now, Job.attempts >= max_attempts)
+        .where(_died(now), Job.alone.is_(True), Job.attempts >= max_attempts)
         .values(
             state=JobState.FAILED.value,
             finished_at=now,
             lease_until=None,
-            last_error=f"{WORKER_DIED} ({max_attempts} attempts; the last worker stopped renewing its lease)",
+            last_error=f"{WORKER_DIED} ({max_attempts} attempts alone in a worker process; "
+                       "its worker stopped renewing the lease each time)",
         )
     ).rowcount
 
 
-def claim_job(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3) -> Job | None:
+def suspects_waiting(max_attempts: int, *, session: Session) -> bool:
+    """Whether a job whose worker died waits to be taken over (by a claimer that runs it alone)."""
+    return session.scalar(select(Job.id).where(_suspect(utcnow(), max_attempts)).limit(1)) is not None
+
+
+def worker_died_count(*, session: Session) -> int:
+    """Running jobs whose lease ran out (their worker died or stalled): each waits to be taken
+    over and run alone (``GET /status``)."""
+    return session.scalar(select(func.count()).select_from(Job).where(_died(utcnow()))) or 0
+
+
+def claim_job(worker: str, *, session: Session, lease_s: float = 60.0, max_attempts: int = 3,
+          alone: bool = True) -> Job | None:
     """Take the oldest available job for ``worker`` with a lease; ``None`` when there is none.
 
-    Available: queued and due, or running with an expired lease (its worker died or stalled)
-    and attempts left. Jobs whose worker died on every attempt are failed first.
+    ``alone``: the caller runs this job with nothing else beside it in its process until it ends
+    (a single analysis thread, or a thread that holds its siblings off). Such a claimer takes a
+    job whose worker died first (running, lease expired), else a queued, due one; if its
+    process dies during the run, the next takeover counts as an attempt. A claimer that is not
+    alone takes only queued jobs, and none at all while a job whose worker died is waiting, so
+    that its process drains and the suspect runs alone soon. Taking over a job whose dead run
+    was not alone costs no attempt. Jobs whose worker died while alone on every attempt are
+    failed first.
     """
     if _expire_dead(max_attempts, session=session):
         session.commit()
     now = utcnow()
-    claimable = or_(
-        and_(Job.state == JobState.QUEUED.value, Job.available_at <= now),
-        and_(Job.state == JobState.RUNNING.value, Job.lease_until < now, Job.attempts < max_attempts),
-    )
+    due = and_(Job.state == JobState.QUEUED.value, Job.available_at <= now)
+    if alone:
+        claimable = or_(_suspect(now, max_attempts), due)
+    elif suspects_waiting(max_attempts, session=session):
+        return None
+    else:
+        claimable = due
+    taken_over = Job.state == JobState.RUNNING.value  # in UPDATE ... SET, the row's values before it
     taken = claims.claim_rows(
         Job,
         claimable,
-        [Job.available_at, Job.id],
+        [case((taken_over, 0), else_=1), Job.available_at, Job.id],
         {
             "state": JobState.RUNNING.value,
             "worker": worker,
             "started_at": now,
             "lease_until": claims.lease_until(lease_s, now),
-            "attempts": Job.attempts + 1,
+            "alone": alone,
+            "attempts": Job.attempts + case((and_(taken_over, Job.alone.is_(False)), 0), else_=1),
             "last_error": case(
-                (Job.state == JobState.RUNNING.value,
-                 literal(f"{WORKER_DIED} (lease expired; taken over)")),
+                (and_(taken_over, Job.alone.is_(False)),
+                 literal(f"{WORKER_DIED} beside other jobs (lease expired; retried alone, not counted)")),
+                (taken_over, literal(f"{WORKER_DIED} (lease expired; taken over)")),
                 else_=Job.last_error,
             ),
             "generation": select(Instance.generation).where(Instance.id == Job.instance_id).scalar_subquery(),

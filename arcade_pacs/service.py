@@ -15,8 +15,10 @@
 ``all`` (default, what ``make run`` starts)
     ``scp`` and ``admin`` in this process and a ``worker`` in a child process that is
     restarted when it dies: an input that kills its worker (out of memory, a decoder crash)
-    takes down neither the SCP nor the admin, and after ``pipeline.max_attempts`` such deaths
-    its job ends ``failed`` (see :mod:`arcade_pacs.jobs`).
+    takes down neither the SCP nor the admin. The jobs that were running in the dead process
+    are retried alone, one at a time, and only a job that kills its worker while alone is
+    charged; after ``pipeline.max_attempts`` such deaths it ends ``failed`` (see
+    :mod:`arcade_pacs.jobs`), and the jobs that merely shared its process keep their attempts.
 
 ``scp`` and ``worker`` processes serve ``/health``, ``/status`` and ``/metrics`` on the admin
 port (for probes), unless started with ``http=False``.
@@ -60,7 +62,7 @@ from arcade_pacs.send.sender import Sender
 from arcade_pacs.send.stow import StowClient
 from arcade_pacs.settings import Settings
 from arcade_pacs.training.retrain import RetrainManager
-from arcade_pacs.worker import Worker
+from arcade_pacs.worker import Isolation, Worker
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +238,11 @@ class Service:
             self.scp_ae = make_scp_ae(settings, self.contexts)
             self.stow = StowReceiver(self.store)  # POST /dicom-web/studies on this process's HTTP port
         if runs(Role.WORKER):
+            # One Isolation for the process's threads: a job whose worker process died runs alone.
+            isolation = Isolation(settings.pipeline.workers)
             self.workers = [
                 Worker(settings, self.sessions, self.model, model_path=settings.model.path if i == 0 else None,
-                       index=i, on_done=self.report_wake.set, load=self._load_serving)
+                       index=i, on_done=self.report_wake.set, load=self._load_serving, isolation=isolation)
                 for i in range(settings.pipeline.workers)
             ]
             scu, stow = StoreSCU(settings, load_contexts()), StowClient(settings)

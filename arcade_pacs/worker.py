@@ -4,6 +4,7 @@ Each process runs ``pipeline.workers`` of these threads (2 by default) around on
 inference already uses every core for one batch, so a second thread pays off by decoding and
 preparing the next instance's tensors while the first waits for the model (their requests meet
 in the model's batcher). More processes can share a PostgreSQL database, since claims are atomic.
+A job whose worker process died is retried alone in a process (:class:`Isolation`).
 """
 
 from __future__ import annotations
@@ -124,13 +125,55 @@ class Heartbeat:
         self._stopping.set()
 
 
+class Isolation:
+    """The analysis threads of one process, and whether one of them runs a job alone.
+
+    A process that dies takes every job it was running with it, and which one killed it is
+    unknown. So a job whose worker died is taken over only by a thread that runs it alone: one
+    that claims while no sibling runs a job, and keeps the siblings from claiming until it
+    ends. A death during that run has one suspect, the job, which is charged an attempt
+    (:func:`arcade_pacs.jobs.claim_job`); the jobs that only shared a process with it are not. One
+    ``Isolation`` is shared by all the :class:`Worker` threads of a process; a process with one
+    thread runs every job alone.
+    """
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+        self.lock = threading.Lock()  # held while claiming: the decision and the claim are one step
+        self.running = 0  # jobs this process's threads run now
+        self.alone = False  # one of them runs alone: the others claim nothing until it ends
+
+    def may_claim_alone(self, suspects_waiting: Callable[[], bool]) -> bool:
+        """With :attr:`lock` held and no run alone in progress: whether the next claim is alone.
+
+        Only when no sibling runs a job; and with siblings, only when a job whose worker died
+        waits (otherwise the siblings run side by side, as analysis is fastest).
+        """
+        return self.running == 0 and (self.threads == 1 or suspects_waiting())
+
+    def started(self, alone: bool) -> None:
+        """A claimed job starts (with :attr:`lock` held)."""
+        self.running += 1
+        self.alone = alone and self.threads > 1
+
+    def ended(self) -> None:
+        with self.lock:
+            self.running -= 1
+            self.alone = False
+
+
 class Worker:
-    """Claims and runs analysis jobs until stopped."""
+    """Claims and runs analysis jobs until stopped.
+
+    ``isolation`` is shared by the workers of one process (:class:`Isolation`); by default each
+    worker is its own process's only thread, so it runs every job alone.
+    """
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], model: ModelHolder,
                  model_path: Path | None = None, index: int = 0, on_done: Callable[[], None] | None = None,
-                 load: Callable[[Path], Classifier] | None = None):
+                 load: Callable[[Path], Classifier] | None = None, isolation: Isolation | None = None):
         self.settings = settings
+        self.isolation = isolation or Isolation()
         self.sessions = sessions
         self.model = model
         if model_path is not None:
@@ -144,17 +187,29 @@ class Worker:
 
     def run_once(self) -> bool:
         """Run one job if one is available; return whether one ran."""
-        limits = self.settings.pipeline
-        with self.sessions() as session:
-            job = jobs.claim_job(self.name, session=session, lease_s=limits.lease_s, max_attempts=limits.max_attempts)
-            if job is None:
-                return False
-            job_id, path, sop_uid = job.id, job.instance.path, job.instance.sop_instance_uid
+        limits, isolation = self.settings.pipeline, self.isolation
+        with isolation.lock:
+            if isolation.alone:
+                return False  # a sibling runs a job alone: claim nothing until it ends
+            with self.sessions() as session:
+                alone = isolation.may_claim_alone(
+                    lambda: jobs.suspects_waiting(limits.max_attempts, session=session))
+                job = jobs.claim_job(self.name, session=session, lease_s=limits.lease_s,
+                                 max_attempts=limits.max_attempts, alone=alone)
+                if job is None:
+                    return False
+                job_id, path, sop_uid = job.id, job.instance.path, job.instance.sop_instance_uid
+                suspect, attempts = (job.last_error or "").startswith(jobs.WORKER_DIED), job.attempts
+            isolation.started(alone)
+        if alone and suspect:
+            log.warning("job id=%s: its worker process died while running it; retried alone (attempt %d of %d)",
+                        job_id, attempts, limits.max_attempts)
         self.heartbeat.hold(job_id)
         try:
             self._run(job_id, path, sop_uid)
         finally:
             self.heartbeat.hold(None)
+            isolation.ended()
         if self.on_done is not None:
             self.on_done()
         return True
@@ -196,7 +251,8 @@ class Worker:
         """Loop until :meth:`stop`; sleeps on ``wake`` between polls.
 
         Nothing is re-queued at start: jobs left running by a dead worker are taken over by
-        :func:`jobs.claim_job` once their lease runs out, each takeover counting as an attempt.
+        :func:`jobs.claim_job` once their lease runs out, alone (:class:`Isolation`); a takeover
+        counts as an attempt only when the dead run was alone too.
         """
         while not self.stopping.is_set():
             try:

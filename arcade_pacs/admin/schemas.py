@@ -69,6 +69,9 @@ class Status(BaseModel):
     results: int
     reports: int
     jobs: dict[str, int]
+    jobs_worker_died: int = Field(
+        0, description="running jobs whose worker stopped renewing the lease (its process died or stalled): each "
+                       "is retried alone in a worker process, and charged an attempt only for a death while alone")
     deliveries: dict[str, int]
     backlog: dict[str, dict[str, int]] = Field(description="deliveries per destination and state")
     active_associations: int | None = Field(description="DICOM associations open now (None: no SCP here)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from arcade_pacs.findings import Finding, Region
@@ -95,6 +95,10 @@ class Job(Base):
     lease_until: Mapped[datetime | None]
     # The instance generation this run analyses (set at claim; checked before recording).
     generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The run was claimed to run alone in its worker process (nothing else analysed beside it):
+    # if that process dies, this job killed it, and the takeover counts as an attempt. A run
+    # beside others is not charged for its process's death; it is retried alone (jobs.claim).
+    alone: Mapped[bool] = mapped_column(default=False, server_default=false())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -3,10 +3,14 @@
 ``arcade-pacs train --promote`` and ``POST /retrain`` run the same :func:`retrain`: the
 candidate gets its own version and Device UID (from :func:`arcade_pacs.training.train.train`),
 is written under ``models/candidates/``, and replaces the serving model only when its
-validation window AUC (TTA, the fixed protocol) is at least the serving model's, both measured
-on the same validation images: the AUC stored with the serving model may come from another
-data folder or a ``limit_val``, so the serving model is scored again on the candidate's own
-validation split before the two are compared. Promotion
+validation window AUC (TTA, the fixed protocol) is at least the serving model's. Both figures
+are measured here, by one function (:func:`measured_val_auc`): the same validation images (the
+candidate's own split), each model loaded the same way and scored by the path serving uses
+(its :class:`~arcade_pacs.model.classifier.Classifier`: members averaged, calibrated view by
+view, original and mirror averaged). Neither figure is read back from a sidecar: the serving
+model's may come from another data folder or a ``limit_val``, and the candidate's, from
+training's calibration, scores the views by another path (windows resampled mirrored, float64
+calibration), which on a weak model can order a near tie differently. Twins thus compare equal. Promotion
 copies the files atomically, loads the new model and swaps it into the running worker: a job
 already running finishes with the model it started with, the next one uses the new model, and
 every result records the model version that produced it.
@@ -59,27 +63,24 @@ class Outcome:
 
     candidate: Path
     candidate_info: ModelInfo
+    candidate_val_auc: float | None  # measured as the serving model's is (measured_val_auc)
     serving_val_auc: float | None
     promoted: bool
 
 
-def val_auc(info: ModelInfo) -> float | None:
-    """The validation window AUC recorded with a model, if any."""
-    value = info.metrics.get("val", {}).get("window_auc")
-    return None if value is None else float(value)
+def measured_val_auc(model: Path, cfg: TrainConfig) -> float | None:
+    """A model's val window AUC, measured now on the candidate's validation images.
 
-
-def serving_val_auc(serving: Path, cfg: TrainConfig) -> float | None:
-    """The serving model's val window AUC, measured now on the images the candidate was judged on.
-
-    Same split, same ``limit_val``, same TTA protocol as the candidate's own figure
-    (:func:`arcade_pacs.training.train.finalize`), so the comparison is like for like. ``None``
-    when there is no serving model or the split has only one class of windows.
+    Same split and ``limit_val`` as the candidate's training, the product's TTA protocol
+    (:func:`arcade_pacs.training.evaluate.score_split` with the model's own ``predict``), the
+    model loaded with Keras: applied to the serving model and to the candidate alike, so the
+    comparison is like for like. ``None`` when there is no model at ``model`` or the split has
+    only one class of windows.
     """
-    if not Path(serving).is_file():
+    if not Path(model).is_file():
         return None
     split = load_split(cfg.data_dir, "val", cfg.limit_val)
-    auc = window_auc(score_split(Classifier.load(serving).predict, split, tta=True))
+    auc = window_auc(score_split(Classifier.load(model).predict, split, tta=True))
     return auc if math.isfinite(auc) else None
 
 
@@ -129,8 +130,8 @@ def retrain(
         # The same kind of model as the one serving: as many members (each calibrated as one).
         cfg = replace(cfg, members=1 + len(ModelInfo.read(serving).members))
     info = train(cfg, progress=progress)
-    current = serving_val_auc(serving, cfg)
-    candidate = val_auc(info)
+    current = measured_val_auc(serving, cfg)
+    candidate = measured_val_auc(cfg.out, cfg)
     better = should_promote(candidate, current)
     if better:
         promote(cfg.out, serving)
@@ -139,7 +140,7 @@ def retrain(
         log.info("model %s promoted (val AUC %.4f >= %s)", info.version, candidate, current)
     else:
         log.info("model %s kept as a candidate (val AUC %s < %s)", info.version, candidate, current)
-    return Outcome(cfg.out, info, current, better)
+    return Outcome(cfg.out, info, candidate, current, better)
 
 
 class RetrainManager:
@@ -198,7 +199,7 @@ class RetrainManager:
                 run_id,
                 state=(RetrainState.PROMOTED if outcome.promoted else RetrainState.REJECTED).value,
                 candidate_version=outcome.candidate_info.version,
-                candidate_val_auc=val_auc(outcome.candidate_info),
+                candidate_val_auc=outcome.candidate_val_auc,
                 serving_val_auc=outcome.serving_val_auc,
                 promoted=outcome.promoted,
                 finished_at=utcnow(),

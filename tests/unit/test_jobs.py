@@ -47,7 +47,7 @@ def test_two_claimers_never_get_the_same_job(sessions):
         _instance(s, 1)
         _instance(s, 2)
     with sessions() as a, sessions() as b:
-        ja, jb = jobs.claim_job("a", session=a), jobs.claim("b", session=b)
+        ja, jb = jobs.claim_job("a", session=a), jobs.claim_job("b", session=b)
         assert ja.id != jb.id
         assert jobs.claim_job("a", session=a) is None
 
@@ -152,3 +152,50 @@ def test_new_content_during_a_run_makes_the_old_run_record_nothing(sessions):
         assert again.id == job.id and again.generation == 2
         assert jobs.complete(job.id, "w", session=s)
         s.commit()
+
+
+def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent_keeps_its_attempts(sessions):
+    """Two jobs ran side by side in one process (two analysis threads); the process died. Neither
+    is charged; each is retried alone; the one that kills its worker alone fails after
+    ``max_attempts`` such deaths, the other ends done on its first attempt."""
+    with sessions() as s:
+        poison, innocent = _instance(s, 1).job.id, _instance(s, 2).job.id
+        a = jobs.claim_job("p:1", session=s, max_attempts=2, alone=False)
+        b = jobs.claim_job("p:2", session=s, max_attempts=2, alone=False)
+        assert (a.id, b.id) == (poison, innocent) and not a.alone and not b.alone
+        later = _instance(s, 3).job.id
+        _expire_lease(s, poison)  # the process died: both leases run out
+        _expire_lease(s, innocent)
+        assert jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 2  # GET /status
+        # A thread beside others claims nothing while a suspect waits (its process drains),
+        # even with a queued job due.
+        assert jobs.claim_job("q:2", session=s, max_attempts=2, alone=False) is None
+        retried = jobs.claim_job("q:1", session=s, max_attempts=2, alone=True)
+        assert retried.id == poison and retried.alone and retried.attempts == 1  # not counted
+        assert "retried alone, not counted" in retried.last_error
+        _expire_lease(s, poison)  # it killed its worker again, alone this time: counted next
+        retried = jobs.claim_job("r:1", session=s, max_attempts=2, alone=True)
+        assert retried.id == poison and retried.attempts == 2
+        _expire_lease(s, poison)  # and again: attempts used up, alone
+        taken = jobs.claim_job("t:1", session=s, max_attempts=2, alone=True)
+        assert taken.id == innocent and taken.alone and taken.attempts == 1
+        assert jobs.complete(innocent, "t:1", session=s)
+        s.commit()
+        assert not jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 0
+        assert jobs.claim_job("u:2", session=s, max_attempts=2, alone=False).id == later
+        rows = {j.id: (j.state, j.attempts) for j in s.query(Job)}
+        assert rows == {poison: ("failed", 2), innocent: ("done", 1), later: ("running", 1)}
+        failed = s.get(Job, poison)
+        assert failed.last_error.startswith(jobs.WORKER_DIED) and "alone" in failed.last_error
+
+
+def test_a_job_on_its_last_attempt_is_not_failed_by_a_death_beside_it(sessions):
+    with sessions() as s:
+        job_id = _instance(s).job.id
+        assert jobs.claim_job("p:1", session=s, max_attempts=1, alone=False).attempts == 1
+        _expire_lease(s, job_id)
+        taken = jobs.claim_job("q:1", session=s, max_attempts=1, alone=True)
+        assert taken.id == job_id and taken.state == JobState.RUNNING.value and taken.attempts == 1
+        _expire_lease(s, job_id)  # now it died alone, on its last attempt
+        assert jobs.claim_job("r:1", session=s, max_attempts=1, alone=True) is None
+        assert s.get(Job, job_id, populate_existing=True).state == JobState.FAILED.value

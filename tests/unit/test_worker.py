@@ -162,3 +162,57 @@ def test_a_failure_quoting_a_data_value_is_logged_and_stored_without_it(settings
     lines = [r.getMessage() for r in caplog.records if r.name == "arcade_pacs.worker"]
     assert any("ValueError" in line for line in lines), lines
     assert not any("Canary" in line for line in lines), lines
+
+
+def test_a_job_whose_worker_died_runs_alone_and_the_sibling_thread_waits(settings, sessions, tiny_classifier, rubo):
+    """Two analysis threads of one process share an :class:`Isolation`: the job left by a dead
+    process is taken by an idle thread, alone, and the sibling claims nothing until it ends."""
+    import threading
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from arcade_pacs import jobs
+    from arcade_pacs.db.tables import utcnow
+    from arcade_pacs.model.classifier import Classifier
+    from arcade_pacs.worker import Isolation
+
+    suspect = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
+    other = ingest(xa_dataset(real_frame(rubo, 60)), settings, sessions)
+    with sessions() as s:
+        dead = jobs.claim_job("dead:1", session=s, alone=False)  # ran beside another job; its process died
+        assert dead.instance_id == suspect
+        s.execute(update(Job).where(Job.id == dead.id).values(lease_until=utcnow() - timedelta(seconds=1)))
+        s.commit()
+    inside, release = threading.Event(), threading.Event()
+
+    class Held(Classifier):
+        def predict(self, tensors):
+            inside.set()
+            assert release.wait(60)
+            return tiny_classifier.predict(tensors)
+
+    isolation = Isolation(threads=2)
+    first = Worker(settings, sessions, ModelHolder(Held(tiny_classifier.model, tiny_classifier.info)), index=0,
+                   isolation=isolation)
+    second = Worker(settings, sessions, ModelHolder(tiny_classifier), index=1, isolation=isolation)
+    ran = []
+    thread = threading.Thread(target=lambda: ran.append(first.run_once()))
+    try:
+        thread.start()
+        assert inside.wait(60)
+        assert isolation.alone and isolation.running == 1
+        assert second.run_once() is False  # the queued job waits: the suspect runs alone
+        with sessions() as s:
+            assert s.query(Job).filter_by(instance_id=other).one().state == JobState.QUEUED.value
+        release.set()
+        thread.join(timeout=120)
+        assert ran == [True] and not isolation.alone and isolation.running == 0
+        assert second.run_once() is True  # nothing suspect left: side by side again
+    finally:
+        release.set()
+        first.heartbeat.stop()
+        second.heartbeat.stop()
+    with sessions() as s:
+        rows = {j.instance_id: (j.state, j.attempts, j.alone) for j in s.query(Job)}
+    assert rows == {suspect: ("done", 1, True), other: ("done", 1, False)}

@@ -142,6 +142,7 @@ def status_body(state: AdminState, s: Session) -> Status:
         results=count_rows(Result, session=s),
         reports=count_rows(Report, session=s),
         jobs=jobs.counts_by_state(session=s),
+        jobs_worker_died=jobs.worker_died_count(session=s),
         deliveries=outbox.counts_by_state(session=s),
         backlog=backlog,
         active_associations=None if state.active_associations is None else state.active_associations(),

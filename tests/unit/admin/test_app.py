@@ -43,7 +43,7 @@ def test_health(client):
 def test_status_counts_and_model(client, settings, sessions, tiny_classifier, rubo):
     ingest(rubo, settings, sessions)
     body = client.get("/status").json()
-    assert body["instances_received"] == 1 and body["jobs"]["queued"] == 1
+    assert body["instances_received"] == 1 and body["jobs"]["queued"] == 1 and body["jobs_worker_died"] == 0
     assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0, "cancelled": 0}
     assert body["model"]["version"] == "tiny-1"
     assert body["scp"] == {"ae_title": "ARCADE", "port": settings.scp.port}

@@ -1,5 +1,6 @@
 """The Alembic migrations go up and down."""
 
+import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect
@@ -95,4 +96,30 @@ def test_patient_key_migration_keeps_existing_studies_unkeyed_and_goes_both_ways
     assert "patient_key" not in {c["name"] for c in inspector.get_columns("studies")}
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM studies")).scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_job_alone_migrates_both_ways_and_existing_jobs_start_not_alone(database_url):
+    """0010 on a database holding a job: the job gets ``alone`` false (its run, if any, is charged
+    for a worker death only after a run alone); downgrading drops the column."""
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    alembic(engine, command.upgrade, "0009")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (id, study_instance_uid, last_received_at, needs_report, report_attempts) "
+                          "VALUES (1, '1.2.3', '2026-01-01', false, 0)"))
+        conn.execute(text("INSERT INTO instances (id, study_id, sop_instance_uid, sop_class_uid, series_instance_uid, "
+                          "transfer_syntax_uid, path, size_bytes, calling_aet, received_at) VALUES (1, 1, '1.2.4', "
+                          "'1.2', '1.3', '1.2.840.10008.1.2.1', '/x', 1, 'T', '2026-01-01')"))
+        conn.execute(text("INSERT INTO jobs (id, instance_id, state, attempts, created_at, available_at) "
+                          "VALUES (1, 1, 'running', 1, '2026-01-01', '2026-01-01')"))
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT alone FROM jobs")).scalar_one() in (False, 0)
+    alembic(engine, command.downgrade, "0009")
+    assert "alone" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    migrate(engine)
+    assert "alone" in {c["name"] for c in inspect(engine).get_columns("jobs")}
     engine.dispose()
