@@ -4,8 +4,10 @@ A frame (2-D float array in [0, 1]) is resized to 512x512 (the resolution of the
 images the model was trained on), then cut into a 3x3 grid of 256x256 windows at stride 128.
 Each window is resampled to 224x224 and its grey level duplicated into three channels.
 
-Training samples windows of other sizes, positions, small rotations and flips through the very
-same :func:`sample_windows` call, so training and inference can never drift apart.
+Training samples windows of other sizes, positions, small rotations and flips with TensorFlow's
+``ImageProjectiveTransformV3`` inside its input graph (:mod:`arcade_pacs.training.resample`);
+serving resamples with :func:`sample_windows`, the same arithmetic in numpy, so a worker never
+loads TensorFlow. A test holds the two equal on real frames.
 """
 
 from __future__ import annotations
@@ -105,34 +107,77 @@ def window_transforms(
     return np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype(np.float32)
 
 
-def sample_windows(frames, transforms, out_size: int = MODEL_INPUT):
+def _reflect(coord: np.ndarray, length: int) -> np.ndarray:
+    """TensorFlow's ``REFLECT`` fill (``dcba|abcd|dcba``) of float coordinates, then clamped.
+
+    The arithmetic of ``MapCoordinate<float, FILL_REFLECT>`` in TensorFlow's
+    ``image_ops.h``, done in float32 as there, so windows match the training op bit for bit
+    where they can (the measured difference is in ``docs/perf/resampling.md``).
+    """
+    c = coord.astype(np.float32, copy=True)
+    if length <= 1:
+        return np.zeros_like(c)
+    sz2 = np.float32(2 * length)
+    low = c < 0
+    if low.any():
+        v = c[low]
+        shift = v < sz2  # always for negative v: TensorFlow folds whole periods first
+        v = np.where(shift, sz2 * np.trunc(-v / sz2).astype(np.float32) + v, v)
+        v = np.where(v < -length, v + sz2, -v - 1)
+        c[low] = v
+    high = c > length - 1
+    if high.any():
+        v = c[high]
+        v = v - sz2 * np.trunc(v / sz2).astype(np.float32)
+        v = np.where(v >= length, sz2 - v - 1, v)
+        c[high] = v
+    return np.clip(c, 0.0, np.float32(length - 1))
+
+
+def sample_windows(frames, transforms, out_size: int = MODEL_INPUT) -> np.ndarray:
     """Resample windows of frames into ``(N, out_size, out_size, 3)`` float32 tensors in [0, 1].
 
     ``frames`` is ``(N, H, W)`` or ``(N, H, W, 1)`` (float in [0, 1] or uint8 scaled by 1/255),
-    one frame per transform. Bilinear interpolation; pixels outside the frame reflect.
-    This is the single function both training and inference use.
-    """
-    import tensorflow as tf
+    one frame per transform (TensorFlow's 8-parameter projective form, see
+    :func:`window_transforms`). Bilinear interpolation; pixels outside the frame reflect.
 
-    frames = tf.convert_to_tensor(frames)
-    if frames.dtype == tf.uint8:
-        frames = tf.cast(frames, tf.float32) / 255.0
-    frames = tf.cast(frames, tf.float32)
-    if frames.shape.rank == 3:
-        frames = frames[..., tf.newaxis]
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=frames,
-        transforms=tf.convert_to_tensor(transforms, tf.float32),
-        output_shape=tf.constant([out_size, out_size], tf.int32),
-        fill_value=tf.constant(0.0),
-        interpolation="BILINEAR",
-        fill_mode="REFLECT",
-    )
-    return tf.image.grayscale_to_rgb(tf.clip_by_value(out, 0.0, 1.0))
+    numpy only, so serving never loads TensorFlow. It computes what training's
+    ``ImageProjectiveTransformV3`` computes (:func:`arcade_pacs.training.resample.sample_windows_tf`,
+    the same arithmetic in float32); a test holds the two together.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        frames = frames.astype(np.float32) / np.float32(255.0)
+    frames = frames.astype(np.float32, copy=False)
+    if frames.ndim == 4:
+        frames = frames[..., 0]
+    n, height, width = frames.shape
+    t = np.asarray(transforms, dtype=np.float32).reshape(n, 8)
+    grid = np.arange(out_size, dtype=np.float32)
+    ox, oy = grid[np.newaxis, np.newaxis, :], grid[np.newaxis, :, np.newaxis]
+    col = lambda k: t[:, k][:, np.newaxis, np.newaxis]  # noqa: E731
+    projection = col(6) * ox + col(7) * oy + np.float32(1.0)
+    x = _reflect((col(0) * ox + col(1) * oy + col(2)) / projection, width)
+    y = _reflect((col(3) * ox + col(4) * oy + col(5)) / projection, height)
+    x0, y0 = np.floor(x), np.floor(y)
+    ix0, iy0 = x0.astype(np.intp), y0.astype(np.intp)
+    ix1, iy1 = ix0 + 1, iy0 + 1
+    batch = np.arange(n)[:, np.newaxis, np.newaxis]
+
+    def read(iy, ix):  # a neighbour past the last pixel reads the fill value 0 (its weight is 0)
+        inside = (ix < width) & (iy < height)
+        return np.where(inside, frames[batch, np.minimum(iy, height - 1), np.minimum(ix, width - 1)], 0.0)
+
+    wx1, wy1 = x - x0, y - y0
+    wx0, wy0 = (x0 + 1) - x, (y0 + 1) - y
+    top = wx0 * read(iy0, ix0) + wx1 * read(iy0, ix1)
+    bottom = wx0 * read(iy1, ix0) + wx1 * read(iy1, ix1)
+    out = np.clip(wy0 * top + wy1 * bottom, 0.0, 1.0).astype(np.float32)
+    return np.repeat(out[..., np.newaxis], 3, axis=-1)
 
 
 def frame_tensors(frame: np.ndarray, windows: list[Window] = GRID) -> np.ndarray:
     """One frame (any size, float in [0, 1]) to the grid's ``(len(windows), 224, 224, 3)`` tensors."""
     frame512 = resize_frame(frame)
     stack = np.broadcast_to(frame512, (len(windows), *frame512.shape))
-    return sample_windows(stack, window_transforms(windows)).numpy()
+    return sample_windows(stack, window_transforms(windows))

@@ -89,12 +89,18 @@ def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bo
 
 
 def model_files(path: Path) -> list[Path]:
-    """The files that make up a model: weights, metadata sidecar, training curves, and the
-    weights of the further members its sidecar names (an ensemble)."""
+    """The files that make up a model, in the order a promotion copies them: each member's serving
+    forms, manifest and golden pairs first, then the weights of the further members its sidecar
+    names (an ensemble), the main weights, the training curves and the sidecar last (a worker
+    reloads when the weights and the sidecar changed, and then finds the forms that vouch for them)."""
+    from arcade_pacs.model.forms import form_path, manifest_path
+    from arcade_pacs.model.golden import Golden
+
     path = Path(path)
     sidecar = ModelInfo.sidecar(path)
     members = ModelInfo.read(path).member_paths(path)[1:] if sidecar.is_file() else []
-    return [path, sidecar, path.with_name(path.stem + "_training.png"), *members]
+    package = [f(m) for m in (path, *members) for f in (form_path, Golden.path_for, manifest_path)]
+    return [*package, *members, path, path.with_name(path.stem + "_training.png"), sidecar]
 
 
 def promote(candidate: Path, serving: Path) -> None:
