@@ -12,7 +12,6 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
-
 def _as_utc(value: datetime) -> datetime:
     """The database keeps naive UTC; the API says so (RFC 3339 with an offset, as OpenAPI's date-time asks)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -104,11 +104,12 @@ def shipped(model_path: Path, kind: str = LITERT) -> Form | None:
 
 
 def current(model_path: Path, digest: str | None = None) -> Form | None:
-    """The LiteRT form if its manifest names the ``.keras`` file as it is now (else ``None``)."""
+    """The LiteRT form if its manifest names the ``.keras`` file as it is now and the form is the
+    file the manifest checked (else ``None``: there is none to serve, build one)."""
     form = shipped(model_path)
     if form is None or form.manifest.get("digest") != (digest or file_digest(model_path)):
         return None
-    return form if form.path.is_file() else None
+    return form if form.path.is_file() and file_digest(form.path) == form.entry.get("sha256") else None
 
 
 def verify(model_path: Path, threshold: float, *, threads: int = 0, batch_size: int = 16) -> tuple[LiteRTEngine, dict]:

@@ -154,26 +154,59 @@ def sample_windows(frames, transforms, out_size: int = MODEL_INPUT) -> np.ndarra
     n, height, width = frames.shape
     t = np.asarray(transforms, dtype=np.float32).reshape(n, 8)
     grid = np.arange(out_size, dtype=np.float32)
-    ox, oy = grid[np.newaxis, np.newaxis, :], grid[np.newaxis, :, np.newaxis]
-    col = lambda k: t[:, k][:, np.newaxis, np.newaxis]  # noqa: E731
-    projection = col(6) * ox + col(7) * oy + np.float32(1.0)
-    x = _reflect((col(0) * ox + col(1) * oy + col(2)) / projection, width)
-    y = _reflect((col(3) * ox + col(4) * oy + col(5)) / projection, height)
-    x0, y0 = np.floor(x), np.floor(y)
-    ix0, iy0 = x0.astype(np.intp), y0.astype(np.intp)
-    ix1, iy1 = ix0 + 1, iy0 + 1
-    batch = np.arange(n)[:, np.newaxis, np.newaxis]
-
-    def read(iy, ix):  # a neighbour past the last pixel reads the fill value 0 (its weight is 0)
-        inside = (ix < width) & (iy < height)
-        return np.where(inside, frames[batch, np.minimum(iy, height - 1), np.minimum(ix, width - 1)], 0.0)
-
-    wx1, wy1 = x - x0, y - y0
-    wx0, wy0 = (x0 + 1) - x, (y0 + 1) - y
-    top = wx0 * read(iy0, ix0) + wx1 * read(iy0, ix1)
-    bottom = wx0 * read(iy1, ix0) + wx1 * read(iy1, ix1)
-    out = np.clip(wy0 * top + wy1 * bottom, 0.0, 1.0).astype(np.float32)
+    out = np.empty((n, out_size, out_size), dtype=np.float32)
+    for i in range(n):
+        a0, a1, a2, b0, b1, b2, c0, c1 = t[i]
+        if a1 == 0 and b0 == 0 and c0 == 0 and c1 == 0:
+            out[i] = _axis_aligned(frames[i], a0 * grid + a2, b1 * grid + b2)
+        else:
+            out[i] = _general(frames[i], t[i], grid)
+    np.clip(out, 0.0, 1.0, out=out)
     return np.repeat(out[..., np.newaxis], 3, axis=-1)
+
+
+def _taps(coord: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps of reflected, clamped coordinates: indices and weights of both neighbours.
+
+    The neighbour past the last pixel reads TensorFlow's fill value 0 (its weight is 0 there):
+    its index is clamped and its weight zeroed, which gives the same sum.
+    """
+    c = _reflect(coord, length)
+    lo = np.floor(c)
+    i0 = lo.astype(np.intp)
+    w1 = c - lo
+    w0 = (lo + np.float32(1.0)) - c
+    i1 = i0 + 1
+    w1 = np.where(i1 < length, w1, np.float32(0.0)).astype(np.float32)
+    return i0, np.minimum(i1, length - 1), w0.astype(np.float32), w1
+
+
+def _axis_aligned(frame: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """A window without rotation (every grid window; scaled and flipped ones too): separable.
+
+    Interpolates along x, then along y: ``wy0 * (wx0 a + wx1 b) + wy1 * (wx0 c + wx1 d)``, the
+    very grouping of TensorFlow's kernel, so the result is the same to the last bit.
+    """
+    height, width = frame.shape
+    x0, x1, wx0, wx1 = _taps(xs.astype(np.float32), width)
+    y0, y1, wy0, wy1 = _taps(ys.astype(np.float32), height)
+    rows = np.union1d(y0, y1)
+    sub = frame[rows]
+    across = wx0 * sub[:, x0] + wx1 * sub[:, x1]  # (rows, out)
+    top, bottom = across[np.searchsorted(rows, y0)], across[np.searchsorted(rows, y1)]
+    return wy0[:, np.newaxis] * top + wy1[:, np.newaxis] * bottom
+
+
+def _general(frame: np.ndarray, t: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Any projective transform (training's rotated windows): every output pixel on its own."""
+    height, width = frame.shape
+    ox, oy = grid[np.newaxis, :], grid[:, np.newaxis]
+    projection = t[6] * ox + t[7] * oy + np.float32(1.0)
+    x0, x1, wx0, wx1 = _taps((t[0] * ox + t[1] * oy + t[2]) / projection, width)
+    y0, y1, wy0, wy1 = _taps((t[3] * ox + t[4] * oy + t[5]) / projection, height)
+    top = wx0 * frame[y0, x0] + wx1 * frame[y0, x1]
+    bottom = wx0 * frame[y1, x0] + wx1 * frame[y1, x1]
+    return wy0 * top + wy1 * bottom
 
 
 def frame_tensors(frame: np.ndarray, windows: list[Window] = GRID) -> np.ndarray:

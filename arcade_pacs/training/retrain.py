@@ -21,12 +21,12 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from arcade_pacs.db.retraining import ACTIVE_STATES, RetrainBusy, RetrainState
 from arcade_pacs.db.tables import RetrainRun, utcnow
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.training.data import check_layout, load_split
@@ -36,21 +36,6 @@ from arcade_pacs.training.train import Progress, TrainConfig, train
 log = logging.getLogger(__name__)
 
 
-class RetrainBusy(RuntimeError):
-    """A retraining is already queued or running (in this process or, by its row, in another)."""
-
-
-class RetrainState(StrEnum):
-    """Every state of a retraining run."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    PROMOTED = "promoted"
-    REJECTED = "rejected"
-    FAILED = "failed"
-
-
-ACTIVE_STATES = (RetrainState.QUEUED.value, RetrainState.RUNNING.value)
 
 
 @dataclass(frozen=True)

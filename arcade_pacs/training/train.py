@@ -37,10 +37,10 @@ from arcade_pacs.model.classifier import ModelInfo
 from arcade_pacs.model.keras_engine import configure_tensorflow
 from arcade_pacs.pipeline.keyframes import vessel_map
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, window_transforms
-from arcade_pacs.training.resample import sample_windows_tf
 from arcade_pacs.training.data import DatasetError, Split, load_split, window_labels
 from arcade_pacs.training.evaluate import score_split, window_auc
 from arcade_pacs.training.network import model_name
+from arcade_pacs.training.resample import sample_windows_tf
 
 
 @dataclass
