@@ -10,6 +10,8 @@ os.environ['TF_CPP_MIN_LOG_LEVEL']='2'
 from pathlib import Path
 import numpy as np, tensorflow as tf
 from arcade_pacs.model import engine as E
+from arcade_pacs.model.build import measure_rates
+from arcade_pacs.model.forms import form_path
 from arcade_pacs.model.classifier import ModelInfo
 from arcade_pacs.pipeline.tensors import frame_tensors
 from arcade_pacs.training.data import load_split
@@ -28,7 +30,7 @@ conv.optimizations = [tf.lite.Optimize.DEFAULT]; conv.representative_dataset = r
 conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
 conv.inference_input_type = tf.float32; conv.inference_output_type = tf.float32
 open('/tmp/wt10exp/int8_cal.tflite','wb').write(conv.convert()); print('convert', time.time()-t, flush=True)
-fp32 = E.LiteRTEngine(E.cached(Path('models/arcade_effb0.keras')).tflite, 0, 4)
+fp32 = E.LiteRTEngine(form_path(Path('models/arcade_effb0.keras')), 0, 4)
 int8 = E.LiteRTEngine(Path('/tmp/wt10exp/int8_cal.tflite'), 0, 4); int8.name = 'int8'
 val = load_split(data, 'val')
 a = score_split(fp32.predict, val); b = score_split(int8.predict, val)
@@ -36,6 +38,6 @@ keep = a.labels >= 0
 flips = int(((a.window_scores >= thr) != (b.window_scores >= thr)).sum())
 res = {'auc_fp32': window_auc(a), 'auc_int8': window_auc(b), 'flips': flips, 'windows': int(a.window_scores.size),
        'max_abs_diff_tta': float(np.abs(a.window_scores-b.window_scores).max()),
-       'rates': E.measure_rates([fp32, int8], calib[:4], seconds=3)}
+       'rates': measure_rates([fp32, int8], calib[:4], seconds=3)}
 res['auc_drop'] = res['auc_fp32'] - res['auc_int8']; res['flip_fraction'] = flips / res['windows']
 print(json.dumps(res))
