@@ -256,7 +256,7 @@ def cmd_train(args) -> int:
     from arcade_pacs.settings import load_settings
     from arcade_pacs.training.data import DatasetError
     from arcade_pacs.training.retrain import retrain
-    from arcade_pacs.training.train import TrainConfig, train
+    from arcade_pacs.training.train import TrainConfig, train, write_forms
 
     settings = load_settings(args.config)
     cfg = TrainConfig(
@@ -300,6 +300,7 @@ def cmd_train(args) -> int:
                 info = outcome.candidate_info
             else:
                 info = train(cfg, progress=show)
+                write_forms(cfg.out, cfg.data_dir, cfg.limit_val)  # the package ships ready to serve
         except DatasetError as exc:
             raise CliError(str(exc)) from exc
     summary = {"model": str(cfg.out), "version": info.version, "threshold": info.threshold,

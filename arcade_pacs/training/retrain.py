@@ -31,7 +31,7 @@ from arcade_pacs.db.tables import RetrainRun, utcnow
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.training.data import check_layout, load_split
 from arcade_pacs.training.evaluate import score_split, window_auc
-from arcade_pacs.training.train import Progress, TrainConfig, train
+from arcade_pacs.training.train import Progress, TrainConfig, train, write_forms
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def retrain(
     candidate = val_auc(info)
     better = should_promote(candidate, current)
     if better:
+        write_forms(cfg.out, cfg.data_dir, cfg.limit_val)  # the winner ships ready to serve (a loser pays nothing)
         promote(cfg.out, serving)
         if on_promote is not None:
             on_promote(Classifier.load(serving))

@@ -528,14 +528,14 @@ def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[
     }
     info.write(out)
     plot_history(history, out.with_name(out.stem + "_training.png"))
-    write_forms(out, cfg.data_dir, cfg.limit_val)
     return info
 
 
 def write_forms(out: Path, data_dir: Path, limit_val: int | None = None) -> None:
     """Build and check the serving forms of the model just written (:mod:`arcade_pacs.model.build`):
-    the package leaves training ready to serve with no data. A failed build is logged; the model
-    then serves by Keras under ``model.engine = "auto"`` until ``arcade-pacs engine --build``."""
+    the package leaves ``arcade-pacs train``, ``calibrate`` and a promoted retrain ready to serve
+    with no data. A failed build is logged; the model then serves by Keras under
+    ``model.engine = "auto"`` until ``arcade-pacs engine --build``."""
     import logging
 
     from arcade_pacs.model.build import build_forms
