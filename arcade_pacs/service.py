@@ -119,11 +119,20 @@ class WorkerProcess:
             cmd += ["--config", str(self.settings.config_file)]
         return cmd + ["serve", "--role", Role.WORKER.value, "--no-http", "--supervised", str(os.getpid())]
 
+    @staticmethod
+    def environment() -> dict[str, str]:
+        """The child's environment: this one, with glibc's malloc arenas capped at 2 unless set.
+
+        Each analysis thread otherwise gets arenas of its own, which keep the memory of a large
+        cine after it was freed (measured: the worker's peak 820 -> 702 MB over a 10-cine study).
+        """
+        return {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+
     def run(self) -> None:
         delay = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE)
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, env=self.environment())
             log.info("worker process pid=%d started", self.proc.pid)
             code = self.proc.wait()
             if self.stopping.is_set():
