@@ -256,7 +256,7 @@ def cmd_train(args) -> int:
     from arcade_pacs.settings import load_settings
     from arcade_pacs.training.data import DatasetError
     from arcade_pacs.training.retrain import retrain
-    from arcade_pacs.training.train import TrainConfig, train
+    from arcade_pacs.training.train import TrainConfig, train, write_forms
 
     settings = load_settings(args.config)
     cfg = TrainConfig(
@@ -300,6 +300,7 @@ def cmd_train(args) -> int:
                 info = outcome.candidate_info
             else:
                 info = train(cfg, progress=show)
+                write_forms(cfg.out, cfg.data_dir, cfg.limit_val)  # the package ships ready to serve
         except DatasetError as exc:
             raise CliError(str(exc)) from exc
     summary = {"model": str(cfg.out), "version": info.version, "threshold": info.threshold,
@@ -384,23 +385,34 @@ def cmd_bench(args) -> int:
 
 
 def cmd_engine(args) -> int:
-    from arcade_pacs.model import engine as engines
-    from arcade_pacs.model.classifier import build_engines
+    """Show the shipped serving form of the model (verified as serving would), or ``--build`` it."""
+    from arcade_pacs.model import forms
+    from arcade_pacs.model.classifier import ModelInfo
+    from arcade_pacs.model.engine import EngineCheckError, file_digest
     from arcade_pacs.settings import load_settings
 
     settings = load_settings(args.config)
     path = Path(args.model or settings.model.path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    built = engines.cached(path)
-    if built is None and args.build:
-        built = build_engines(path, settings.model, settings.data_dir / "arcade" / "stenosis" / "val" / "images")[0]
-    if built is None:
-        print(json.dumps({"model": str(path), "digest": engines.model_digest(path), "litert": None,
-                          "hint": "arcade-pacs engine --build (or let `serve` build it in the background)"}))
+    if args.build:
+        from arcade_pacs.model.build import build_forms
+
+        build_forms(path, settings.model, settings.val_images, force=args.force)
+    form = forms.shipped(path)
+    if form is None:
+        print(json.dumps({"model": str(path), "digest": file_digest(path), "litert": None,
+                          "hint": f"arcade-pacs engine --build (needs the val images at {settings.val_images})"}))
         return 1
-    print(json.dumps({"model": str(path), "litert": str(built.tflite)} | built.manifest, indent=2))
-    return 0 if built.check_passed else 1
+    info = ModelInfo.read(path)
+    try:
+        _, check = forms.verify(path, info.platt.inverse(info.threshold), threads=settings.model.threads,
+                                batch_size=settings.model.litert_batch)
+        verified = {"verified": True, "golden": check}
+    except EngineCheckError as exc:
+        verified = {"verified": False, "refused": str(exc)}
+    print(json.dumps({"model": str(path), "litert": str(form.path)} | verified | form.manifest, indent=2))
+    return 0 if verified["verified"] else 1
 
 
 def cmd_keyframes(args) -> int:
@@ -600,8 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("engine", help="show (or --build) the checked LiteRT form of the model")
-    p.add_argument("--build", action="store_true", help="convert and check it now if it is missing or stale")
+    p = sub.add_parser("engine", help="show (or --build) the shipped, checked LiteRT form of the model")
+    p.add_argument("--build", action="store_true",
+                   help="convert and check it on the val images now if it is missing or stale (where the data are)")
+    p.add_argument("--force", action="store_true", help="with --build: rebuild even a current form")
     p.add_argument("--model")
     p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_engine)

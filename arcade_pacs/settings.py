@@ -114,6 +114,12 @@ class DatabaseSettings(BaseModel):
     url: str = "sqlite:///var/arcade.db"
 
 
+def val_images_dir(arcade_dir: Path) -> Path:
+    """Where ARCADE's ``val`` pictures lie under an ARCADE folder: what a serving form is checked on
+    when it is built (the one place this path is written)."""
+    return Path(arcade_dir) / "stenosis" / "val" / "images"
+
+
 class ModelSettings(BaseModel):
     """The serving model file (``.keras`` with its ``.json`` sidecar)."""
 
@@ -122,9 +128,9 @@ class ModelSettings(BaseModel):
     # Windows per inference call: 16 keeps a worker under ~1.1 GB peak RSS (`arcade-pacs bench
     # cine`: 1367 MB at 32, 1086 MB at 16, 949 MB at 8, no loss of speed at 16 on 2 cores).
     batch_size: int = Field(16, ge=1, le=256)
-    # Which engine serves (arcade_pacs/model/engine.py): "auto" the fastest that gives Keras'
-    # answers (LiteRT when its checked form is built, Keras meanwhile), "litert" that form or
-    # refuse to start, "keras" the .keras file itself.
+    # Which engine serves (arcade_pacs/model/serving.py): "auto" the shipped LiteRT form when it
+    # passes its check at load (Keras otherwise, with the reason logged), "litert" that form or
+    # refuse to start, "keras" the .keras file itself (development; loads TensorFlow).
     engine: Literal["auto", "litert", "keras"] = "auto"
     # Windows per LiteRT call (the batcher still packs up to batch_size windows per batch):
     # XNNPACK on 2 cores measured 134 passes/s at 4, 120 at 8, 106 at 16 (`arcade-pacs bench`).
@@ -355,6 +361,16 @@ class Settings(BaseSettings):
         if len({s.name for s in senders}) < len(senders) or len({s.token.get_secret_value() for s in senders}) < len(senders):
             raise ValueError("dicomweb_senders: every sender needs its own name and its own token")
         return senders
+
+    @property
+    def arcade_dir(self) -> Path:
+        """The ARCADE data set (training, calibration, building serving forms); serving never reads it."""
+        return self.data_dir / "arcade"
+
+    @property
+    def val_images(self) -> Path:
+        """ARCADE's ``val`` pictures, where serving forms are checked when built."""
+        return val_images_dir(self.arcade_dir)
 
     @classmethod
     def settings_customise_sources(

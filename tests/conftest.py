@@ -131,19 +131,20 @@ def rng():
 
 @pytest.fixture(scope="session")
 def shipped_litert(data_dir):
-    """The shipped model's LiteRT form, built and checked on the whole val split if not cached.
+    """The shipped model's LiteRT form (models/arcade_effb0.tflite with its manifest, committed).
 
-    Built once (minutes) and kept in models/.engines/, as ``arcade-pacs serve`` would build it;
-    tests that start the plugin use it so the plugin serves the engine it serves in production.
+    Rebuilt and checked on the whole val split only if it is missing or stale (minutes), as
+    ``arcade-pacs engine --build`` would; tests that start the plugin serve the engine production
+    serves.
     """
-    from arcade_pacs.model import engine as engines
-    from arcade_pacs.model.classifier import ModelInfo
+    from arcade_pacs.model import forms
+    from arcade_pacs.model.build import build_forms
+    from arcade_pacs.settings import ModelSettings, val_images_dir
 
-    built = engines.cached(SHIPPED_MODEL)
-    if built is None:
-        built = engines.build(SHIPPED_MODEL, ModelInfo.read(SHIPPED_MODEL).threshold,
-                              data_dir / "arcade" / "stenosis" / "val" / "images")
-    return built
+    form = forms.current(SHIPPED_MODEL)
+    if form is None:
+        (form,) = build_forms(SHIPPED_MODEL, ModelSettings(path=SHIPPED_MODEL), val_images_dir(data_dir / "arcade"))
+    return form
 
 
 # --- real peers ---------------------------------------------------------------------------

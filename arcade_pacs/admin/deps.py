@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +34,9 @@ from arcade_pacs.admin.auth import AuthThrottle, SessionStore, TooManyFailures
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.receive.stow import StowReceiver
 from arcade_pacs.settings import Settings
-from arcade_pacs.training.retrain import RetrainManager
+
+if TYPE_CHECKING:  # the admin never imports training; the service hands it the manager
+    from arcade_pacs.training.retrain import RetrainManager
 
 RESEARCH_NOTICE = "Research use only: not clinically validated; not for diagnostic use."
 

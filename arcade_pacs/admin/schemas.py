@@ -11,8 +11,6 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from arcade_pacs.training.train import TrainConfig
-
 
 def _as_utc(value: datetime) -> datetime:
     """The database keeps naive UTC; the API says so (RFC 3339 with an offset, as OpenAPI's date-time asks)."""
@@ -28,6 +26,7 @@ class ModelSummary(BaseModel):
     device_uid: str
     threshold: float
     engine: str = Field("keras", description="the inference engine serving it: keras or litert")
+    engine_reason: str | None = Field(None, description="why that engine serves (the shipped form verified, or why not)")
 
 
 class Health(BaseModel):
@@ -295,7 +294,16 @@ class PredictResponse(BaseModel):
     notice: str
 
 
-_T = TrainConfig
+class _T:
+    """``arcade_pacs.training.train.TrainConfig``'s defaults, written here so that the admin does
+    not import training (``tests/unit/admin/test_retrain_defaults.py`` holds them equal)."""
+
+    epochs = 8
+    steps_per_epoch = 120
+    batch_size = 32
+    seed = 0
+    low_res = 160
+    low_res_fraction = 0.6
 
 
 class RetrainRequest(BaseModel):

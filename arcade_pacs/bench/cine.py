@@ -68,14 +68,16 @@ def synthetic_cine(data_dir: Path, out: Path, frames: int, size: int, bits: int)
 
 
 def analyse_once(path: str, model_path: str, keyframes: int) -> dict:
-    """Analyse ``path`` as the worker does; report time and this process's peak RSS."""
-    from arcade_pacs.model.classifier import Classifier
+    """Analyse ``path`` as the worker does (the served model, engine as configured by default:
+    the shipped LiteRT form); report time and this process's peak RSS."""
+    from arcade_pacs.model.serving import load
     from arcade_pacs.pipeline.analyse import classify_keyframes
     from arcade_pacs.pipeline.frames import FrameSource
     from arcade_pacs.pipeline.keyframes import frame_opacification, select_keyframes
+    from arcade_pacs.settings import ModelSettings
 
     t0 = time.perf_counter()
-    clf = Classifier.load(Path(model_path))
+    clf, _ = load(ModelSettings(path=Path(model_path)))
     t1 = time.perf_counter()
     source = FrameSource(path)  # the worker's path (analyse_source), timed stage by stage
     opac = source.scan(frame_opacification)
@@ -85,6 +87,7 @@ def analyse_once(path: str, model_path: str, keyframes: int) -> dict:
     analysis = classify_keyframes(frames, opac, chosen, clf.predict, clf.info.threshold)
     t3 = time.perf_counter()
     return {
+        "engine": clf.engine_name,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "model_load_s": round(t1 - t0, 2),
         "decode_and_keyframes_s": round(t2 - t1, 2),

@@ -95,7 +95,7 @@ def flops_per_pass(model) -> float:
 
 def real_windows(images_dir: Path) -> np.ndarray:
     """The 9 grid windows of the first val picture and their mirrors: ``(18, 224, 224, 3)``."""
-    from arcade_pacs.model.engine import val_images
+    from arcade_pacs.model.golden import val_images
     from arcade_pacs.pipeline.tensors import frame_tensors
 
     t = frame_tensors(next(val_images(images_dir, 1)))

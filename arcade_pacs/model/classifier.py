@@ -6,7 +6,7 @@ threshold chosen on the validation split, and the metrics measured when it was m
 
 A model may be an ensemble: the sidecar's ``members`` names further ``.keras`` files beside it
 whose probabilities are averaged with the main file's, pass by pass, each through its own
-cached, checked engine. The sidecar's ``calibration`` (a Platt map fitted on ``val``,
+shipped, checked form (which engine serves is :mod:`arcade_pacs.model.serving`'s choice). The sidecar's ``calibration`` (a Platt map fitted on ``val``,
 :mod:`arcade_pacs.model.calibration`) is applied to that average, so every probability the
 plugin reports, and the threshold, are on the calibrated scale.
 """
@@ -22,10 +22,10 @@ import numpy as np
 
 from arcade_pacs.model.batcher import Batcher
 from arcade_pacs.model.calibration import Platt
-from arcade_pacs.model.engine import Built, Engine, KerasEngine, Selection, build, configure_tensorflow, select
+from arcade_pacs.model.engine import Engine
 from arcade_pacs.settings import ModelSettings
 
-__all__ = ["Classifier", "ModelInfo", "configure_tensorflow", "MODEL_NAME", "PREDICT_BATCH"]
+__all__ = ["Classifier", "ModelInfo", "MODEL_NAME", "PREDICT_BATCH"]
 
 MODEL_NAME = "ARCADE EfficientNetB0 stenosis classifier"
 PREDICT_BATCH = ModelSettings.model_fields["batch_size"].default
@@ -84,7 +84,7 @@ class Classifier:
     ``predict`` may be called from many threads at once (worker jobs, ``/predict``); the
     :class:`~arcade_pacs.model.batcher.Batcher` packs their windows into batches for the one
     engine. ``model`` is the Keras model (the source of truth), loaded on first use when the
-    serving engine is a derived one.
+    serving engine is a derived one (training and development only: it loads TensorFlow).
     """
 
     def __init__(self, keras_model, info: ModelInfo, path: Path | None = None, batch_size: int = PREDICT_BATCH,
@@ -92,7 +92,11 @@ class Classifier:
         self._keras = keras_model
         self.info = info
         self.path = path
-        self.engine = engine if engine is not None else KerasEngine(keras_model, batch_size)
+        if engine is None:
+            from arcade_pacs.model.keras_engine import KerasEngine
+
+            engine = KerasEngine(keras_model, batch_size)
+        self.engine = engine
         self.engines = [self.engine, *(members or [])]
         self.calibration = info.platt
         self.batcher = Batcher(self._run, batch_size)
@@ -112,22 +116,29 @@ class Classifier:
     def batch_size(self, value: int) -> None:
         """The batcher's largest batch (and Keras' windows per call; LiteRT keeps its own)."""
         self.batcher.max_batch = value
-        if isinstance(self.engine, KerasEngine):
+        if self.engine.name == "keras":
             self.engine.batch_size = value
 
     @property
     def model(self):
         """The Keras model (loaded from ``path`` on first use when another engine serves)."""
         if self._keras is None:
-            if isinstance(self.engine, KerasEngine):
+            if self.engine.name == "keras":
                 self._keras = self.engine.model
             else:
+                from arcade_pacs.model.keras_engine import KerasEngine
+
                 self._keras = KerasEngine.load(self.path).model
         return self._keras
 
     @classmethod
     def load(cls, path: Path, batch_size: int = PREDICT_BATCH) -> Classifier:
-        """Load ``path`` (``.keras``) with Keras, and its sidecar; ``FileNotFoundError`` when either is missing."""
+        """Load ``path`` (``.keras``) with Keras, and its sidecar; ``FileNotFoundError`` when either is missing.
+
+        Training, evaluation and development; serving loads through :mod:`arcade_pacs.model.serving`.
+        """
+        from arcade_pacs.model.keras_engine import KerasEngine
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -135,28 +146,6 @@ class Classifier:
         engine = KerasEngine.load(path, batch_size)
         members = [KerasEngine.load(p, batch_size) for p in info.member_paths(path)[1:]]
         return cls(engine.model, info, path, batch_size, engine, members)
-
-    @classmethod
-    def serving(cls, settings: ModelSettings, images_dir: Path) -> tuple[Classifier, Selection]:
-        """Load the configured model with the engine ``settings.engine`` selects (see :mod:`.engine`)."""
-        path = Path(settings.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        info = ModelInfo.read(path)
-        # Engines are checked on raw outputs: the stored threshold mapped back through the calibration.
-        raw_threshold = info.platt.inverse(info.threshold)
-        chosen = [
-            select(member, settings.engine, raw_threshold, images_dir, threads=settings.threads,
-                   batch_size=settings.batch_size, check_images=settings.check_images or None,
-                   litert_batch=settings.litert_batch)
-            for member in info.member_paths(path)
-        ]
-        first = chosen[0]
-        if len(chosen) > 1:  # the ensemble serves one engine kind; a build still needed by any member counts
-            first = Selection(first.engine, "; ".join(c.reason for c in chosen),
-                              needs_build=any(c.needs_build for c in chosen), check=first.check)
-        keras_model = first.engine.model if isinstance(first.engine, KerasEngine) else None
-        return cls(keras_model, info, path, settings.batch_size, first.engine, [c.engine for c in chosen[1:]]), first
 
     @property
     def engine_name(self) -> str:
@@ -176,17 +165,3 @@ class Classifier:
         """Probabilities ``(N,)`` for ``(N, 224, 224, 3)`` float32 tensors in [0, 1]."""
         return self.batcher.predict(tensors)
 
-
-def build_engines(model_path: Path, settings: ModelSettings, images_dir: Path, wait: bool = True) -> list[Built]:
-    """Build and check the LiteRT form of every member of the model at ``model_path``.
-
-    Forms are checked on raw outputs, so decisions are compared at the stored (calibrated)
-    threshold mapped back through the calibration.
-    """
-    info = ModelInfo.read(model_path)
-    raw_threshold = info.platt.inverse(info.threshold)
-    return [
-        build(member, raw_threshold, images_dir, threads=settings.threads, batch_size=settings.batch_size,
-              check_images=settings.check_images or None, wait=wait)
-        for member in info.member_paths(model_path)
-    ]

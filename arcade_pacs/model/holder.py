@@ -39,7 +39,8 @@ class ModelHolder:
         """Follow the model file at ``path``: :meth:`refresh` reloads it when it changes on disk.
 
         A worker in another process than the admin learns of a promoted model this way;
-        ``load`` builds the new classifier (the service's engine choice), Keras by default.
+        ``load`` builds the new classifier (:meth:`ServedModel.reload`: the configured engine),
+        Keras by default.
         """
         self._path, self._stamp, self._load = Path(path), _stamp(path), load
 

@@ -25,36 +25,21 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from arcade_pacs.db.retraining import ACTIVE_STATES, RetrainBusy, RetrainState
 from arcade_pacs.db.tables import RetrainRun, utcnow
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.training.data import check_layout, load_split
 from arcade_pacs.training.evaluate import score_split, window_auc
-from arcade_pacs.training.train import Progress, TrainConfig, train
+from arcade_pacs.training.train import Progress, TrainConfig, train, write_forms
 
 log = logging.getLogger(__name__)
 
 
-class RetrainBusy(RuntimeError):
-    """A retraining is already queued or running (in this process or, by its row, in another)."""
-
-
-class RetrainState(StrEnum):
-    """Every state of a retraining run."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    PROMOTED = "promoted"
-    REJECTED = "rejected"
-    FAILED = "failed"
-
-
-ACTIVE_STATES = (RetrainState.QUEUED.value, RetrainState.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -90,12 +75,18 @@ def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bo
 
 
 def model_files(path: Path) -> list[Path]:
-    """The files that make up a model: weights, metadata sidecar, training curves, and the
-    weights of the further members its sidecar names (an ensemble)."""
+    """The files that make up a model, in the order a promotion copies them: each member's serving
+    forms, manifest and golden pairs first, then the weights of the further members its sidecar
+    names (an ensemble), the main weights, the training curves and the sidecar last (a worker
+    reloads when the weights and the sidecar changed, and then finds the forms that vouch for them)."""
+    from arcade_pacs.model.forms import form_path, manifest_path
+    from arcade_pacs.model.golden import Golden
+
     path = Path(path)
     sidecar = ModelInfo.sidecar(path)
     members = ModelInfo.read(path).member_paths(path)[1:] if sidecar.is_file() else []
-    return [path, sidecar, path.with_name(path.stem + "_training.png"), *members]
+    package = [f(m) for m in (path, *members) for f in (form_path, Golden.path_for, manifest_path)]
+    return [*package, *members, path, path.with_name(path.stem + "_training.png"), sidecar]
 
 
 def promote(candidate: Path, serving: Path) -> None:
@@ -134,6 +125,7 @@ def retrain(
     candidate = measured_val_auc(cfg.out, cfg)
     better = should_promote(candidate, current)
     if better:
+        write_forms(cfg.out, cfg.data_dir, cfg.limit_val)  # the winner ships ready to serve (a loser pays nothing)
         promote(cfg.out, serving)
         if on_promote is not None:
             on_promote(Classifier.load(serving))

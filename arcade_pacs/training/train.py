@@ -5,8 +5,8 @@ Why it is built this way
 - Labels come from regions (:func:`arcade_pacs.training.data.window_labels`): ARCADE has no
   negative images, but plenty of windows that touch no stenosis.
 - Each batch holds as many positive as negative windows, of random size (about the product's
-  256 px), position, small rotation and flips, cut by the product's own
-  :func:`arcade_pacs.pipeline.tensors.sample_windows`, then photometric augmentation
+  256 px), position, small rotation and flips, cut by TensorFlow's projective transform
+  (:func:`arcade_pacs.training.resample.sample_windows_tf`; serving computes it in numpy), then photometric augmentation
   (contrast, brightness, gamma, noise). Sampling is vectorised numpy; cutting and augmentation
   run as TensorFlow ops inside the compiled training step, so data never waits on Python.
 - On a 2-core CPU a 224 px step is slow; the first ``low_res_fraction`` of the epochs train at
@@ -33,12 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs import figures
-from arcade_pacs.model.classifier import ModelInfo, configure_tensorflow
+from arcade_pacs.model.classifier import ModelInfo
+from arcade_pacs.model.keras_engine import configure_tensorflow
 from arcade_pacs.pipeline.keyframes import vessel_map
-from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, sample_windows, window_transforms
+from arcade_pacs.pipeline.tensors import FRAME_SIZE, MODEL_INPUT, window_transforms
 from arcade_pacs.training.data import DatasetError, Split, load_split, window_labels
 from arcade_pacs.training.evaluate import score_split, window_auc
 from arcade_pacs.training.network import model_name
+from arcade_pacs.training.resample import sample_windows_tf
 
 
 @dataclass
@@ -234,10 +236,11 @@ class WindowSampler:
 
 def training_windows(images, idx, transforms, out_size: int):
     """The windows of one training batch: images ``idx`` of ``images`` (uint8 ``(N, 512, 512, 1)``)
-    cut by ``transforms``, through the product's own :func:`sample_windows` (what inference uses)."""
+    cut by ``transforms``, through :func:`~arcade_pacs.training.resample.sample_windows_tf` (inference
+    computes the same windows in numpy)."""
     import tensorflow as tf
 
-    return sample_windows(tf.gather(images, idx), transforms, out_size)
+    return sample_windows_tf(tf.gather(images, idx), transforms, out_size)
 
 
 def photometric(x, contrast, brightness, gamma, noise, noise_seed):
@@ -528,6 +531,27 @@ def finalize(best_path: Path, cfg: TrainConfig, val_split: Split, history: list[
     return info
 
 
+def write_forms(out: Path, data_dir: Path, limit_val: int | None = None) -> None:
+    """Build and check the serving forms of the model just written (:mod:`arcade_pacs.model.build`):
+    the package leaves ``arcade-pacs train``, ``calibrate`` and a promoted retrain ready to serve
+    with no data. A failed build is logged; the model then serves by Keras under
+    ``model.engine = "auto"`` until ``arcade-pacs engine --build``."""
+    import logging
+
+    from arcade_pacs.model.build import build_forms
+    from arcade_pacs.settings import ModelSettings, val_images_dir
+
+    try:
+        forms = build_forms(out, ModelSettings(check_images=limit_val or 0), val_images_dir(data_dir), force=True)
+    except Exception:
+        logging.getLogger(__name__).exception("the serving form of %s could not be built", out)
+        return
+    for form in forms:
+        c = form.manifest["check"]
+        print(f"LiteRT form {form.path.name}: max |dp| {c['max_abs_diff']:.1e}, {c['flips']} flips on "
+              f"{c['windows']} val windows: {'passed' if c['passed'] else 'FAILED'}", flush=True)
+
+
 def calibrate_model(path: Path, info: ModelInfo, val_split: Split, target_fpr: float):
     """Fit ``info``'s calibration and threshold on ``val`` for the model (and members) at ``path``.
 
@@ -536,7 +560,7 @@ def calibrate_model(path: Path, info: ModelInfo, val_split: Split, target_fpr: f
     ``.metrics["val"]`` (with the expected calibration error before and after) and returns the fit.
     """
     from arcade_pacs.model.classifier import Classifier
-    from arcade_pacs.model.engine import KerasEngine
+    from arcade_pacs.model.keras_engine import KerasEngine
     from arcade_pacs.training.calibrate import fit_on_views, tta_views
 
     raw = replace(info, calibration={})
@@ -582,4 +606,5 @@ def package(model: Path, members: list[Path], out: Path, data_dir: Path, target_
     info.created = now.isoformat(timespec="seconds")
     info.training = source.training | {"packaged_from": source.version, "member_weights_sha256": shas[1:]}
     info.write(out)
+    write_forms(out, data_dir, limit_val)
     return info

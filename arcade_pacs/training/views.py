@@ -71,7 +71,7 @@ def view_tensors(image512: np.ndarray, view: View) -> np.ndarray:
     """The grid windows of one 512x512 image (float in [0, 1]) seen through ``view``."""
     assert image512.shape == (FRAME_SIZE, FRAME_SIZE)
     stack = np.broadcast_to(image512.astype(np.float32), (len(GRID), FRAME_SIZE, FRAME_SIZE))
-    return sample_windows(stack, view.transforms()).numpy()
+    return sample_windows(stack, view.transforms())
 
 
 @dataclass

@@ -29,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402  (after the log level is set)
 
 from arcade_pacs.model import engine as engines  # noqa: E402
+from arcade_pacs.model.build import measure_rates  # noqa: E402
+from arcade_pacs.model.forms import form_path  # noqa: E402
 from arcade_pacs.model.classifier import ModelInfo  # noqa: E402
 from arcade_pacs.pipeline.tensors import frame_tensors  # noqa: E402
 from arcade_pacs.training.data import load_split  # noqa: E402
@@ -74,7 +76,7 @@ def main() -> None:
     threshold = ModelInfo.read(MODEL).threshold
     windows = calibration_windows(args.data, np.random.default_rng(0))
     int8_path = convert_int8(args.saved_model, windows, args.out / "int8_cal.tflite")
-    fp32 = engines.LiteRTEngine(engines.cached(MODEL).tflite, 0, 4)
+    fp32 = engines.LiteRTEngine(form_path(MODEL), 0, 4)
     int8 = engines.LiteRTEngine(int8_path, 0, 4)
     int8.name = "int8"
 
@@ -87,7 +89,7 @@ def main() -> None:
         "flips": flips,
         "windows": int(a.window_scores.size),
         "max_abs_diff_tta": float(np.abs(a.window_scores - b.window_scores).max()),
-        "rates": engines.measure_rates([fp32, int8], windows[:4], seconds=3),
+        "rates": measure_rates([fp32, int8], windows[:4], seconds=3),
     }
     result["auc_drop"] = result["auc_fp32"] - result["auc_int8"]
     result["flip_fraction"] = flips / result["windows"]

@@ -102,7 +102,8 @@ def test_engine_command_shows_the_checked_form_of_a_model(tmp_path, tiny_model, 
     assert json.loads(capsys.readouterr().out.strip())["litert"] is None
     assert main(["--config", str(config), "engine", "--model", str(model), "--build"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["check"]["passed"] and shown["check"]["images"] == 2 and shown["litert"].endswith("model.tflite")
+    assert shown["check"]["passed"] and shown["check"]["images"] == 2 and shown["litert"] == str(model.with_suffix(".tflite"))
+    assert shown["verified"] is True and shown["golden"]["flips"] == 0  # verified as serving verifies it
 
 
 def test_probe_port_is_for_the_roles_that_share_a_host():

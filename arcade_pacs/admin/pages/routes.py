@@ -32,6 +32,7 @@ from arcade_pacs.admin.routers.predict import bounded_analysis
 from arcade_pacs.admin.schemas import RetrainRequest
 from arcade_pacs.admin.views import association_out, study_detail, study_summary
 from arcade_pacs.db.queries import count_rows, newest, page, studies_page, study_by_uid
+from arcade_pacs.db.retraining import RetrainBusy
 from arcade_pacs.db.tables import Association, Delivery, RetrainRun, Study
 from arcade_pacs.pipeline.analyse import analyse_frames
 from arcade_pacs.pipeline.frames import frames_from_bytes
@@ -39,7 +40,6 @@ from arcade_pacs.pipeline.part10 import Limits
 from arcade_pacs.report.marks import selected_regions
 from arcade_pacs.send import outbox
 from arcade_pacs.send.outbox import DeliveryState
-from arcade_pacs.training.retrain import RetrainBusy
 
 log = logging.getLogger(__name__)
 

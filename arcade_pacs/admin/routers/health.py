@@ -31,8 +31,9 @@ def model_summary(state: AdminState) -> ModelSummary | None:
         return None
     classifier = state.model.get()
     info = classifier.info
+    reason = state.model.describe()["reason"] if hasattr(state.model, "describe") else None
     return ModelSummary(name=info.name, version=info.version, device_uid=info.device_uid, threshold=info.threshold,
-                        engine=classifier.engine_name)
+                        engine=classifier.engine_name, engine_reason=reason)
 
 
 def database_state(s: Session) -> str:

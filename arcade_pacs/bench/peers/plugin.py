@@ -233,20 +233,30 @@ class Plugin:
             time.sleep(0.2)
         raise TimeoutError(f"jobs still pending after {timeout}s")
 
-    def peak_rss_mb(self) -> float:
-        """Peak resident memory (VmHWM) of the serve process and every process it started (the
-        supervised worker), summed: an upper bound of the whole plugin's peak, since each
-        process's own peak may come at a different time."""
-        total = 0
+    def peak_rss_by_process(self) -> dict[int, float]:
+        """Peak resident memory (VmHWM, MB) of the serve process and of each process it started
+        (the supervised worker), by pid, the serve process first."""
+        peaks = {}
         for pid in process_tree(self.proc.pid):
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:  # exited meanwhile
                 continue
-            total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-        if not total:
+            kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+            peaks[pid] = round(kb / 1024, 1)
+        if not peaks:
             raise RuntimeError("VmHWM not found")
-        return round(total / 1024, 1)
+        return peaks
+
+    def peak_rss_mb(self) -> float:
+        """The serve process's and its worker's peaks, summed: an upper bound of the whole plugin's
+        peak, since each process's own peak may come at a different time."""
+        return round(sum(self.peak_rss_by_process().values()), 1)
+
+    def worker_peak_rss_mb(self) -> float | None:
+        """The supervised worker process's own peak (``None`` when the plugin runs no child)."""
+        children = [mb for pid, mb in self.peak_rss_by_process().items() if pid != self.proc.pid]
+        return max(children) if children else None
 
     def close(self) -> None:
         stop(self.proc)

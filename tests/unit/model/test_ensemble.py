@@ -53,9 +53,15 @@ def test_members_and_calibration_are_stored_and_loaded_with_the_model(ensemble):
 
 
 def test_the_ensemble_runs_through_the_checked_engine(ensemble, data_dir, rng):
-    """Each member through its own cached, checked LiteRT form gives the same served outputs."""
+    """Each member through its own shipped, checked LiteRT form gives the same served outputs."""
+    from arcade_pacs.model.build import build_forms
+    from arcade_pacs.model.serving import load
+    from arcade_pacs.settings import val_images_dir
+
     settings = ModelSettings(path=ensemble, engine="litert", check_images=2)
-    served, selection = Classifier.serving(settings, data_dir / "arcade" / "stenosis" / "val" / "images")
+    built = build_forms(ensemble, settings, val_images_dir(data_dir / "arcade"))
+    assert [f.path.name for f in built] == [p.with_suffix(".tflite").name for p in ModelInfo.read(ensemble).member_paths(ensemble)]
+    served, selection = load(settings)
     assert served.engine_name == "litert x2" and len(served.engines) == 2
     x = _windows(rng, 6)
     np.testing.assert_allclose(served.predict(x), Classifier.load(ensemble).predict(x), atol=1e-4)

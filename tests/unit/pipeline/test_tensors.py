@@ -19,7 +19,7 @@ def test_grid_is_3x3_windows_of_256_at_stride_128():
 def test_identity_scale_window_is_an_exact_crop(rng):
     frame = rng.random((512, 512)).astype(np.float32)
     windows = np.array([[100.0, 50.0, MODEL_INPUT]])
-    out = sample_windows(frame[None], window_transforms(windows)).numpy()
+    out = sample_windows(frame[None], window_transforms(windows))
     assert out.shape == (1, 224, 224, 3)
     np.testing.assert_allclose(out[0, ..., 0], frame[50:274, 100:324], atol=1e-6)
     np.testing.assert_array_equal(out[0, ..., 0], out[0, ..., 2])  # grey duplicated to RGB
@@ -28,8 +28,8 @@ def test_identity_scale_window_is_an_exact_crop(rng):
 def test_flips_mirror_the_window(rng):
     frame = rng.random((512, 512)).astype(np.float32)
     w = np.array([[10.0, 20.0, MODEL_INPUT]])
-    h = sample_windows(frame[None], window_transforms(w, hflips=np.array([True]))).numpy()[0, ..., 0]
-    v = sample_windows(frame[None], window_transforms(w, vflips=np.array([True]))).numpy()[0, ..., 0]
+    h = sample_windows(frame[None], window_transforms(w, hflips=np.array([True])))[0, ..., 0]
+    v = sample_windows(frame[None], window_transforms(w, vflips=np.array([True])))[0, ..., 0]
     crop = frame[20:244, 10:234]
     np.testing.assert_allclose(h, crop[:, ::-1], atol=1e-6)
     np.testing.assert_allclose(v, crop[::-1], atol=1e-6)
@@ -38,7 +38,7 @@ def test_flips_mirror_the_window(rng):
 def test_frame_tensors_shape_range_and_uint8_path_agree(rng):
     frame = rng.integers(0, 256, (512, 512)).astype(np.uint8)
     a = frame_tensors(frame.astype(np.float32) / 255.0)
-    b = sample_windows(np.broadcast_to(frame, (9, 512, 512)), window_transforms(GRID)).numpy()
+    b = sample_windows(np.broadcast_to(frame, (9, 512, 512)), window_transforms(GRID))
     assert a.shape == (9, 224, 224, 3) and a.dtype == np.float32
     assert 0.0 <= a.min() and a.max() <= 1.0
     np.testing.assert_allclose(a, b, atol=1e-6)  # training (uint8) and inference (float) paths agree
