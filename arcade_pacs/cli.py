@@ -67,14 +67,14 @@ def _logging(verbose: bool = False) -> None:
 
     pydicom and highdicom warn about odd values of incoming data sets and quote the values
     (a patient's name, say); those warnings are silenced, and every record passes
-    :class:`~arcade_pacs.phi.PhiFilter` (quoted values scrubbed, tracebacks reduced to the
+    :class:`~arcade_pacs.core.phi.PhiFilter` (quoted values scrubbed, tracebacks reduced to the
     scrubbed exception and its place), so no value of a data set reaches a log.
     """
     import warnings
 
     import pydicom  # noqa: F401  (its import sets its logger to WARNING: set the level after it)
 
-    from arcade_pacs.phi import PhiFilter
+    from arcade_pacs.core.phi import PhiFilter
 
     for module in ("pydicom", "highdicom"):
         warnings.filterwarnings("ignore", category=UserWarning, module=module)

@@ -46,11 +46,12 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from arcade_pacs import faults, retention
 from arcade_pacs.admin.auth import token_problem
-from arcade_pacs.conformance import load_contexts
+from arcade_pacs.core import faults
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
 from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
+from arcade_pacs.dicom.conformance import load_contexts
+from arcade_pacs.jobs.worker import Isolation, Worker
 from arcade_pacs.model.engine import EngineCheckError
 from arcade_pacs.model.serving import ServedModel
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
@@ -62,7 +63,7 @@ from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
 from arcade_pacs.send.stow import StowClient
 from arcade_pacs.settings import Settings
-from arcade_pacs.worker import Isolation, Worker
+from arcade_pacs.store import retention
 
 log = logging.getLogger(__name__)
 

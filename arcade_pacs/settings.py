@@ -223,7 +223,7 @@ class OutboxSettings(BaseModel):
 class FaultSettings(BaseModel):
     """Test-only fault injection: SIGKILL this process at a named point (never set in production).
 
-    ``kill_at`` names the point (see :mod:`arcade_pacs.faults`); ``kill_key`` restricts it to
+    ``kill_at`` names the point (see :mod:`arcade_pacs.core.faults`); ``kill_key`` restricts it to
     one key (e.g. a SOP Instance UID); ``kill_once`` is a marker file: the kill happens only
     while it does not exist, and creates it, so a restarted process runs on.
     """

@@ -6,7 +6,7 @@ from pathlib import Path
 import pydicom
 
 from arcade_pacs.receive.receipt import record_instance
-from arcade_pacs.storage import atomic_write, instance_path
+from arcade_pacs.store.files import atomic_write, instance_path
 
 
 def ingest(path_or_ds, settings, sessions) -> int:

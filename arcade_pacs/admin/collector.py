@@ -3,7 +3,7 @@
 Jobs and deliveries by state, the depth of the two queues (analysis: jobs queued or running;
 outbox: deliveries pending) and each destination's backlog.
 
-They live beside the admin app, which serves ``/metrics``, so :mod:`arcade_pacs.metrics`
+They live beside the admin app, which serves ``/metrics``, so :mod:`arcade_pacs.core.metrics`
 stays a leaf every layer can import.
 """
 
@@ -13,8 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.orm import Session, sessionmaker
 
 from arcade_pacs import jobs
+from arcade_pacs.core.metrics import REGISTRY
 from arcade_pacs.db.queries import deliveries_by_destination
-from arcade_pacs.metrics import REGISTRY
 from arcade_pacs.send import outbox
 
 

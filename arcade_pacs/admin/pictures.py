@@ -13,7 +13,7 @@ Why the model said what it said:
 - :func:`probability_png`: the run's probability and each keyframe's against the threshold.
 
 Every picture is drawn from a real result; there is no placeholder. Figures are made without
-pyplot (:func:`arcade_pacs.figures.figure`) so request threads can draw at once.
+pyplot (:func:`arcade_pacs.core.figures.figure`) so request threads can draw at once.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from arcade_pacs import figures
-from arcade_pacs.findings import Region
+from arcade_pacs.core import figures
+from arcade_pacs.core.findings import Region
 from arcade_pacs.pipeline.frames import FrameSource
 from arcade_pacs.report.drawing import DisplayFrame, draw_keyframe
 

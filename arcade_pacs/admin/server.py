@@ -16,7 +16,7 @@ adds Apache mod_reqtimeout's rule to uvicorn's h11 protocol:
 
 A connection that misses a deadline is closed and the drop is logged (the client's address and
 which deadline, never request content). uvicorn's own loggers pass the same
-:class:`arcade_pacs.phi.PhiFilter` as the plugin's (an application error's traceback printed
+:class:`arcade_pacs.core.phi.PhiFilter` as the plugin's (an application error's traceback printed
 the exception's message, values included), and uvicorn leaves logging to the process
 (``log_config=None``).
 """
@@ -31,7 +31,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from arcade_pacs.phi import PhiFilter
+from arcade_pacs.core.phi import PhiFilter
 from arcade_pacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def protocol_class(limits: ClientLimits) -> type[GuardedH11Protocol]:
 
 
 def filter_uvicorn_logs() -> None:
-    """uvicorn's loggers pass :class:`~arcade_pacs.phi.PhiFilter` (a logger's filter sees its own
+    """uvicorn's loggers pass :class:`~arcade_pacs.core.phi.PhiFilter` (a logger's filter sees its own
     records, before any handler: each logger gets one)."""
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)

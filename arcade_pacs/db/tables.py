@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 
 
 def utcnow() -> datetime:
@@ -41,7 +41,7 @@ class Study(Base):
     # A reporter's claim on writing this study's SR (see arcade_pacs.db.claims).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
-    # Whose study this is (arcade_pacs.identity.PatientKey): digests of the Patient ID (or Name
+    # Whose study this is (arcade_pacs.dicom.identity.PatientKey): digests of the Patient ID (or Name
     # and Birth Date when it is empty) and of its issuer. An instance of another patient is
     # refused. None on studies received before the key was kept: taken from their first instance.
     patient_key: Mapped[str | None] = mapped_column(String(64))
@@ -132,7 +132,7 @@ class Result(Base):
 
     @property
     def finding(self) -> Finding:
-        """The stored result as the pipeline's typed :class:`~arcade_pacs.findings.Finding`."""
+        """The stored result as the pipeline's typed :class:`~arcade_pacs.core.findings.Finding`."""
         by_frame = {f.frame_number: f.probability for f in self.frames}
         return Finding(
             probability=self.probability,

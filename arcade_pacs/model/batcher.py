@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from arcade_pacs import metrics
+from arcade_pacs.core import metrics
 
 IDLE_EXIT_S = 30.0
 

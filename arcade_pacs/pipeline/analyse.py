@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.pipeline.frames import Frames, FrameSource
 from arcade_pacs.pipeline.keyframes import frame_opacification, opacification, select_keyframes
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K, frame_probabilities, instance_probability, top_frames

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from pydicom import Dataset
 
-from arcade_pacs.phi import describe
+from arcade_pacs.core.phi import describe
 from arcade_pacs.pipeline.fragments import encapsulated_with_offsets
 from arcade_pacs.pipeline.part10 import (
     MAX_ELEMENTS,

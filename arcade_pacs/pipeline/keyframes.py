@@ -71,7 +71,7 @@ def select_keyframes(scores: np.ndarray, k: int) -> list[int]:
 
 def plot_opacification(scores: np.ndarray, chosen: list[int], path, title: str = "") -> None:
     """Write the per-frame opacification curve with the keyframes marked, as a PNG."""
-    from arcade_pacs import figures
+    from arcade_pacs.core import figures
 
     numbers = np.arange(1, len(scores) + 1)
     fig, ax = figures.subplots(figsize=(7, 3), dpi=100)

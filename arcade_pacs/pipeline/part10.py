@@ -34,10 +34,17 @@ import pydicom
 from pydicom import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from arcade_pacs.deflate import InflatedTooLarge, InflateError, NoFileMeta, inflate_into, inflate_to_file, meta_end
-from arcade_pacs.dicomattrs import InvalidAttribute, grayscale_problem, number_of_frames
-from arcade_pacs.elementcount import ElementHeaderError, TooManyElements, count_elements
-from arcade_pacs.phi import describe
+from arcade_pacs.core.phi import describe
+from arcade_pacs.dicom.attrs import InvalidAttribute, grayscale_problem, number_of_frames
+from arcade_pacs.dicom.deflate import (
+    InflatedTooLarge,
+    InflateError,
+    NoFileMeta,
+    inflate_into,
+    inflate_to_file,
+    meta_end,
+)
+from arcade_pacs.dicom.elementcount import ElementHeaderError, TooManyElements, count_elements
 from arcade_pacs.pipeline.fragments import (
     HEADER_WINDOW,
     CodestreamSize,

@@ -6,13 +6,13 @@ import logging
 
 from pynetdicom import AE, evt
 
-from arcade_pacs.conformance import Contexts
+from arcade_pacs.dicom.conformance import Contexts
+from arcade_pacs.dicom.tls import server_context
 from arcade_pacs.receive.audit import AssociationAudit
 from arcade_pacs.receive.handlers import StoreContext, handle_echo, handle_requested, handle_store
 from arcade_pacs.receive.transport import ArcadeAssociationServer, AssociationSlots, ChunkedReceipt
 from arcade_pacs.settings import Settings
-from arcade_pacs.storage import incoming_dir, sweep_temporary_files
-from arcade_pacs.tls import server_context
+from arcade_pacs.store.files import incoming_dir, sweep_temporary_files
 
 log = logging.getLogger(__name__)
 

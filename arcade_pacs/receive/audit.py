@@ -20,7 +20,7 @@ from datetime import datetime
 from pynetdicom import evt
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import metrics
+from arcade_pacs.core import metrics
 from arcade_pacs.db.tables import Association, utcnow
 
 log = logging.getLogger(__name__)

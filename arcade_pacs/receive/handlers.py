@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydicom import Dataset
 
-from arcade_pacs import metrics
-from arcade_pacs.phi import describe, where
+from arcade_pacs.core import metrics
+from arcade_pacs.core.phi import describe, where
 from arcade_pacs.pipeline.part10 import Kind
 from arcade_pacs.receive.receipt import OUT_OF_RESOURCES, SUCCESS, Refusal, StoreContext, receive_part10
-from arcade_pacs.storage import disk_space
+from arcade_pacs.store.files import disk_space
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import faults, jobs
-from arcade_pacs.conformance import Contexts
+from arcade_pacs import jobs
+from arcade_pacs.core import faults
 from arcade_pacs.db.tables import Instance, ReceiptConflict, Study, utcnow
-from arcade_pacs.identity import PATIENT_TAGS, PatientKey
+from arcade_pacs.dicom.conformance import Contexts
+from arcade_pacs.dicom.identity import PATIENT_TAGS, PatientKey
 from arcade_pacs.pipeline.part10 import (
     InputError,
     Kind,
@@ -53,7 +54,7 @@ from arcade_pacs.pipeline.part10 import (
     pixel_data_lengths,
 )
 from arcade_pacs.settings import Settings
-from arcade_pacs.storage import commit_file, disk_space, incoming_dir, instance_path, safe_uid
+from arcade_pacs.store.files import commit_file, disk_space, incoming_dir, instance_path, safe_uid
 
 if TYPE_CHECKING:
     from arcade_pacs.receive.audit import AssociationAudit
@@ -347,7 +348,7 @@ def admit(ds: Dataset, digest: str | None, *, session: Session) -> Instance | No
     - A SOP Instance UID already held in another study is refused (``STUDY_CONFLICT``): new
       content under a known UID must keep the study of the instance it replaces. A byte-for-byte
       resend (same ``digest``) is always admitted: it changes nothing.
-    - An instance whose patient (:class:`~arcade_pacs.identity.PatientKey`) differs from its
+    - An instance whose patient (:class:`~arcade_pacs.dicom.identity.PatientKey`) differs from its
       study's is refused (``PATIENT_CONFLICT``).
     """
     instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))

@@ -36,10 +36,10 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import dicomweb
 from arcade_pacs.db.tables import Association, utcnow
-from arcade_pacs.deflate import InflateError, meta_end
-from arcade_pacs.dicomweb import InstanceStatus
+from arcade_pacs.dicom import dicomweb
+from arcade_pacs.dicom.deflate import InflateError, meta_end
+from arcade_pacs.dicom.dicomweb import InstanceStatus
 from arcade_pacs.receive.audit import Outcome
 from arcade_pacs.receive.receipt import (
     CANNOT_UNDERSTAND,
@@ -49,7 +49,7 @@ from arcade_pacs.receive.receipt import (
     StoreContext,
     receive_part10,
 )
-from arcade_pacs.storage import incoming_dir
+from arcade_pacs.store.files import incoming_dir
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from pynetdicom import _config, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from arcade_pacs import metrics
+from arcade_pacs.core import metrics
 from arcade_pacs.receive import pynetdicom_adapter
 
 log = logging.getLogger(__name__)

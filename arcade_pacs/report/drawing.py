@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 
-from arcade_pacs.findings import Region
+from arcade_pacs.core.findings import Region
 from arcade_pacs.pipeline.frames import FrameSource
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K, top_frames
 
 MAX_REGIONS_PER_INSTANCE = 6

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from arcade_pacs.phi import describe
+from arcade_pacs.core.phi import describe
 from arcade_pacs.report import presentation, result_image
 from arcade_pacs.report.drawing import LoadedRun, load_keyframes
 from arcade_pacs.report.identity import NOTICE, ModelIdentity

@@ -25,7 +25,7 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.report.drawing import DisplayVOI
 from arcade_pacs.report.identity import (
     LO,

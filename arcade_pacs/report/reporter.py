@@ -35,19 +35,19 @@ from pydicom.uid import generate_uid
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from arcade_pacs import faults, metrics
+from arcade_pacs.core import faults, metrics
+from arcade_pacs.core.phi import describe
 from arcade_pacs.db import claims
 from arcade_pacs.db.tables import Instance, Job, Report, ResultObject, Study, utcnow
-from arcade_pacs.identity import PatientKey
+from arcade_pacs.dicom.identity import PatientKey
 from arcade_pacs.jobs import JobState
 from arcade_pacs.model.classifier import ModelInfo
-from arcade_pacs.phi import describe
 from arcade_pacs.report.headers import sanitize_header
 from arcade_pacs.report.objects import Built, Numbering, build_objects
 from arcade_pacs.report.sr import FailedRun, InstanceResult, ModelIdentity, build_sr
 from arcade_pacs.send import outbox
 from arcade_pacs.settings import ObjectKind, Settings
-from arcade_pacs.storage import atomic_write, safe_uid
+from arcade_pacs.store.files import atomic_write, safe_uid
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _header(instance: Instance):
 
 
 class _Patient:
-    """The study's patient (:class:`~arcade_pacs.identity.PatientKey`): the key kept on the study,
+    """The study's patient (:class:`~arcade_pacs.dicom.identity.PatientKey`): the key kept on the study,
     else (a study received before keys were kept) that of its first instance read. An instance
     of another patient (only in such an old study: receipt refuses them) is left out of the SR."""
 

@@ -33,7 +33,7 @@ from pydicom import Dataset
 from pydicom.dataset import Dataset as Item
 from pydicom.uid import ExplicitVRLittleEndian
 
-from arcade_pacs.findings import Finding
+from arcade_pacs.core.findings import Finding
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
 from arcade_pacs.pipeline.tensors import FRAME_SIZE
 from arcade_pacs.report import codes

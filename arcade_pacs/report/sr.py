@@ -42,8 +42,8 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from arcade_pacs.findings import Finding, Region
-from arcade_pacs.identity import one_patient
+from arcade_pacs.core.findings import Finding, Region
+from arcade_pacs.dicom.identity import one_patient
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID, WINDOW_SIZE, WINDOW_STRIDE
 from arcade_pacs.report import codes
@@ -337,7 +337,7 @@ def build_sr(
     """Build the study's SR from its analysed instances and those that could not be analysed.
 
     At least one instance is needed, and all belong to one patient (the reporter leaves out
-    any other; this refuses them again, :class:`~arcade_pacs.identity.MixedPatients`, so one
+    any other; this refuses them again, :class:`~arcade_pacs.dicom.identity.MixedPatients`, so one
     patient's result never lands in another's report). Instances are listed in the order given
     (the reporter gives them in order of arrival); sources should have passed
     :func:`arcade_pacs.report.headers.sanitize_header`.

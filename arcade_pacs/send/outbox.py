@@ -37,7 +37,7 @@ from enum import StrEnum
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from arcade_pacs import faults, metrics
+from arcade_pacs.core import faults, metrics
 from arcade_pacs.db import claims, queries
 from arcade_pacs.db.tables import Delivery, Report, utcnow
 from arcade_pacs.settings import Destination, OutboxSettings

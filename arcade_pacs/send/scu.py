@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import pydicom
 from pynetdicom import AE
 
-from arcade_pacs.conformance import Contexts
+from arcade_pacs.dicom.conformance import Contexts
+from arcade_pacs.dicom.tls import client_context
 from arcade_pacs.settings import Destination, DestinationTls, Settings
-from arcade_pacs.tls import client_context
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from collections.abc import Iterator
 
 import httpx
 
-from arcade_pacs import dicomweb
+from arcade_pacs.dicom import dicomweb
+from arcade_pacs.dicom.tls import client_context
 from arcade_pacs.send.scu import SendOutcome
 from arcade_pacs.settings import Destination, Settings
-from arcade_pacs.tls import client_context
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from arcade_pacs import figures
+from arcade_pacs.core import figures
 from arcade_pacs.model.calibration import Platt, logit
 from arcade_pacs.training.data import Split
 from arcade_pacs.training.views import VIEWS, ViewBank, as_split_scores, score_views

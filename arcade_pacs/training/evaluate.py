@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arcade_pacs import figures
+from arcade_pacs.core import figures
 from arcade_pacs.pipeline.scores import frame_probabilities
 from arcade_pacs.pipeline.tensors import GRID, frame_tensors
 from arcade_pacs.pipeline.tta import tta_scores

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arcade_pacs import figures
+from arcade_pacs.core import figures
 from arcade_pacs.training.data import Split
 from arcade_pacs.training.evaluate import GRID_ARRAY, SplitScores
 

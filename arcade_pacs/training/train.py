@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arcade_pacs import figures
+from arcade_pacs.core import figures
 from arcade_pacs.model.classifier import ModelInfo
 from arcade_pacs.model.keras_engine import configure_tensorflow
 from arcade_pacs.pipeline.keyframes import vessel_map

@@ -30,8 +30,8 @@ import tensorflow as tf  # noqa: E402  (after the log level is set)
 
 from arcade_pacs.model import engine as engines  # noqa: E402
 from arcade_pacs.model.build import measure_rates  # noqa: E402
-from arcade_pacs.model.forms import form_path  # noqa: E402
 from arcade_pacs.model.classifier import ModelInfo  # noqa: E402
+from arcade_pacs.model.forms import form_path  # noqa: E402
 from arcade_pacs.pipeline.tensors import frame_tensors  # noqa: E402
 from arcade_pacs.training.data import load_split  # noqa: E402
 from arcade_pacs.training.evaluate import score_split, window_auc  # noqa: E402

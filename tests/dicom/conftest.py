@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from arcade_pacs.bench.peers import free_port
-from arcade_pacs.conformance import load_contexts
+from arcade_pacs.dicom.conformance import load_contexts
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
 

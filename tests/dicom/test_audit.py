@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import select
 
 from arcade_pacs.bench.peers import wait_until
+from arcade_pacs.core.metrics import REGISTRY
 from arcade_pacs.db.tables import Association
-from arcade_pacs.metrics import REGISTRY
 from arcade_pacs.receive.audit import is_stored, reject_reason
 from tests.dicom.test_scp import echoscu, storescu
 

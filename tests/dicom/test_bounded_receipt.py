@@ -11,11 +11,11 @@ from pynetdicom import AE
 from sqlalchemy import select
 
 from arcade_pacs.bench.peers import free_port
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Instance
+from arcade_pacs.dicom.conformance import load_contexts
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
-from arcade_pacs.storage import INCOMING_DIR, disk_space, free_space_ok
+from arcade_pacs.store.files import INCOMING_DIR, disk_space, free_space_ok
 from tests.dicom.test_scp import echoscu, scu_store, storescu
 from tests.factory import real_frame, xa_dataset
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from arcade_pacs.conformance import CONTEXTS_FILE, load_contexts
+from arcade_pacs.dicom.conformance import CONTEXTS_FILE, load_contexts
 
 pytestmark = [pytest.mark.network]
 

@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.db.tables import Instance, Job
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.frames import decode_frames
-from arcade_pacs.worker import Worker
 from tests.dicom.test_scp import PROPOSE, SAMPLES, storescu
 from tests.factory import real_frame, xa_dataset
 

@@ -10,9 +10,9 @@ from pydicom.pixels import iter_pixels
 from sqlalchemy import select
 
 from arcade_pacs.db.tables import Instance, Job
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.pipeline.frames import decode_frames
-from arcade_pacs.worker import Worker
 from tests.dicom.test_scp import storescu
 from tests.factory import odd_fragment_cine
 

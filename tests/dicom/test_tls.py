@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from sqlalchemy import select
 
 from arcade_pacs.bench.peers import StoreSCP, free_port, run, tool
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Instance
+from arcade_pacs.dicom.conformance import load_contexts
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.send.scu import StoreSCU

@@ -18,7 +18,7 @@ import pydicom
 import pytest
 
 from arcade_pacs.bench.peers import StoreSCP, dimse_destination, free_port, loopback_config, wait_until, write_config
-from arcade_pacs.faults import POINTS
+from arcade_pacs.core.faults import POINTS
 from tests.factory import real_frame
 from tests.integration.reliability import (
     Arrivals,

@@ -36,8 +36,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from arcade_pacs.bench import peers
+from arcade_pacs.core.findings import Region
 from arcade_pacs.db.tables import Instance
-from arcade_pacs.findings import Region
 from arcade_pacs.report import presentation, result_image
 from arcade_pacs.report.identity import NOTICE
 from arcade_pacs.report.sr import MAX_REGIONS_PER_INSTANCE, SERIES_DESCRIPTION, STUDY_SUMMARY, region_comment

@@ -90,15 +90,15 @@ def throughput(workers: int, instances: int) -> dict:
 
 
 def db_work(studies: int = 5) -> dict:
-    from arcade_pacs.conformance import load_contexts
     from arcade_pacs.db import make_engine, make_session_factory, migrate
+    from arcade_pacs.dicom.conformance import load_contexts
+    from arcade_pacs.jobs.worker import Worker
     from arcade_pacs.model.classifier import Classifier
     from arcade_pacs.model.holder import ModelHolder
     from arcade_pacs.report.reporter import report_ready_studies
     from arcade_pacs.send import outbox
     from arcade_pacs.send.scu import StoreSCU
     from arcade_pacs.settings import Destination
-    from arcade_pacs.worker import Worker
     from tests.ingest import ingest
 
     with tempfile.TemporaryDirectory() as tmp_, postgres_database() as db:

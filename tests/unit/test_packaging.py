@@ -20,7 +20,7 @@ def test_the_wheel_ships_the_declared_contexts_migrations_and_templates(tmp_path
     (wheel,) = tmp_path.glob("arcade_pacs-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "arcade_pacs/presentation_contexts.toml",
+        "arcade_pacs/dicom/presentation_contexts.toml",
         "arcade_pacs/db/migrations/env.py",
         "arcade_pacs/db/migrations/script.py.mako",
         "arcade_pacs/db/migrations/versions/0001_initial_schema.py",

@@ -36,13 +36,13 @@ from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from arcade_pacs import dicomweb
 from arcade_pacs.admin.auth import AuthThrottle, TooManyFailures
 from arcade_pacs.admin.deps import AdminState, client_address, get_state
 from arcade_pacs.admin.schemas import Problem
 from arcade_pacs.db.tables import utcnow
+from arcade_pacs.dicom import dicomweb
 from arcade_pacs.receive.stow import BodyTooLarge, MalformedBody, Outcome, StoreOutcome, StowReceiver, receive_parts
-from arcade_pacs.storage import disk_space
+from arcade_pacs.store.files import disk_space
 
 router = APIRouter(tags=["dicomweb"])
 

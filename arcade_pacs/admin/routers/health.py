@@ -14,13 +14,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from arcade_pacs import __version__, jobs, metrics
+from arcade_pacs import __version__, jobs
 from arcade_pacs.admin.deps import RESEARCH_NOTICE, AdminState, get_session, get_state
 from arcade_pacs.admin.schemas import Check, ErrorOut, Health, ModelSummary, Ready, ScpSummary, Status
+from arcade_pacs.core import metrics
 from arcade_pacs.db.queries import count_rows, deliveries_by_destination, receipt_conflicts, recent_errors
 from arcade_pacs.db.tables import Instance, Report, Result
 from arcade_pacs.send import outbox
-from arcade_pacs.storage import disk_space, free_space_ok
+from arcade_pacs.store.files import disk_space, free_space_ok
 
 router = APIRouter(tags=["health"])
 

@@ -2,8 +2,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from arcade_pacs.admin.app import AdminState, create_app
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
-from arcade_pacs.worker import Worker
 from tests.ingest import ingest
 
 TOKEN = "s3cret"

@@ -5,8 +5,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from arcade_pacs.admin.app import AdminState, create_app
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
-from arcade_pacs.worker import Worker
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 

@@ -13,15 +13,15 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy import select
 
 from arcade_pacs.admin.app import AdminState, create_app
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Association
+from arcade_pacs.dicom.conformance import load_contexts
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.receive.stow import StowReceiver
 from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.settings import Settings
 from arcade_pacs.training.retrain import RetrainManager
-from arcade_pacs.worker import Worker
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 from tests.stow import AUTH as STOW_AUTH

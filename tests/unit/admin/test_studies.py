@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report.reporter import report_ready_studies
-from arcade_pacs.worker import Worker
 from tests.unit.admin.conftest import AUTH, TOKEN
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from arcade_pacs.findings import Finding
+from arcade_pacs.core.findings import Finding
 from arcade_pacs.pipeline.scores import frame_probabilities, instance_probability
 
 

@@ -8,8 +8,8 @@ import warnings
 import pytest
 from sqlalchemy import select
 
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Instance
+from arcade_pacs.dicom.conformance import load_contexts
 from arcade_pacs.receive.receipt import DICOM_STATUS, Refusal, StoreContext, receive_part10
 from tests.hostile import CANARIES, dataset_cases
 

@@ -11,12 +11,12 @@ from pydicom.uid import CTImageStorage, generate_uid
 from sqlalchemy import select
 
 from arcade_pacs.admin.app import AdminState, create_app
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Association, Instance, Job
+from arcade_pacs.dicom.conformance import load_contexts
 from arcade_pacs.receive.receipt import StoreContext
 from arcade_pacs.receive.stow import StowReceiver
 from arcade_pacs.settings import DicomwebSender
-from arcade_pacs.storage import INCOMING_DIR
+from arcade_pacs.store.files import INCOMING_DIR
 from tests.factory import xa_dataset
 from tests.stow import AUTH, SENDER, SENDER_TOKEN, body, content_type, part10
 

@@ -15,7 +15,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from arcade_pacs.bench.peers import run, tool
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.pipeline.tensors import FRAME_SIZE, GRID
 from arcade_pacs.report.headers import sanitize_header
 from arcade_pacs.report.identity import ModelIdentity

@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from arcade_pacs.findings import Finding
+from arcade_pacs.core.findings import Finding
 from arcade_pacs.report.headers import sanitize_header
 from arcade_pacs.report.sr import InstanceResult, ModelIdentity, build_sr
 

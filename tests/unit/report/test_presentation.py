@@ -14,7 +14,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from arcade_pacs.bench.peers import run, tool
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.report import presentation
 from arcade_pacs.report.drawing import load_keyframes
 from arcade_pacs.report.identity import MANUFACTURER, MODEL_NAME

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Result, ResultObject, Study, utcnow
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report import codes
 from arcade_pacs.report.reporter import (
@@ -17,7 +18,6 @@ from arcade_pacs.report.reporter import (
     report_ready_studies,
 )
 from arcade_pacs.settings import Destination, ObjectKind
-from arcade_pacs.worker import Worker
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 from tests.project import BOTH_DATABASES

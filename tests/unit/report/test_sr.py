@@ -8,7 +8,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from arcade_pacs.bench.peers import run, tool
-from arcade_pacs.findings import Finding, Region
+from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.report import codes
 from arcade_pacs.report.sr import (
     MAX_REASON_CHARS,
@@ -260,7 +260,7 @@ def test_a_replacement_names_its_predecessor(dicom_dir, sr_file):
 @pytest.mark.parametrize("where", ["result", "failed run"])
 def test_an_sr_never_references_an_instance_of_another_patient(dicom_dir, where):
     """Defence in depth (issue 18): whatever the caller hands it, the builder refuses two patients."""
-    from arcade_pacs.identity import MixedPatients
+    from arcade_pacs.dicom.identity import MixedPatients
 
     results = _results(dicom_dir)
     other = results[1].source
@@ -278,7 +278,7 @@ def test_an_sr_never_references_an_instance_of_another_patient(dicom_dir, where)
 
 
 def test_an_issuer_qualifies_the_patient_id(dicom_dir):
-    from arcade_pacs.identity import MixedPatients
+    from arcade_pacs.dicom.identity import MixedPatients
 
     results = _results(dicom_dir)
     kwargs = dict(model=MODEL, series_instance_uid=generate_uid(), sop_instance_uid=generate_uid(), instance_number=1)

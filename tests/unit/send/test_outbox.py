@@ -12,15 +12,15 @@ from pynetdicom import AE, evt
 from sqlalchemy import select, update
 
 from arcade_pacs.bench.peers import StoreSCP, free_port, wait_until
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db.tables import Delivery, utcnow
+from arcade_pacs.dicom.conformance import load_contexts
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
 from arcade_pacs.settings import Destination, ObjectKind
-from arcade_pacs.worker import Worker
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 from tests.project import BOTH_DATABASES

@@ -16,9 +16,10 @@ from sqlalchemy import select, update
 
 from arcade_pacs.admin.app import AdminState, create_app
 from arcade_pacs.bench.peers import Orthanc, free_port, wait_for_port
-from arcade_pacs.conformance import load_contexts
 from arcade_pacs.db import make_engine, make_session_factory, migrate
 from arcade_pacs.db.tables import Delivery, Report, utcnow
+from arcade_pacs.dicom.conformance import load_contexts
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.receive.stow import StowReceiver
@@ -26,7 +27,6 @@ from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.stow import StowClient, outcome
 from arcade_pacs.settings import Destination, DestinationTls, DicomwebSender, Settings
-from arcade_pacs.worker import Worker
 from tests.certs import make_certificates
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest

@@ -6,8 +6,8 @@ import struct
 import pydicom
 import pytest
 
-from arcade_pacs.deflate import meta_end
-from arcade_pacs.elementcount import TooManyElements, count_elements
+from arcade_pacs.dicom.deflate import meta_end
+from arcade_pacs.dicom.elementcount import TooManyElements, count_elements
 from tests.hostile import encode, native_base
 
 

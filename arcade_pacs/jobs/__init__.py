@@ -15,7 +15,7 @@ lease that ran out is taken over, by :func:`claim_job`. A worker process that di
 it was running with it, and which one killed it is unknown: a job that ran beside others is a
 suspect, not a culprit. So a takeover counts as an attempt only when the dead run was *alone*
 in its worker process (``Job.alone``); a job whose run was beside others is taken over without
-charge, and only by a claimer that runs it alone (:class:`arcade_pacs.worker.Isolation`). A job
+charge, and only by a claimer that runs it alone (:class:`arcade_pacs.jobs.worker.Isolation`). A job
 that kills its worker every time thus ends ``failed`` after ``max_attempts`` deaths while alone,
 instead of crash-looping the service, and the innocent jobs that shared its process keep their
 attempts. Claims are
@@ -34,10 +34,10 @@ from enum import StrEnum
 from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from arcade_pacs.core.phi import describe
 from arcade_pacs.db import claims, queries
 from arcade_pacs.db.notify import JOBS_CHANNEL, notify
 from arcade_pacs.db.tables import Instance, Job, utcnow
-from arcade_pacs.phi import describe
 
 
 class JobState(StrEnum):

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import update
 
 from arcade_pacs.db.tables import Delivery, Instance, Job, Report, ResultObject, Study, utcnow
-from arcade_pacs.retention import purge_delivered
+from arcade_pacs.store.retention import purge_delivered
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 

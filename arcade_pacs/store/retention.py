@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arcade_pacs.db.tables import Instance, Job, Report, Study, utcnow
-from arcade_pacs.storage import atomic_write
+from arcade_pacs.store.files import atomic_write
 
 log = logging.getLogger(__name__)
 

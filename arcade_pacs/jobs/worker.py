@@ -19,11 +19,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from arcade_pacs import faults, jobs, metrics
+from arcade_pacs import jobs
+from arcade_pacs.core import faults, metrics
+from arcade_pacs.core.phi import describe
 from arcade_pacs.db.tables import FrameScore, Job, Result
 from arcade_pacs.model.classifier import Classifier
 from arcade_pacs.model.holder import ModelHolder
-from arcade_pacs.phi import describe
 from arcade_pacs.pipeline.analyse import Analysis, analyse_source
 from arcade_pacs.pipeline.frames import FrameError, FrameSource
 from arcade_pacs.pipeline.part10 import Limits

@@ -2,7 +2,7 @@
 
 import logging
 
-from arcade_pacs.phi import PhiFilter, describe, scrub, where
+from arcade_pacs.core.phi import PhiFilter, describe, scrub, where
 
 
 def test_quoted_values_are_scrubbed_but_tags_and_attribute_names_kept():

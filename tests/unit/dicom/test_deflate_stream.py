@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from arcade_pacs.deflate import CHUNK, InflateError, _inflate
+from arcade_pacs.dicom.deflate import CHUNK, InflateError, _inflate
 
 
 def _deflate(data: bytes) -> bytes:

@@ -1,6 +1,6 @@
 """The presentation contexts the plugin declares, as SCP (receive) and as SCU (send).
 
-They are loaded from ``arcade_pacs/presentation_contexts.toml``, package data shipped with the
+They are loaded from ``arcade_pacs/dicom/presentation_contexts.toml``, package data shipped with the
 code, so an installed package and the container find it; that file is the SCP's contract with
 the hospital network, described for people in ``scp/CONFORMANCE.md`` (a test keeps the two in
 sync).

@@ -2,8 +2,8 @@ import pytest
 
 from arcade_pacs.db.tables import FrameScore, Instance, Job, Result
 from arcade_pacs.jobs import JobState
+from arcade_pacs.jobs.worker import Worker
 from arcade_pacs.model.holder import ModelHolder
-from arcade_pacs.worker import Worker
 from tests.factory import real_frame, xa_dataset
 from tests.ingest import ingest
 from tests.project import BOTH_DATABASES
@@ -159,7 +159,7 @@ def test_a_failure_quoting_a_data_value_is_logged_and_stored_without_it(settings
     with sessions() as s:
         job = s.query(Job).one()
         assert job.state == "failed" and job.last_error == "ValueError: could not convert string to float: '...'"
-    lines = [r.getMessage() for r in caplog.records if r.name == "arcade_pacs.worker"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "arcade_pacs.jobs.worker"]
     assert any("ValueError" in line for line in lines), lines
     assert not any("Canary" in line for line in lines), lines
 
@@ -174,8 +174,8 @@ def test_a_job_whose_worker_died_runs_alone_and_the_sibling_thread_waits(setting
 
     from arcade_pacs import jobs
     from arcade_pacs.db.tables import utcnow
+    from arcade_pacs.jobs.worker import Isolation
     from arcade_pacs.model.classifier import Classifier
-    from arcade_pacs.worker import Isolation
 
     suspect = ingest(xa_dataset(real_frame(rubo, 50)), settings, sessions)
     other = ingest(xa_dataset(real_frame(rubo, 60)), settings, sessions)
