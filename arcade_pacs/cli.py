@@ -96,7 +96,8 @@ def _logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args) -> int:
-    from arcade_pacs.service import ParentLink, Role, Service, StartupError
+    from arcade_pacs.jobs.supervisor import ParentLink
+    from arcade_pacs.service import Role, Service, StartupError
     from arcade_pacs.settings import load_settings
 
     link = ParentLink(args.supervised).start() if args.supervised else None
@@ -116,7 +117,7 @@ def cmd_serve(args) -> int:
         print(f"arcade-pacs serve: refusing to start: {exc}", file=sys.stderr)
         return 2
     if link is not None:
-        link.on_wake = service.wake_workers
+        link.on_wake = service.wakeups.set
     service.serve_forever()
     return 0
 

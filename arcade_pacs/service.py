@@ -30,6 +30,11 @@ built and verified at load. Under ``model.engine = "auto"`` a model without a fo
 is served by Keras, and where the val images are its form is built in the background and
 swapped in once it passed. With the LiteRT engine no role imports TensorFlow; training code is
 imported only where retraining starts (:meth:`Service._retrain_manager`).
+
+This module wires; the parts it wires live with their station: worker-process supervision in
+:mod:`arcade_pacs.jobs.supervisor`, the three ways of waking analysis threads in
+:mod:`arcade_pacs.jobs.wakeup`. ``Service.db_engine`` is the database engine (SQLAlchemy); the
+inference engines are the served model's (:mod:`arcade_pacs.model.serving`).
 """
 
 from __future__ import annotations
@@ -39,18 +44,16 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from enum import StrEnum
 
 from arcade_pacs.admin.auth import token_problem
 from arcade_pacs.core import faults
 from arcade_pacs.db import make_engine, make_session_factory, schema_problem
-from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
 from arcade_pacs.dicom.conformance import load_contexts
+from arcade_pacs.jobs.supervisor import WorkerProcess
+from arcade_pacs.jobs.wakeup import WakeUps
 from arcade_pacs.jobs.worker import Isolation, Worker
 from arcade_pacs.model.engine import EngineCheckError
 from arcade_pacs.model.serving import ServedModel
@@ -70,7 +73,6 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 1.0
 RETENTION_INTERVAL_S = 600.0
 """Seconds between retention passes (each deletes at most a few hundred files)."""
-WORKER_RESTART_CAP_S = 30.0
 
 
 class Role(StrEnum):
@@ -112,97 +114,6 @@ def admin_binding_problem(settings: Settings) -> str | None:
     return None
 
 
-class WorkerProcess:
-    """A ``serve --role worker`` child process, restarted with back-off whenever it dies."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.stopping = threading.Event()
-        self.proc: subprocess.Popen | None = None
-        self.restarts = 0
-
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "arcade_pacs.cli"]
-        if self.settings.config_file is not None:
-            cmd += ["--config", str(self.settings.config_file)]
-        return cmd + ["serve", "--role", Role.WORKER.value, "--no-http", "--supervised", str(os.getpid())]
-
-    @staticmethod
-    def environment() -> dict[str, str]:
-        """The child's environment: this one, with glibc's malloc arenas capped at 2 unless set.
-
-        Each analysis thread otherwise gets arenas of its own, which keep the memory of a large
-        cine after it was freed (a 10-cine study on a busy 2-core machine: worker peaks of 792 and
-        821 MB without the cap, 702 and 785 MB with it: a small, noisy gain).
-        """
-        return {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
-
-    def run(self) -> None:
-        delay = 1.0
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, env=self.environment())
-            log.info("worker process pid=%d started", self.proc.pid)
-            code = self.proc.wait()
-            if self.stopping.is_set():
-                return
-            self.restarts += 1
-            delay = 1.0 if time.monotonic() - started > 60 else min(WORKER_RESTART_CAP_S, delay * 2)
-            log.error("worker process pid=%d died (exit %s); restarting in %.0f s (restart %d)",
-                      self.proc.pid, code, delay, self.restarts)
-            self.stopping.wait(delay)
-
-    def wake(self, _instance_id=None) -> None:
-        """An instance was stored: tell the child's workers at once (a line on its stdin), so a
-        SQLite installation does not wait for the next poll. Never raises."""
-        proc = self.proc
-        if proc is None or proc.stdin is None or proc.poll() is not None:
-            return
-        try:
-            proc.stdin.write(b"\n")
-            proc.stdin.flush()
-        except (OSError, ValueError):  # the child is gone or restarting: it polls anyway
-            pass
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-class ParentLink:
-    """A supervised worker's link to the ``serve`` process that started it.
-
-    The parent holds the write end of this process's standard input: each line it writes
-    wakes the workers (an instance was stored), and end of file means the parent is gone, so
-    this process exits. The parent's pid, given on the command line, catches a parent that
-    died before the link was watched.
-    """
-
-    def __init__(self, parent: int):
-        self.parent = parent
-        self.on_wake: Callable[[], None] | None = None
-
-    def start(self) -> ParentLink:
-        threading.Thread(target=self._watch, name="parent-link", daemon=True).start()
-        return self
-
-    def _watch(self) -> None:
-        if os.getppid() != self.parent:
-            os._exit(0)
-        # Raw reads of file descriptor 0, not ``sys.stdin``: this daemon thread blocks here until
-        # the process ends, and one blocked inside stdin's buffered reader holds its lock, which
-        # interpreter shutdown then cannot take ("Fatal Python error: _enter_buffered_busy").
-        while os.read(sys.stdin.fileno(), 4096):
-            if self.on_wake is not None:
-                self.on_wake()
-        os._exit(0)
-
-
 class Service:
     """All long-lived resources and loops of one plugin process, for its role."""
 
@@ -216,20 +127,20 @@ class Service:
                 raise StartupError(problem)
         faults.configure(settings.faults)
         settings.storage.root.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(settings.database.url)
-        problem = schema_problem(self.engine)
+        self.db_engine = make_engine(settings.database.url)
+        problem = schema_problem(self.db_engine)
         if problem:
-            self.engine.dispose()
+            self.db_engine.dispose()
             raise StartupError(problem)
-        self.sessions = make_session_factory(self.engine)
+        self.sessions = make_session_factory(self.db_engine)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
         self.report_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
-        self._listener: Listener | None = None
         self.model: ServedModel | None = None
         self.workers: list[Worker] = []
+        self.wakeups = WakeUps(self.workers)
         self.senders: list[Sender] = []
         self.worker_process: WorkerProcess | None = None
         self.retrain = None  # arcade_pacs.training.retrain.RetrainManager in the admin role
@@ -238,21 +149,21 @@ class Service:
             try:
                 self.model = ServedModel(settings.model, settings.val_images)
             except EngineCheckError as exc:  # model.engine = "litert" and its form did not pass
-                self.engine.dispose()
+                self.db_engine.dispose()
                 raise StartupError(f"model.engine is {settings.model.engine!r}: {exc}") from None
         if runs(Role.SCP):
             self.contexts = load_contexts()
-            self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[self.wake_workers])
+            self.store = StoreContext(settings, self.sessions, self.contexts, on_stored=[self.wakeups.set])
             self.scp_ae = make_scp_ae(settings, self.contexts)
             self.stow = StowReceiver(self.store)  # POST /dicom-web/studies on this process's HTTP port
         if runs(Role.WORKER):
             # One Isolation for the process's threads: a job whose worker process died runs alone.
             isolation = Isolation(settings.pipeline.workers)
-            self.workers = [
+            self.workers.extend(
                 Worker(settings, self.sessions, self.model, model_path=settings.model.path if i == 0 else None,
                        index=i, on_done=self.report_wake.set, load=self.model.reload, isolation=isolation)
                 for i in range(settings.pipeline.workers)
-            ]
+            )
             scu, stow = StoreSCU(settings, load_contexts()), StowClient(settings)
             self.senders = [Sender(settings, self.sessions, stow if dest.kind == "dicomweb" else scu, dest, self.name)
                             for dest in settings.destinations]
@@ -275,11 +186,6 @@ class Service:
         from arcade_pacs.training.retrain import RetrainManager
 
         return RetrainManager(self.sessions, self.settings.arcade_dir, self.settings.model.path, self.model.promote)
-
-    def wake_workers(self, _instance_id=None) -> None:
-        """Wake every analysis thread (an instance was stored, here or in the parent process)."""
-        for worker in self.workers:
-            worker.wake.set()
 
     def report_once(self) -> int:
         """Cancel deliveries to removed destinations, write the SRs of ready studies, wake the senders."""
@@ -324,8 +230,7 @@ class Service:
             log.info("SCP %s listening on %s:%d", self.settings.scp.ae_title, self.settings.scp.host,
                      self.settings.scp.port)
         if self.workers:
-            if self.engine.dialect.name == "postgresql":
-                self._listener = Listener(self.settings.database.url, JOBS_CHANNEL, self.wake_workers).start()
+            self.wakeups.listen(self.settings.database.url)
             for worker in self.workers:
                 self._thread(f"worker-{worker.name.rsplit(':', 1)[-1]}", worker.run)
             self._thread("reporter", self._report_loop)
@@ -353,8 +258,7 @@ class Service:
         """Stop accepting associations, then let the loops finish their current step."""
         self.stopping.set()
         self.report_wake.set()
-        if self._listener is not None:
-            self._listener.stop()
+        self.wakeups.stop()
         if self.worker_process is not None:
             self.worker_process.stop()
         for worker in self.workers:
@@ -365,7 +269,7 @@ class Service:
             self._server.shutdown()
         for thread in self._threads:
             thread.join(timeout=60)
-        self.engine.dispose()
+        self.db_engine.dispose()
 
     def serve_forever(self) -> None:
         """Run until interrupted: the admin API in the foreground, or a wait for SIGTERM/SIGINT."""

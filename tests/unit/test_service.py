@@ -84,7 +84,7 @@ def test_a_supervised_worker_is_woken_by_its_parent_and_exits_with_it():
     child = subprocess.Popen(
         [sys.executable, "-c",
          "import os, time\n"
-         "from arcade_pacs.service import ParentLink\n"
+         "from arcade_pacs.jobs.supervisor import ParentLink\n"
          "link = ParentLink(os.getppid())\n"
          "link.on_wake = lambda: print('woken', flush=True)\n"
          "link.start()\n"
@@ -108,7 +108,7 @@ def test_a_supervised_worker_stops_without_a_fatal_error_while_its_parent_lives(
     child = subprocess.Popen(
         [sys.executable, "-c",
          "import os, time\n"
-         "from arcade_pacs.service import ParentLink\n"
+         "from arcade_pacs.jobs.supervisor import ParentLink\n"
          "ParentLink(os.getppid()).start()\n"
          "time.sleep(1)\n"],  # the link's thread is blocked on stdin when the interpreter ends
         stdin=subprocess.PIPE, stderr=subprocess.PIPE,
