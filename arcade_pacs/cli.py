@@ -1,4 +1,15 @@
-"""``arcade-pacs``: serve, status, predict, train, evaluate."""
+"""``arcade-pacs``: the one command of the plugin (``arcade-pacs COMMAND --help`` for each).
+
+Running it: ``serve`` (the SCP, worker and admin, or one role), ``status``, ``db upgrade``.
+Using the model: ``predict`` (files), ``keyframes`` (which frames of a cine are classified),
+``engine`` (the shipped LiteRT form; ``--build`` where the data are).
+Making the model: ``train``, ``evaluate``, ``options`` (members and views compared on val),
+``calibrate`` (the served model), ``card`` (models/MODEL_CARD.md).
+Measuring: ``bench`` (every performance figure in one run).
+
+Every command reads one configuration (``--config`` before or after the command, else
+``ARCADE_CONFIG`` or ``config/arcade.toml``); long work lives in the package modules it calls.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,7 @@ import json
 import logging
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("arcade_pacs")
@@ -446,36 +458,29 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+@contextmanager
+def _views_bar(member: str, total: int):
+    """A progress bar over the views a member still needs scored (``training.options.member_banks``)."""
+    with ProgressBar(f"{member}: views scored", total) as bar:
+        done: dict[str, int] = {}
+
+        def report(view, n, views_total):
+            done.setdefault(view, len(done))
+            bar.update(done[view] * views_total + n, note="images")
+
+        yield report
+
+
 def cmd_options(args) -> int:
-    from arcade_pacs.model.classifier import Classifier
     from arcade_pacs.settings import load_settings
     from arcade_pacs.training.data import load_split
-    from arcade_pacs.training.options import choose, evaluate_options, options_for, table, write
-    from arcade_pacs.training.views import VIEWS, ViewBank, score_views
+    from arcade_pacs.training.options import choose, evaluate_options, member_banks, options_for, table, write
 
     settings = load_settings(args.config)
     data = Path(args.data) if args.data else settings.data_dir / "arcade"
     split = load_split(data, "val", args.limit)
-    banks: dict[str, ViewBank] = {}
-    folder = Path(args.banks)
-    for spec in args.member:
-        name, _, path = spec.partition("=")
-        cached = folder / f"{name}_val.npz"
-        bank = ViewBank.load(cached) if cached.is_file() and args.limit is None else None
-        missing = [VIEWS[v] for v in VIEWS if bank is None or v not in bank.scores]
-        if missing:
-            clf = Classifier.load(Path(path))
-            with ProgressBar(f"{name}: views scored", len(missing) * len(split)) as bar:
-                done = {}
-
-                def progress(view, n, total, bar=bar, done=done):
-                    done.setdefault(view, len(done))
-                    bar.update(done[view] * total + n, note="images")
-
-                bank = score_views(clf.predict, split, missing, name, bank=bank, progress=progress)
-            if args.limit is None:
-                bank.save(cached)
-        banks[name] = bank
+    members = [(name, Path(path)) for name, _, path in (spec.partition("=") for spec in args.member)]
+    banks = member_banks(members, split, Path(args.banks), cache=args.limit is None, progress=_views_bar)
     rows = evaluate_options(banks, options_for(banks), args.target_fpr)
     chosen = choose(rows, args.max_passes)
     rule = (f"best val window AUC among options of at most {args.max_passes} passes per window that keep the "
@@ -512,8 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Every command also takes --config after its name (``arcade-pacs serve --config x.toml``);
+    # SUPPRESS keeps a value given before the command when none is given after it.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", default=argparse.SUPPRESS, help="config TOML (as before the command)")
 
-    p = sub.add_parser("serve", help="run the SCP, the worker and the admin API (or one role of them)")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[config], **kwargs)
+
+    p = command("serve", help="run the SCP, the worker and the admin API (or one role of them)")
     p.add_argument("--role", choices=["all", "scp", "worker", "admin"], default="all",
                    help="all (default): SCP + admin here, a worker in a supervised child process; "
                         "scp, worker, admin: that part alone (any number of workers may share one database)")
@@ -522,30 +534,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scp and worker roles: serve /health, /ready, /status and /metrics on PORT instead of "
                         "admin.port (0: none), so that roles can share a host")
     p.add_argument("--supervised", type=int, metavar="PID", help=argparse.SUPPRESS)  # a worker of serve PID
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("status", help="the running plugin's status and readiness as a table")
+    p = command("status", help="the running plugin's status and readiness as a table")
     p.add_argument("--url", help="admin API base URL (default: http://<admin.host>:<admin.port>)")
     p.add_argument("--json", action="store_true", help="print /status and /ready as one JSON object")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("db", help="the database schema: `db upgrade` applies the migrations (SQLite or PostgreSQL)")
+    p = command("db", help="the database schema: `db upgrade` applies the migrations (SQLite or PostgreSQL)")
     p.add_argument("action", choices=["upgrade", "current"])
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("predict", help="classify DICOM/PNG/JPEG files")
+    p = command("predict", help="classify DICOM/PNG/JPEG files")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--model", help="model file (default: the configured one)")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_predict)
 
     from arcade_pacs.training.train import TrainConfig as T  # the one source of training defaults
 
-    p = sub.add_parser("train", help="train a candidate model on ARCADE")
+    p = command("train", help="train a candidate model on ARCADE")
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
     p.add_argument("--out", default="models/candidate/arcade_effb0.keras")
     p.add_argument("--epochs", type=int, default=T.epochs)
@@ -583,10 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep every epoch's weights in the work folder (for weight averaging, SWA)")
     p.add_argument("--promote", action="store_true",
                    help="replace the serving model if the candidate's val AUC is at least its own")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="the fixed evaluation protocol on an ARCADE split")
+    p = command("evaluate", help="the fixed evaluation protocol on an ARCADE split")
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
     p.add_argument("--split", default="test")
     p.add_argument("--model")
@@ -598,10 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the reliability diagram (raw and calibrated scores, with their ECE)")
     p.add_argument("--failures", metavar="DIR",
                    help="draw the worst missed stenoses and false alarms (PNG contact sheets) into DIR")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="measure everything (engine, end to end, ingest, HTTP, memory); "
+    p = command("bench", help="measure everything (engine, end to end, ingest, HTTP, memory); "
                                      "'bench cine': one long cine's memory and time")
     p.add_argument("what", nargs="?", choices=["cine"], help="cine: one long, large cine run only")
     p.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run under 2 minutes")
@@ -610,18 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=12)
     p.add_argument("--model")
     p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("engine", help="show (or --build) the shipped, checked LiteRT form of the model")
+    p = command("engine", help="show (or --build) the shipped, checked LiteRT form of the model")
     p.add_argument("--build", action="store_true",
                    help="convert and check it on the val images now if it is missing or stale (where the data are)")
     p.add_argument("--force", action="store_true", help="with --build: rebuild even a current form")
     p.add_argument("--model")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_engine)
 
-    p = sub.add_parser("options", help="compare members and test-time views on val (model selection)")
+    p = command("options", help="compare members and test-time views on val (model selection)")
     p.add_argument("--member", action="append", required=True, metavar="NAME=PATH", help="a trained model")
     p.add_argument("--banks", default="runs/banks", help="cache of each member's scored views")
     p.add_argument("--max-passes", type=int, default=2, help="the rule's inference budget, passes per window")
@@ -629,29 +633,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
     p.add_argument("--limit", type=int, help="first N val images only (smoke tests; nothing cached)")
     p.add_argument("--out", help="write the options and the choice as JSON (the model card reads it)")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_options)
 
-    p = sub.add_parser("calibrate", help="make a served model: members averaged, calibrated on val, new identity")
+    p = command("calibrate", help="make a served model: members averaged, calibrated on val, new identity")
     p.add_argument("--model", help="trained weights with their sidecar (default: the configured model)")
     p.add_argument("--member", action="append", default=[], help="further trained weights averaged with it")
     p.add_argument("--out", help="where the served model goes (default: over --model)")
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
     p.add_argument("--limit-val", type=int, help="first N val images only (smoke tests)")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("card", help="write models/MODEL_CARD.md from the model's measurements")
+    p = command("card", help="write models/MODEL_CARD.md from the model's measurements")
     p.add_argument("--model")
     p.add_argument("--out")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_card)
 
-    p = sub.add_parser("keyframes", help="show which frames of a cine are classified, and why")
+    p = command("keyframes", help="show which frames of a cine are classified, and why")
     p.add_argument("file")
     p.add_argument("-k", type=int, help="number of keyframes (default: pipeline.keyframes)")
     p.add_argument("--plot", help="write the opacification curve with the keyframes marked (PNG)")
-    p.add_argument("--config", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_keyframes)
     for subparser in sub.choices.values():  # `arcade-pacs CMD ... --debug` as well as before CMD
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)

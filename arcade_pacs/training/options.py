@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from arcade_pacs.training.evaluate import metrics
 from arcade_pacs.training.metrics import threshold_for_fpr
-from arcade_pacs.training.views import Option, ViewBank, as_split_scores, option_scores
+from arcade_pacs.training.views import VIEWS, Option, ViewBank, as_split_scores, option_scores, score_views
 
 VIEW_SETS = (
     ("original",),
@@ -26,6 +27,35 @@ VIEW_SETS = (
     ("original", "hflip", "scale1.25"),
 )
 """The TTA view sets compared (``original`` + ``hflip`` is the product's default)."""
+
+
+ViewProgress = Callable[[str, int], AbstractContextManager]
+"""``progress(member, total)``: a context manager yielding ``report(view, n, views_total)``."""
+
+
+def member_banks(members: Iterable[tuple[str, Path]], split, folder: Path, cache: bool = True,
+                 progress: ViewProgress | None = None) -> dict[str, ViewBank]:
+    """Each member's val scores under every view of :data:`~arcade_pacs.training.views.VIEWS`.
+
+    Scoring a model under every view takes minutes, so a member's bank is kept in
+    ``folder/<name>_val.npz`` and only the views it lacks are scored (``cache=False``, e.g. on a
+    subset of val, neither reads nor writes it).
+    """
+    from arcade_pacs.model.classifier import Classifier
+
+    banks: dict[str, ViewBank] = {}
+    for name, path in members:
+        cached = Path(folder) / f"{name}_val.npz"
+        bank = ViewBank.load(cached) if cache and cached.is_file() else None
+        missing = [VIEWS[v] for v in VIEWS if bank is None or v not in bank.scores]
+        if missing:
+            predict = Classifier.load(Path(path)).predict
+            with (progress(name, len(missing) * len(split)) if progress else nullcontext()) as report:
+                bank = score_views(predict, split, missing, name, bank=bank, progress=report)
+            if cache:
+                bank.save(cached)
+        banks[name] = bank
+    return banks
 
 
 def options_for(members: Iterable[str], view_sets=VIEW_SETS) -> list[Option]:
