@@ -31,9 +31,8 @@ def data_dir() -> Path:
     path = Settings().data_dir
     if not path.is_absolute():
         path = (PROJECT_ROOT / path).resolve()
-    assert (path / "dicom").is_dir() and (path / "arcade").is_dir(), (
-        f"test data not found under {path}: set ARCADE_DATA_DIR (see README, 'Data')"
-    )
+    assert (path / "dicom").is_dir(), f"test data not found under {path}: set ARCADE_DATA_DIR (see README, 'Data')"
+    assert (path / "arcade").is_dir(), f"test data not found under {path}: set ARCADE_DATA_DIR (see README, 'Data')"
     return path
 
 

@@ -26,10 +26,14 @@ def test_a_released_association_records_the_caller_instances_and_bytes(scp, rubo
     sent = storescu(scp.port, rubo, extra=("-xy",))
     assert sent.returncode == 0, sent.stdout + sent.stderr
     [row] = wait_until(lambda: rows(scp.sessions), timeout=10, message="audit row")
-    assert row.outcome == "released" and row.reason is None
-    assert row.calling_aet == "STORESCU" and row.called_aet == "ARCADE"
-    assert row.peer_address == "127.0.0.1" and row.peer_port > 0
-    assert row.instances_stored == 1 and row.instances_refused == 0
+    assert row.outcome == "released"
+    assert row.reason is None
+    assert row.calling_aet == "STORESCU"
+    assert row.called_aet == "ARCADE"
+    assert row.peer_address == "127.0.0.1"
+    assert row.peer_port > 0
+    assert row.instances_stored == 1
+    assert row.instances_refused == 0
     # The wire carries the file's data set (less its 128-byte preamble and meta) plus PDU headers.
     assert row.bytes_received > rubo.stat().st_size * 0.9
     assert row.ended_at >= row.started_at
@@ -40,7 +44,8 @@ def test_a_rejected_caller_is_audited_with_the_reason(scp):
     rejected_before = sample("arcade_associations_rejected_total")
     assert echoscu(scp.port, calling="INTRUDER").returncode != 0
     [row] = wait_until(lambda: rows(scp.sessions), timeout=10, message="audit row")
-    assert row.outcome == "rejected" and row.calling_aet == "INTRUDER"
+    assert row.outcome == "rejected"
+    assert row.calling_aet == "INTRUDER"
     assert row.reason == "calling AE title not recognized"
     assert row.instances_stored == 0
     assert sample("arcade_associations_rejected_total") == rejected_before + 1
@@ -55,11 +60,15 @@ def test_an_aborted_association_is_audited(scp):
     assert assoc.is_established
     assoc.abort()
     [row] = wait_until(lambda: rows(scp.sessions), timeout=10, message="audit row")
-    assert row.outcome == "aborted" and row.calling_aet == "STORESCU"
+    assert row.outcome == "aborted"
+    assert row.calling_aet == "STORESCU"
 
 
 def test_reject_reason_follows_pynetdicoms_order():
     assert reject_reason("X", "ARCADE", "ARCADE", ["STORESCU"], 1, 10) == "calling AE title not recognized"
     assert reject_reason("STORESCU", "OTHER", "ARCADE", ["STORESCU"], 1, 10) == "called AE title not recognized"
     assert reject_reason("STORESCU", "ARCADE", "ARCADE", [], 11, 10).startswith("local limit exceeded")
-    assert is_stored(0x0000) and is_stored(0xB007) and not is_stored(0xA700) and not is_stored(0xC210)
+    assert is_stored(0x0000)
+    assert is_stored(0xB007)
+    assert not is_stored(0xA700)
+    assert not is_stored(0xC210)

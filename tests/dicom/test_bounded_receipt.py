@@ -77,7 +77,8 @@ def test_a_pdu_longer_than_announced_closes_the_association_before_its_body(scp)
     deadline = time.monotonic() + 10
     while assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not assoc.is_established and time.monotonic() - started < 10
+    assert not assoc.is_established
+    assert time.monotonic() - started < 10
     assert echoscu(scp.port).returncode == 0
 
 
@@ -89,7 +90,8 @@ def test_below_the_free_disk_watermark_associations_are_refused_with_a_reason(sc
     out = storescu(scp.port, rubo, extra=["-xy"])
     assert out.returncode != 0
     text = (out.stdout + out.stderr).lower()
-    assert "rejected transient" in text and "reason: temporary congestion" in text, text
+    assert "rejected transient" in text, text
+    assert "reason: temporary congestion" in text, text
     scp.settings.storage.min_free_mb = 0
     assert storescu(scp.port, rubo, extra=["-xy"]).returncode == 0
 
@@ -103,7 +105,8 @@ def test_c_store_within_an_association_gets_a700_when_the_disk_fills_meanwhile(s
     scp.settings.storage.min_free_mb = disk_space(scp.settings.storage.root, 0).free_mb * 10
     response = assoc.send_c_store(ds)
     assoc.release()
-    assert response.Status == 0xA700 and "watermark" in response.ErrorComment
+    assert response.Status == 0xA700
+    assert "watermark" in response.ErrorComment
 
 
 def test_temporary_files_left_by_a_crash_are_swept_at_start(settings, sessions, tmp_path):
@@ -121,7 +124,8 @@ def test_temporary_files_left_by_a_crash_are_swept_at_start(settings, sessions, 
     contexts = load_contexts()
     server = start_scp(make_scp_ae(settings, contexts), settings, StoreContext(settings, sessions, contexts))
     try:
-        assert not orphan_receipt.exists() and not orphan_write.exists()
+        assert not orphan_receipt.exists()
+        assert not orphan_write.exists()
         assert kept.read_bytes() == b"a committed instance"
     finally:
         server.shutdown()

@@ -66,7 +66,8 @@ def _close(socks):
 
 
 def test_twelve_half_sent_pdus_deny_no_one_and_a_real_cine_is_stored(scp, rubo):
-    assert scp.settings.scp.max_associations == 10 and scp.settings.scp.network_timeout_s == 30
+    assert scp.settings.scp.max_associations == 10
+    assert scp.settings.scp.network_timeout_s == 30
     held = [half_sent_associate_rq(scp.port) for _ in range(12)]  # from the modality's own address
     try:
         time.sleep(0.5)  # every one accepted and waiting for the rest of its PDU
@@ -102,7 +103,8 @@ def test_a_half_sent_pdu_is_dropped_at_the_deadline_and_logged_without_data(quic
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("arcade_pacs.receive")]
     dropped = [line for line in lines if "127.0.0.2" in line and "deadline" in line]
     assert dropped, lines
-    assert "500000" in dropped[0] and "A-ASSOCIATE-RQ" in dropped[0]
+    assert "500000" in dropped[0]
+    assert "A-ASSOCIATE-RQ" in dropped[0]
 
 
 def test_a_stalled_p_data_after_association_is_dropped_by_the_deadline(quick_scp):

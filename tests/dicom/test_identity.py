@@ -68,7 +68,8 @@ def test_two_patients_sharing_a_study_uid_never_share_the_study(scp, rubo, tmp_p
     second.save_as(path, enforce_file_format=True)
     out = storescu(scp.port, path, extra=["-d"])
     text = out.stdout + out.stderr
-    assert "0xa778" in text.lower() and "Patient ID differs" in text, text
+    assert "0xa778" in text.lower(), text
+    assert "Patient ID differs" in text, text
     with scp.sessions() as s:
         (study,) = s.scalars(select(Study)).all()
         assert [i.sop_instance_uid for i in study.instances] == [first.SOPInstanceUID]
@@ -82,7 +83,8 @@ def test_two_patients_sharing_a_study_uid_never_share_the_study(scp, rubo, tmp_p
         assert any(e["source"] == "refused instance" and "Patient ID differs" in e["error"]
                    for e in status["last_errors"])
         home = client.get("/ui/").text
-        assert 'id="refused-identity"' in home and ">2 / 0<" in home
+        assert 'id="refused-identity"' in home
+        assert ">2 / 0<" in home
     leaked = [r.getMessage() for r in caplog.records if any(c in r.getMessage() for c in ("OTHERPATIENT77", "COLLIDE"))]
     assert not leaked
 
@@ -97,7 +99,8 @@ def test_a_known_sop_instance_uid_resent_in_another_study_is_refused_and_orphans
     assert "already held in another study" in response.ErrorComment
     with scp.sessions() as s:
         (instance,) = s.scalars(select(Instance)).all()
-        assert instance.study.study_instance_uid == first.StudyInstanceUID and instance.generation == 1
+        assert instance.study.study_instance_uid == first.StudyInstanceUID
+        assert instance.generation == 1
         assert [c.kind for c in s.scalars(select(ReceiptConflict))] == ["study"]
         assert s.query(Study).count() == 1
         (path,) = stored_files(scp.settings.storage.root)
@@ -125,7 +128,8 @@ def test_new_content_in_another_series_keeps_its_study_and_leaves_no_orphan(scp,
     assert send(scp.port, again).Status == 0x0000
     with scp.sessions() as s:
         (instance,) = s.scalars(select(Instance)).all()
-        assert instance.generation == 2 and instance.series_instance_uid == again.SeriesInstanceUID
+        assert instance.generation == 2
+        assert instance.series_instance_uid == again.SeriesInstanceUID
         assert s.scalars(select(Job)).one().state == "queued"
         new_path = instance.path
     assert new_path != old_path

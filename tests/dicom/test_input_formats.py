@@ -161,9 +161,11 @@ def test_every_sample_file_is_analysed_from_receipt_to_scores(scp, dicom_dir, ti
         pass
     with scp.sessions() as s:
         jobs = s.scalars(select(Job)).all()
-        assert len(jobs) == len(SAMPLES) and all(j.state == "done" for j in jobs), [j.last_error for j in jobs]
+        assert len(jobs) == len(SAMPLES), [j.last_error for j in jobs]
+        assert all(j.state == "done" for j in jobs), [j.last_error for j in jobs]
         for inst in s.scalars(select(Instance)):
-            assert inst.result is not None and 0.0 <= inst.result.probability <= 1.0
+            assert inst.result is not None
+            assert 0.0 <= inst.result.probability <= 1.0
             frames = int(pydicom.dcmread(inst.path, stop_before_pixels=True).get("NumberOfFrames", 1))
             assert len(inst.result.frames) == frames
         rf = s.scalars(select(Instance).where(Instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.12.2")).one()

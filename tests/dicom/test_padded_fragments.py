@@ -38,7 +38,8 @@ def test_odd_fragment_cine_sent_by_storescu_is_analysed(scp, rubo, tmp_path, tin
     # What arrived: every fragment padded to even length, the table unchanged, so pydicom's own
     # frame reading fails on it (the failure this test guards against).
     stored_offsets, stored_lengths = _table_and_lengths(stored)
-    assert stored_lengths == [n + 1 for n in lengths] and stored_offsets == offsets
+    assert stored_lengths == [n + 1 for n in lengths]
+    assert stored_offsets == offsets
     with pytest.raises(ValueError, match=r"Unexpected tag '\(FE00,00FF\)'"):
         next(iter_pixels(stored, indices=[1]))
 
@@ -48,5 +49,6 @@ def test_odd_fragment_cine_sent_by_storescu_is_analysed(scp, rubo, tmp_path, tin
         job = s.scalars(select(Job)).one()
         assert job.state == "done", job.last_error
         result = job.instance.result
-        assert len(result.frames) == 96 and len(result.keyframes) == 8
+        assert len(result.frames) == 96
+        assert len(result.keyframes) == 8
     np.testing.assert_array_equal(decode_frames(stored).data, decode_frames(rubo).data)

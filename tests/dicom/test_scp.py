@@ -93,7 +93,8 @@ def test_storescu_stores_every_sample_in_its_own_transfer_syntax(scp, dicom_dir)
     with scp.sessions() as s:
         rows = {i.sop_instance_uid: i for i in s.scalars(select(Instance))}
         jobs = s.scalars(select(Job)).all()
-        assert len(jobs) == len(files) and {j.state for j in jobs} == {JobState.QUEUED.value}
+        assert len(jobs) == len(files)
+        assert {j.state for j in jobs} == {JobState.QUEUED.value}
     for name, syntax in SAMPLES.items():
         original = pydicom.dcmread(dicom_dir / name)
         row = rows[original.SOPInstanceUID]
@@ -108,7 +109,8 @@ def test_a_resend_replaces_the_file_and_requeues_once(scp, rubo):
     assert storescu(scp.port, rubo, extra=["-xy"]).returncode == 0
     assert storescu(scp.port, rubo, extra=["-xy"]).returncode == 0
     with scp.sessions() as s:
-        assert s.query(Instance).count() == 1 and s.query(Job).count() == 1
+        assert s.query(Instance).count() == 1
+        assert s.query(Job).count() == 1
         assert s.query(Study).one().needs_report
 
 
@@ -174,13 +176,15 @@ def test_undecodable_transfer_syntax_is_refused_at_association(scp):
     accepted = {str(c.transfer_syntax[0]) for c in assoc.accepted_contexts}
     rejected = {str(c.transfer_syntax[0]) for c in assoc.rejected_contexts}
     assoc.release()
-    assert accepted == {"1.2.840.10008.1.2.4.70"} and rejected == {"1.2.840.10008.1.2.4.100"}
+    assert accepted == {"1.2.840.10008.1.2.4.70"}
+    assert rejected == {"1.2.840.10008.1.2.4.100"}
 
 
 @pytest.mark.parametrize("study", ["same", "different"])
 def test_instances_group_into_studies(scp, rubo, study):
     a = xa_dataset(real_frame(rubo, 0))
     b = xa_dataset(real_frame(rubo, 1), study_uid=a.StudyInstanceUID if study == "same" else None)
-    assert scu_store(scp.port, a) == 0 and scu_store(scp.port, b) == 0
+    assert scu_store(scp.port, a) == 0
+    assert scu_store(scp.port, b) == 0
     with scp.sessions() as s:
         assert s.query(Study).count() == (1 if study == "same" else 2)

@@ -151,5 +151,6 @@ def test_the_sender_reaches_a_tls_pacs_only_over_trusted_tls(settings, certs, tl
         assert outcome.ok, outcome
         assert len(arrived) == 1
     else:
-        assert not outcome.ok and outcome.error
+        assert not outcome.ok
+        assert outcome.error
         assert arrived == []

@@ -184,11 +184,13 @@ def test_a_worker_killed_mid_analysis_loses_nothing(stack, rubo, tmp_path, figur
 
     wait_until(sr_at_orthanc, timeout=900, interval=2, message="the killed worker's study's SR at Orthanc")
     (state_, attempts), = stack.sql(f"SELECT state, attempts FROM jobs WHERE instance_id = {instance_id}")
-    assert state_ == "done" and int(attempts) == 2, (state_, attempts)  # taken over after the lease
+    assert state_ == "done", (state_, attempts)
+    assert int(attempts) == 2, (state_, attempts)  # taken over after the lease
     assert stack.sql(f"SELECT count(*) FROM results WHERE instance_id = {instance_id}") == [["1"]]
     assert stack.sql("SELECT count(*) FROM jobs WHERE state <> 'done'") == [["0"]]
     per_study = stack.sql("SELECT study_id, count(*) FROM reports GROUP BY study_id")
-    assert per_study and all(n == "1" for _, n in per_study), per_study
+    assert per_study, per_study
+    assert all(n == "1" for _, n in per_study), per_study
     figures.setdefault("compose", {}).update(sr_after_kill_s=round(time.monotonic() - killed, 1),
                                              killed_worker_restarts=int(inspect(victim, "{{.RestartCount}}")))
 
@@ -225,4 +227,5 @@ def test_docker_stop_ends_every_container_cleanly(stack, figures):
     for name in running:
         text = logs(name)
         assert state(name)["ExitCode"] == 0, f"{name}: exit {state(name)['ExitCode']}\n{text[-3000:]}"
-        assert "Fatal Python error" not in text and "Traceback" not in text, f"{name}\n{text[-3000:]}"
+        assert "Fatal Python error" not in text, f"{name}\n{text[-3000:]}"
+        assert "Traceback" not in text, f"{name}\n{text[-3000:]}"

@@ -26,10 +26,13 @@ def test_bench_quick_prints_every_field_as_a_number(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for key in REQUIRED_NUMERIC:
         assert key in result, key
-        assert isinstance(result[key], (int, float)) and not isinstance(result[key], bool), key
+        assert isinstance(result[key], (int, float)), key
+        assert not isinstance(result[key], bool), key
         assert math.isfinite(result[key]), key
     assert result["engine"] in ("litert", "keras")
     machine = result["machine"]
-    assert machine["cpu"] and machine["cores"] >= 1 and machine["versions"].get("ai-edge-litert")
+    assert machine["cpu"]
+    assert machine["cores"] >= 1
+    assert machine["versions"].get("ai-edge-litert")
     assert "[8/8] memory" in out.stderr  # the progress display went through every step
     assert "passes/s" in out.stdout  # the table

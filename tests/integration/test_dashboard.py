@@ -49,7 +49,8 @@ def pixel_spread(png: bytes) -> float:
 def test_home_lists_the_study(page, served):
     row = page.locator("#studies tbody tr", has_text=served.study_uid)
     assert row.count() == 1
-    assert "sent" in row.inner_text() and "1/1" in row.inner_text()
+    assert "sent" in row.inner_text()
+    assert "1/1" in row.inner_text()
     assert page.locator("#health").inner_text().count("ready") >= 1
     assert "STORESCU" in page.locator("#associations").inner_text()
     # The live part is refreshed by htmx without reloading the page.
@@ -77,12 +78,15 @@ def test_study_page_pictures_and_numbers(page, served, rubo):
         img = images.nth(i)
         assert img.evaluate("e => e.complete && e.naturalWidth > 0"), img.get_attribute("src")
         response = page.request.get(served.base + img.get_attribute("src"))
-        assert response.status == 200 and response.headers["content-type"] == "image/png"
+        assert response.status == 200
+        assert response.headers["content-type"] == "image/png"
         assert pixel_spread(response.body()) > 10, img.get_attribute("src")
 
     summary = page.locator(f"#run-{run['instance_id']} .run-summary").inner_text()
-    assert f"{result['probability']:.3f}" in summary and f"{result['threshold']:.3f}" in summary
-    assert result["model_version"] in summary and result["device_uid"] in summary
+    assert f"{result['probability']:.3f}" in summary
+    assert f"{result['threshold']:.3f}" in summary
+    assert result["model_version"] in summary
+    assert result["device_uid"] in summary
 
     # TTA view: the table shows the API's original and flipped views of each keyframe.
     for k in result["keyframes"]:
@@ -104,7 +108,8 @@ def test_study_page_pictures_and_numbers(page, served, rubo):
     # The SR: delivered, downloadable, readable as text.
     assert "sent" in page.locator("#reports .deliveries").inner_text()
     text = page.request.get(served.base + api["reports"][0]["text"])
-    assert text.status == 200 and "Imaging Measurement Report" in text.text()
+    assert text.status == 200
+    assert "Imaging Measurement Report" in text.text()
     assert page.errors == []
 
 
@@ -136,10 +141,13 @@ def test_cli_status_table_and_json(served):
     args = [sys.executable, "-m", "arcade_pacs.cli", "status", "--url", served.base]
     table = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     assert table.returncode == 0, table.stderr  # ready
-    assert "ready" in table.stdout and "Result deliveries per destination" in table.stdout
-    assert "pacs" in table.stdout and "instances received" in table.stdout
+    assert "ready" in table.stdout
+    assert "Result deliveries per destination" in table.stdout
+    assert "pacs" in table.stdout
+    assert "instances received" in table.stdout
     body = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60, env=env).stdout)
-    assert body["ready"]["status"] == "ready" and body["status"]["backlog"]["pacs"]["sent"] == 2  # the SR and the result image
+    assert body["ready"]["status"] == "ready"
+    assert body["status"]["backlog"]["pacs"]["sent"] == 2  # the SR and the result image
     assert body["status"]["instances_received"] == 1
 
 
@@ -153,7 +161,8 @@ def test_an_operation_without_the_token_is_refused(page, served):
     assert page.locator("#op-result").inner_text() == "Refused (401): admin token required"
     assert admin_json(served.base, f"/studies/{served.study_uid}")["runs"][0]["job"] == before
     # The browser's only complaint is the refused request itself.
-    assert page.errors and all("401" in e for e in page.errors), page.errors
+    assert page.errors, page.errors
+    assert all("401" in e for e in page.errors), page.errors
 
     page.errors.clear()
     page.fill("#admin-token", TOKEN)
@@ -170,7 +179,8 @@ def test_the_pages_carry_the_security_policy_and_run_under_it(page, served):
     style is a console error); the policy itself is on every answer."""
     response = page.request.get(served.base + "/ui/")
     csp = response.headers["content-security-policy"]
-    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self';" in csp
+    assert "frame-ancestors 'none'" in csp
     assert response.headers["x-frame-options"] == "DENY"
     # The dashboard cannot be framed by another page.
     page.set_content(f'<iframe id="f" src="{served.base}/ui/"></iframe>')

@@ -45,23 +45,28 @@ def test_cine_in_sr_out(tmp_path, storescp, start_plugin, rubo):
         assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
         dump = run([tool("dsrdump"), str(srs[0])])
-        assert dump.returncode == 0 and "Imaging Measurement Report" in dump.stdout
+        assert dump.returncode == 0
+        assert "Imaging Measurement Report" in dump.stdout
         check = run([tool("dciodvfy"), str(srs[0])])
         errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
         assert not errors, "\n".join(errors)
 
         status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status"))
-        assert status["instances_received"] == 1 and status["jobs"]["done"] == 1
+        assert status["instances_received"] == 1
+        assert status["jobs"]["done"] == 1
         assert status["deliveries"]["sent"] == 2
         (image,) = [d for d in map(pydicom.dcmread, storescp.folder.iterdir())
                     if d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
-        assert image.StudyInstanceUID == source.StudyInstanceUID and image.BurnedInAnnotation == "YES"
+        assert image.StudyInstanceUID == source.StudyInstanceUID
+        assert image.BurnedInAnnotation == "YES"
         assert status["model"]["version"] == json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health"))
-        assert health["status"] == "ok" and health["model_loaded"] is True
+        assert health["status"] == "ok"
+        assert health["model_loaded"] is True
     finally:
         plugin.close()
     assert plugin.returncode in (0, -15), log.read_text()[-3000:]
     # No patient data in the logs.
     text = log.read_text()
-    assert "Rubo" not in text and source.PatientID not in text
+    assert "Rubo" not in text
+    assert source.PatientID not in text

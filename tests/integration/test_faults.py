@@ -61,7 +61,9 @@ def _all_sent(db: str, studies: int):
 
 
 def _no_phi(log_text: str) -> None:
-    assert "Test^Synthetic" not in log_text and "SYN001" not in log_text and "19700101" not in log_text
+    assert "Test^Synthetic" not in log_text
+    assert "SYN001" not in log_text
+    assert "19700101" not in log_text
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -93,13 +95,15 @@ def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_on
                     acknowledged[f] = storescu(scp_port, f)
         else:
             # The worker child died; the SCP and admin kept running (the supervisor restarts it).
-            assert plugin.poll() is None and echoscu(scp_port)
+            assert plugin.poll() is None
+            assert echoscu(scp_port)
         assert all(acknowledged.values())
         wait_until(_all_sent(db, len(studies)), timeout=240, message="every study's SR sent")
         time.sleep(LEASE_S + 2)  # anything still to come (a second SR, a re-send) would come now
         stored = stored_instances(db)
         for f in files:
-            assert sop_uid(f) in stored and pydicom.dcmread(stored[sop_uid(f)]).SOPInstanceUID == sop_uid(f)
+            assert sop_uid(f) in stored
+            assert pydicom.dcmread(stored[sop_uid(f)]).SOPInstanceUID == sop_uid(f)
         arrived = Arrivals.read(pacs.folder)
         assert arrived.studies() == studies
         assert all(len(arrived.distinct(s)) == 1 for s in studies), arrived.by_study
@@ -132,18 +136,21 @@ def test_a_job_that_kills_its_worker_every_time_fails_and_the_rest_keeps_running
         assert all(storescu(scp_port, f) for f in files)
 
         def poison_failed():
-            assert plugin.poll() is None and echoscu(scp_port)  # the SCP answers throughout
+            assert plugin.poll() is None
+            assert echoscu(scp_port)  # the SCP answers throughout
             return query(db, "SELECT state, attempts, last_error FROM jobs WHERE state = 'failed'")
 
         (state, attempts, error), = wait_until(poison_failed, timeout=240, interval=2, message="poison job failed")
-        assert attempts == 2 and error.startswith("worker died during analysis")
+        assert attempts == 2
+        assert error.startswith("worker died during analysis")
         others = {study_uid(f) for f in files[1:]}
         wait_until(lambda: others <= Arrivals.read(pacs.folder).studies(), timeout=120, message="other SRs")
         assert plugin.poll() is None
         assert {r[0] for r in query(db, "SELECT state FROM jobs")} == {"done", "failed"}
     finally:
         plugin.close()
-    assert "worker process" in log.read_text() and "died" in log.read_text()
+    assert "worker process" in log.read_text()
+    assert "died" in log.read_text()
     _no_phi(log.read_text())
 
 
@@ -193,11 +200,14 @@ def test_a_pacs_down_longer_than_the_old_window_gets_everything_once_when_back(
         wait_until(lambda: query(db, SR_DELIVERIES)[0][0] == 3, timeout=120, message="queued")
         time.sleep(max(0.0, 160 - (time.monotonic() - down_since)))
         rows = query(db, "SELECT state, attempts FROM deliveries")
-        assert {r[0] for r in rows} == {"pending"} and min(r[1] for r in rows) > 5, rows
+        assert {r[0] for r in rows} == {"pending"}, rows
+        assert min(r[1] for r in rows) > 5, rows
         with StoreSCP(tmp_path / "pacs", pacs_port, notify=False, unique_names=True) as pacs:
             wait_until(_all_sent(db, 3), timeout=60, message="SRs delivered after the outage")
             arrived = Arrivals.read(pacs.folder)
-            assert arrived.studies() == studies and arrived.receipts() == 3 and arrived.duplicates() == 0
+            assert arrived.studies() == studies
+            assert arrived.receipts() == 3
+            assert arrived.duplicates() == 0
             print(figures_line("outage_160s", studies=3, srs_delivered=arrived.receipts(), lost=0,
                                duplicated_transmissions=arrived.duplicates(),
                                attempts_before_recovery=max(r[1] for r in rows)))

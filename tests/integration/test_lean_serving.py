@@ -109,7 +109,8 @@ def test_a_started_worker_has_no_tensorflow_module(tmp_path):
                          env={"ARCADE_DATA_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-3000:]
     modules, engine = out.stdout.strip().splitlines()[-2:]
-    assert engine == "litert" and modules == "[]", out.stdout
+    assert engine == "litert", out.stdout
+    assert modules == "[]", out.stdout
 
 
 def _tamper(model: Path) -> None:
@@ -143,7 +144,8 @@ def test_a_spoilt_form_is_refused_at_start(tmp_path, start_plugin, spoil, expect
     refused = subprocess.run([sys.executable, "-m", "arcade_pacs.cli", "--config", str(config), "serve", "--role", "admin"],
                              capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "refusing to start" in refused.stderr and expected in refused.stderr, refused.stderr
+    assert "refusing to start" in refused.stderr, refused.stderr
+    assert expected in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
 
     # Under "auto" the reference engine serves, and /status says why.
@@ -153,6 +155,7 @@ def test_a_spoilt_form_is_refused_at_start(tmp_path, start_plugin, spoil, expect
     plugin = start_plugin(config, log, None, admin_port, role="admin", env=env, upgrade=False)
     try:
         served = status(admin_port)["model"]
-        assert served["engine"] == "keras" and expected in served["engine_reason"], served
+        assert served["engine"] == "keras", served
+        assert expected in served["engine_reason"], served
     finally:
         plugin.close()

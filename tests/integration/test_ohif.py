@@ -190,7 +190,8 @@ def test_the_sr_of_a_cine_opens_in_ohif_with_its_regions_on_their_frames(env, vi
     for r in expected:
         assert (r.frame_number, ("Probability", f"{r.probability:.2f} 1")) in labels
     summary = drawn[STUDY_SUMMARY]
-    assert summary["sop"] == cine.sop_uid and summary["frame"] in {r.frame_number for r in expected} | {None}
+    assert summary["sop"] == cine.sop_uid
+    assert summary["frame"] in {r.frame_number for r in expected} | {None}
 
     state = viewer.track(len(expected))
     tracked = [m for m in state["tracked"] if m["tool"] == "RectangleROI"]
@@ -211,7 +212,8 @@ def test_a_study_with_a_run_that_could_not_be_analysed_opens_in_ohif(env, viewer
     screenshots = request.config.getoption("--screenshots")
     good, broken = env.studies["with_failed_run"]
     failed = _stored(env, broken.sop_uid)
-    assert failed.job.state == "failed" and failed.result is None, failed.job.last_error
+    assert failed.job.state == "failed", failed.job.last_error
+    assert failed.result is None, failed.job.last_error
     expected = _expected_regions(_stored(env, good.sop_uid))
     state = _check_sr_in_ohif(viewer, env, "with_failed_run", screenshots)
 
@@ -292,15 +294,18 @@ def test_the_result_image_opens_in_ohif_as_its_own_series_with_a_legible_caption
     viewer.open_study(env.study_uids["cine"], n_display_sets=3)  # the run, the SR, the result image
     sets = viewer.display_sets()
     shown = viewer.open_series(result_image.SERIES_DESCRIPTION[:25])
-    assert shown["modality"] == "OT" and shown["images"] == 1
+    assert shown["modality"] == "OT"
+    assert shown["images"] == 1
     runs = [d for d in sets if d["modality"] == "XA"]
-    assert len(runs) == 1 and shown["series"] != runs[0]["series"]  # its own series in the source study
+    assert len(runs) == 1
+    assert shown["series"] != runs[0]["series"]  # its own series in the source study
     png = viewer.viewport_png()
     assert pixel_spread(png) >= MIN_SPREAD, "the result image is blank in OHIF"
     if screenshots:
         viewer.screenshot(screenshots / "ohif_result_image.png")
     text = _ocr(png)
-    assert NOTICE in text and "STENOSIS" in text, text  # the caption as OHIF shows it is legible
+    assert NOTICE in text, text
+    assert "STENOSIS" in text, text  # the caption as OHIF shows it is legible
     # OHIF 3.13.2 has no presentation-state support: it lists the GSPS series as not supported
     # (its "not supported" display-set handler) and nothing breaks.
     (marks,) = [d for d in sets if d["modality"] == "PR"]

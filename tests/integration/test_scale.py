@@ -73,9 +73,11 @@ def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(
             time.sleep(LEASE_S + 3)  # a second SR or send, if any were coming, would come now
 
             results = query(db, "SELECT instance_id, count(*) FROM results GROUP BY instance_id")
-            assert len(results) == STUDIES and all(n == 1 for _, n in results)  # each analysed result once
+            assert len(results) == STUDIES
+            assert all(n == 1 for _, n in results)  # each analysed result once
             (attempts, worker), = query(db, f"SELECT attempts, worker FROM jobs WHERE id = {killed_job}")
-            assert attempts == 2 and not worker.startswith(owner)  # taken over after the lease
+            assert attempts == 2
+            assert not worker.startswith(owner)  # taken over after the lease
             assert query(db, "SELECT count(*) FROM reports")[0][0] == STUDIES
             per_study = query(db, "SELECT study_id, count(*) FROM reports GROUP BY study_id")
             assert all(n == 1 for _, n in per_study)
@@ -85,7 +87,8 @@ def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(
             analysers = {w.rsplit(":", 1)[0] for (w,) in query(db, "SELECT worker FROM jobs")}
             assert len(analysers) >= 2  # the work was shared
             status = admin_json(admin_port, "/status")
-            assert status["jobs"]["done"] == STUDIES and status["deliveries"]["sent"] >= STUDIES
+            assert status["jobs"]["done"] == STUDIES
+            assert status["deliveries"]["sent"] >= STUDIES
             print(figures_line("scale_3_workers_pg", studies=STUDIES, acknowledged=sum(acknowledged),
                                results=len(results), srs_per_study=1, receipts=arrived.receipts(),
                                duplicated_transmissions=arrived.duplicates(), killed_worker_job_attempts=attempts,

@@ -66,7 +66,8 @@ def test_50_concurrent_associations_each_storing_a_real_cine(tmp_path, rubo, tin
           f"{final['jobs']['done']} analysed, {final['jobs']['failed']} failed, all done after {analysed_s:.0f} s; "
           f"plugin peak RSS {rss:.0f} MB")
     assert final["instances_received"] == N
-    assert final["jobs"]["done"] == N and final["jobs"]["failed"] == 0
+    assert final["jobs"]["done"] == N
+    assert final["jobs"]["failed"] == 0
     stored = sorted(Path(tmp_path / "store").rglob("*.dcm"))
     assert len(stored) == N
     assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stored} == {

@@ -76,7 +76,8 @@ def test_kubernetes_manifests_validate_and_keda_is_checked_by_structure():
     unvalidated = [line for line in lines if "Couldn't find schema" in line]
     assert out.returncode == 0, "\n".join(lines)
     # Only KEDA's custom resources lack an offline schema.
-    assert unvalidated and all("keda.sh/" in line for line in unvalidated)
+    assert unvalidated
+    assert all("keda.sh/" in line for line in unvalidated)
     docs = _manifests()
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     for needed in (("Deployment", "arcade-scp"), ("Service", "arcade-scp"), ("Deployment", "arcade-worker"),
@@ -88,11 +89,13 @@ def test_kubernetes_manifests_validate_and_keda_is_checked_by_structure():
     worker = by_name[("Deployment", "arcade-worker")]["spec"]["template"]["spec"]["containers"][0]
     assert worker["livenessProbe"]["httpGet"]["path"] == "/health"
     assert worker["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert worker["resources"]["requests"] and worker["resources"]["limits"]
+    assert worker["resources"]["requests"]
+    assert worker["resources"]["limits"]
     scaled = by_name[("ScaledObject", "arcade-worker")]["spec"]
     assert scaled["scaleTargetRef"]["name"] == "arcade-worker"
     (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "postgresql" and trigger["authenticationRef"]["name"] in {n for _, n in kinds}
+    assert trigger["type"] == "postgresql"
+    assert trigger["authenticationRef"]["name"] in {n for _, n in kinds}
     for doc in docs:
         for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             build_parser().parse_args(container["command"][1:])
@@ -141,7 +144,8 @@ def _dockerfile():
 @pytest.mark.slow
 def test_the_image_commands_refuse_without_a_token_and_serve_with_one(tmp_path):
     env, health, cmd = _dockerfile()
-    assert env["ARCADE_ADMIN__HOST"] == "0.0.0.0" and "ARCADE_ADMIN__TOKEN" not in env
+    assert env["ARCADE_ADMIN__HOST"] == "0.0.0.0"
+    assert "ARCADE_ADMIN__TOKEN" not in env
     scp_port, admin_port = peers.free_port(), peers.free_port()
     # The image's environment, its paths moved under this test's folder.
     run_env = {**os.environ, **env,
@@ -153,7 +157,8 @@ def test_the_image_commands_refuse_without_a_token_and_serve_with_one(tmp_path):
                "ARCADE_DATA_DIR": str(tmp_path / "data"),
                "ARCADE_SCP__PORT": str(scp_port), "ARCADE_ADMIN__PORT": str(admin_port)}
     out = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 2 and "admin.token" in out.stderr, out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "admin.token" in out.stderr, out.stdout + out.stderr
     run_env["ARCADE_ADMIN__TOKEN"] = "a-long-random-token-from-a-secret"
     log = (tmp_path / "image.log").open("w")
     proc = subprocess.Popen(cmd, env=run_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)

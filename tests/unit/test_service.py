@@ -19,7 +19,8 @@ def test_an_admin_beyond_loopback_needs_a_token():
         assert admin_binding_problem(Settings(admin={"host": host})) is None
     for host in ("0.0.0.0", "::", "10.1.2.3", "pacs-ai.hospital.org"):
         problem = admin_binding_problem(Settings(admin={"host": host}))
-        assert problem and "admin.token" in problem, host
+        assert problem, host
+        assert "admin.token" in problem, host
         assert admin_binding_problem(Settings(admin={"host": host, "token": "kq3V9-_xTzL0bWm2RyN8dA5cUeHf7JpG"})) is None
         assert "too weak" in admin_binding_problem(Settings(admin={"host": host, "token": "x" * 32}))
 
@@ -47,7 +48,9 @@ def test_serve_refuses_a_schema_it_does_not_know_and_db_upgrade_fixes_it(databas
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
         problem = schema_problem(engine)
-        assert "0003" in problem and head_revision() in problem and "arcade-pacs db upgrade" in problem
+        assert "0003" in problem
+        assert head_revision() in problem
+        assert "arcade-pacs db upgrade" in problem
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
         assert "unknown to this version" in schema_problem(engine)
@@ -65,15 +68,19 @@ def test_serve_says_which_command_to_run_and_db_upgrade_runs_it(database_url, tm
     config.write_text(f'[database]\nurl = "{database_url}"\n[model]\npath = "{tiny_model}"\n'
                       f'[storage]\nroot = "{tmp_path / "store"}"\n')
     out = subprocess.run(env_args + ["--config", str(config), "serve"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "refusing to start" in out.stderr and "arcade-pacs db upgrade" in out.stderr
+    assert out.returncode == 2
+    assert "refusing to start" in out.stderr
+    assert "arcade-pacs db upgrade" in out.stderr
     out = subprocess.run(env_args + ["--config", str(config), "db", "upgrade"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and head_revision() in out.stdout, out.stderr
+    assert out.returncode == 0, out.stderr
+    assert head_revision() in out.stdout, out.stderr
     out = subprocess.run(env_args + ["--config", str(config), "db", "current"], capture_output=True, text=True, timeout=60)
     assert f"database schema: {head_revision()}" in out.stdout
     public = tmp_path / "public.toml"
     public.write_text(config.read_text() + '[admin]\nhost = "0.0.0.0"\n')
     out = subprocess.run(env_args + ["--config", str(public), "serve"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "admin.token" in out.stderr
+    assert out.returncode == 2
+    assert "admin.token" in out.stderr
 
 
 def test_a_supervised_worker_is_woken_by_its_parent_and_exits_with_it():

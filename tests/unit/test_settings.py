@@ -36,8 +36,10 @@ def test_environment_overrides_the_file(monkeypatch, tmp_path):
     monkeypatch.setenv("ARCADE_SCP__ALLOWED_CALLING_AETS", '["*"]')
     monkeypatch.setenv("ARCADE_PIPELINE__STUDY_QUIET_SECONDS", "2.5")
     s = load_settings(cfg)
-    assert s.scp.port == 3000 and s.scp.ae_title == "FROMFILE"
-    assert s.scp.accepts_any() and s.pipeline.study_quiet_seconds == 2.5
+    assert s.scp.port == 3000
+    assert s.scp.ae_title == "FROMFILE"
+    assert s.scp.accepts_any()
+    assert s.pipeline.study_quiet_seconds == 2.5
     assert s.destinations[0].name == "x"
 
 

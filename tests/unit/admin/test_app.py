@@ -37,13 +37,17 @@ def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ok" and body["model_loaded"] is True and body["database"] == "ok"
+    assert body["status"] == "ok"
+    assert body["model_loaded"] is True
+    assert body["database"] == "ok"
 
 
 def test_status_counts_and_model(client, settings, sessions, tiny_classifier, rubo):
     ingest(rubo, settings, sessions)
     body = client.get("/status").json()
-    assert body["instances_received"] == 1 and body["jobs"]["queued"] == 1 and body["jobs_worker_died"] == 0
+    assert body["instances_received"] == 1
+    assert body["jobs"]["queued"] == 1
+    assert body["jobs_worker_died"] == 0
     assert body["deliveries"] == {"pending": 0, "sent": 0, "failed": 0, "superseded": 0, "cancelled": 0}
     assert body["model"]["version"] == "tiny-1"
     assert body["scp"] == {"ae_title": "ARCADE", "port": settings.scp.port}
@@ -51,13 +55,16 @@ def test_status_counts_and_model(client, settings, sessions, tiny_classifier, ru
     # With a token configured, results are read with it (require_reader).
     assert client.get("/results", headers={"Authorization": "Bearer wrong"}).status_code == 401
     results = client.get("/results").json()
-    assert len(results) == 1 and results[0]["model_version"] == "tiny-1"
+    assert len(results) == 1
+    assert results[0]["model_version"] == "tiny-1"
     detail = client.get(f"/results/{results[0]['instance_id']}").json()
-    assert detail["job"]["state"] == "done" and len(detail["result"]["frames"]) == 96
+    assert detail["job"]["state"] == "done"
+    assert len(detail["result"]["frames"]) == 96
     assert client.get("/results/999").status_code == 404
     key = detail["result"]["keyframes"][0]
     picture = client.get(f"/results/{results[0]['instance_id']}/frames/{key}.png")
-    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert picture.status_code == 200
+    assert picture.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(picture.content)).size == (512, 512)
     not_key = next(n for n in range(1, 97) if n not in detail["result"]["keyframes"])
     assert client.get(f"/results/{results[0]['instance_id']}/frames/{not_key}.png").status_code == 404
@@ -75,7 +82,8 @@ def test_predict_png_and_dicom_answer_with_the_original_keys(client, rubo):
     assert body["is_abnormal"] == (body["raw_score"] >= body["threshold"])
     assert body["diagnosis"] == ("stenosis" if body["is_abnormal"] else "no stenosis")
     r = client.post("/predict", files={"file": ("cine.dcm", rubo.read_bytes(), "application/dicom")})
-    assert r.status_code == 200 and len(r.json()["keyframes"]) == 8
+    assert r.status_code == 200
+    assert len(r.json()["keyframes"]) == 8
 
 
 def test_predict_rejects_what_it_cannot_read(client):
@@ -85,7 +93,8 @@ def test_predict_rejects_what_it_cannot_read(client):
 
 def test_metrics_and_token_protected_retry(client, anonymous):
     text = anonymous.get("/metrics").text
-    assert "arcade_jobs{state=\"queued\"}" in text and "arcade_cstore_total" in text
+    assert "arcade_jobs{state=\"queued\"}" in text
+    assert "arcade_cstore_total" in text
     assert anonymous.post("/deliveries/1/retry").status_code == 401
     assert anonymous.post("/deliveries/1/retry", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/deliveries/1/retry").status_code == 409
@@ -106,9 +115,11 @@ def test_without_a_token_state_changes_are_refused_and_reading_is_open(settings,
     with TestClient(create_app(AdminState(settings, sessions, ModelHolder(tiny_classifier)))) as c:
         for method, path in (("post", "/deliveries/1/retry"), ("post", "/retrain")):
             r = getattr(c, method)(path, json={})
-            assert r.status_code == 403 and "set admin.token to enable" in r.json()["detail"], path
+            assert r.status_code == 403, path
+            assert "set admin.token to enable" in r.json()["detail"], path
         assert c.post("/deliveries/1/retry", headers={"Authorization": "Bearer "}).status_code == 403
-        assert c.get("/results").status_code == 200 and c.get("/jobs").status_code == 200
+        assert c.get("/results").status_code == 200
+        assert c.get("/jobs").status_code == 200
 
 
 def test_openapi_docs(client):
@@ -125,8 +136,10 @@ def test_jobs_list_says_why_a_job_failed(client, settings, sessions, tiny_classi
     while worker.run_once():
         pass
     listed = {j["instance_id"]: j for j in client.get("/jobs").json()}
-    assert listed[bad_id]["state"] == "failed" and "pixel data" in listed[bad_id]["last_error"]
-    assert listed[good_id]["state"] == "done" and listed[good_id]["last_error"] is None
+    assert listed[bad_id]["state"] == "failed"
+    assert "pixel data" in listed[bad_id]["last_error"]
+    assert listed[good_id]["state"] == "done"
+    assert listed[good_id]["last_error"] is None
     only_failed = client.get("/jobs", params={"state_filter": "failed"}).json()
     assert [j["instance_id"] for j in only_failed] == [bad_id]
     assert client.get("/jobs", params={"state_filter": "bogus"}).status_code == 422
@@ -145,7 +158,9 @@ def test_health_is_degraded_while_a_delivery_has_failed_for_good(client, setting
         s.commit()
     body = client.get("/health").json()
     assert client.get("/health").status_code == 200
-    assert body["status"] == "degraded" and body["deliveries_failed"] == 1 and "1 result deliveries failed" in body["problems"]
+    assert body["status"] == "degraded"
+    assert body["deliveries_failed"] == 1
+    assert "1 result deliveries failed" in body["problems"]
     assert client.get("/status").json()["deliveries"]["failed"] == 1
     assert client.post("/deliveries/1/retry").status_code == 200
     assert client.get("/health").json()["status"] == "ok"
@@ -153,7 +168,9 @@ def test_health_is_degraded_while_a_delivery_has_failed_for_good(client, setting
 
 def test_scp_and_worker_processes_serve_only_the_probes(settings, sessions):
     with TestClient(create_app(AdminState(settings, sessions, None), full=False)) as c:
-        assert c.get("/health").status_code == 200 and c.get("/health").json()["model_loaded"] is False
+        assert c.get("/health").status_code == 200
+        assert c.get("/health").json()["model_loaded"] is False
         assert c.get("/status").json()["model"] is None
         assert c.get("/metrics").status_code == 200
-        assert c.get("/results").status_code == 404 and c.post("/predict").status_code == 404
+        assert c.get("/results").status_code == 404
+        assert c.post("/predict").status_code == 404

@@ -55,7 +55,9 @@ def png(rubo) -> bytes:
                                   "CHANGE-ME-CHANGE-ME-CHANGE-ME-CHANGE-ME"])
 def test_a_weak_token_is_refused_beyond_loopback_and_never_quoted(weak):
     problem = admin_binding_problem(Settings(admin={"host": "0.0.0.0", "token": weak}))
-    assert problem and "too weak" in problem and "secrets.token_urlsafe" in problem
+    assert problem
+    assert "too weak" in problem
+    assert "secrets.token_urlsafe" in problem
     assert len(weak) < 6 or weak not in problem
     assert admin_binding_problem(Settings(admin={"host": "127.0.0.1", "token": weak})) is None  # loopback
 
@@ -76,7 +78,8 @@ def test_wrong_bearer_tokens_make_the_client_wait_and_are_logged_without_the_val
     for guess in guesses[:5]:
         assert client.get("/results", headers={"Authorization": f"Bearer {guess}"}).status_code == 401
     r = client.get("/results", headers={"Authorization": f"Bearer {guesses[5]}"})
-    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) >= 1
     # While it waits, even the right token is refused (else guessing would go on at full speed).
     assert client.get("/results", headers={"Authorization": f"Bearer {STRONG}"}).status_code == 429
     assert client.post("/deliveries/1/retry", headers={"Authorization": f"Bearer {STRONG}"}).status_code == 429
@@ -85,9 +88,11 @@ def test_wrong_bearer_tokens_make_the_client_wait_and_are_logged_without_the_val
     # A success forgets the failures.
     assert client.get("/results", headers={"Authorization": "Bearer wrong-again"}).status_code == 401
     lines = [r.getMessage() for r in caplog.records if r.name == "arcade_pacs.admin.auth"]
-    assert len(lines) == 6 and all("bearer token from testclient" in line for line in lines), lines
+    assert len(lines) == 6, lines
+    assert all("bearer token from testclient" in line for line in lines), lines
     assert "5 failure(s) in a row; its next attempt is refused for 1 s" in lines[4]
-    assert not any(g in caplog.text for g in guesses) and STRONG not in caplog.text
+    assert not any(g in caplog.text for g in guesses)
+    assert STRONG not in caplog.text
 
 
 def test_the_wait_doubles_and_is_capped():
@@ -119,25 +124,33 @@ def test_failed_logins_are_throttled(state, client, caplog):
     caplog.set_level(logging.WARNING, logger="arcade_pacs.admin.auth")
     answers = [client.post("/ui/login", data={"token": f"wrong-{i}"}, follow_redirects=False) for i in range(8)]
     assert [a.status_code for a in answers] == [401] * 5 + [429] * 3
-    assert "Too many failed attempts" in answers[5].text and answers[5].headers["Retry-After"] == "1"
+    assert "Too many failed attempts" in answers[5].text
+    assert answers[5].headers["Retry-After"] == "1"
     right = client.post("/ui/login", data={"token": STRONG}, follow_redirects=False)
-    assert right.status_code == 429 and SESSION_COOKIE not in right.cookies
+    assert right.status_code == 429
+    assert SESSION_COOKIE not in right.cookies
     clock.now += 2
     assert client.post("/ui/login", data={"token": STRONG}, follow_redirects=False).status_code == 303
-    assert "dashboard login from testclient" in caplog.text and "wrong-" not in caplog.text
+    assert "dashboard login from testclient" in caplog.text
+    assert "wrong-" not in caplog.text
 
 
 # --- the dashboard's session --------------------------------------------------------------------
 
 def test_login_issues_an_expiring_session_that_is_not_the_token(state, client):
     r = client.post("/ui/login", data={"token": STRONG}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/ui/"
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/"
     cookie = r.headers["set-cookie"]
     value = r.cookies[SESSION_COOKIE]
-    assert STRONG not in cookie and value != STRONG and len(value) >= 40
+    assert STRONG not in cookie
+    assert value != STRONG
+    assert len(value) >= 40
     attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
-    assert {"httponly", "max-age", "path", "samesite"} <= attributes and "secure" not in attributes
-    assert "samesite=strict" in cookie.lower() and f"max-age={8 * 3600}" in cookie.lower()
+    assert {"httponly", "max-age", "path", "samesite"} <= attributes
+    assert "secure" not in attributes
+    assert "samesite=strict" in cookie.lower()
+    assert f"max-age={8 * 3600}" in cookie.lower()
     assert "arcade_token=" in r.headers.get_list("set-cookie")[-1]  # the old cookie (the token itself) is deleted
     assert client.get("/ui/", follow_redirects=False).status_code == 200
     assert client.get("/results").status_code == 200  # reading, with the cookie alone
@@ -167,8 +180,10 @@ def test_logout_revokes_the_session(state, client):
     client.post("/ui/login", data={"token": STRONG})
     value = client.cookies[SESSION_COOKIE]
     r = client.post("/ui/logout", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/ui/login"
-    assert f'{SESSION_COOKIE}=""' in r.headers["set-cookie"] and "max-age=0" in r.headers["set-cookie"].lower()
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/login"
+    assert f'{SESSION_COOKIE}=""' in r.headers["set-cookie"]
+    assert "max-age=0" in r.headers["set-cookie"].lower()
     client.cookies.set(SESSION_COOKIE, value)  # a copy kept by someone: revoked on the server too
     assert client.get("/results").status_code == 401
     assert client.get("/ui/", follow_redirects=False).headers["location"] == "/ui/login"
@@ -185,7 +200,8 @@ def test_a_session_expires(state, client):
 def test_the_cookie_is_secure_over_https(state):
     with TestClient(create_app(state), base_url="https://testserver") as c:
         r = c.post("/ui/login", data={"token": STRONG}, follow_redirects=False)
-        assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+        assert r.status_code == 303
+        assert "secure" in r.headers["set-cookie"].lower()
         assert r.headers["strict-transport-security"].startswith("max-age=")
         assert "secure" in c.post("/ui/logout", follow_redirects=False).headers["set-cookie"].lower()
 
@@ -194,9 +210,13 @@ def test_the_session_store_is_bounded():
     store = SessionStore(60, clock=Clock())
     store.MAX_SESSIONS = 3
     ids = [store.issue() for _ in range(5)]
-    assert len(store) == 3 and not store.valid(ids[0]) and store.valid(ids[4])
+    assert len(store) == 3
+    assert not store.valid(ids[0])
+    assert store.valid(ids[4])
     store.revoke(ids[4])
-    assert not store.valid(ids[4]) and not store.valid("") and not store.valid(None)
+    assert not store.valid(ids[4])
+    assert not store.valid("")
+    assert not store.valid(None)
 
 
 # --- /predict and the dashboard's upload --------------------------------------------------------
@@ -224,7 +244,8 @@ def test_the_dashboard_upload_has_its_own_slots(state, client, rubo):
     try:
         assert client.post("/predict", files=files).status_code == 429
         r = client.post("/ui/upload", files=files)
-        assert r.status_code == 200 and 'id="upload-answer"' in r.text
+        assert r.status_code == 200
+        assert 'id="upload-answer"' in r.text
     finally:
         for _ in range(state.settings.admin.predict_concurrency):
             state.predict_slots.release()
@@ -232,7 +253,8 @@ def test_the_dashboard_upload_has_its_own_slots(state, client, rubo):
         assert state.upload_slots.acquire(blocking=False)
     try:
         r = client.post("/ui/upload", files=files)
-        assert r.status_code == 429 and "at most 2 predictions at once" in r.text
+        assert r.status_code == 429
+        assert "at most 2 predictions at once" in r.text
         assert client.post("/predict", files=files).status_code == 200
     finally:
         for _ in range(state.settings.admin.upload_concurrency):

@@ -17,7 +17,9 @@ from tests.unit.admin.conftest import AUTH, TOKEN
 def assert_hardened(response, docs: bool = False):
     h = response.headers
     csp = h["content-security-policy"]
-    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp and "script-src 'self';" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "default-src 'self'" in csp
+    assert "script-src 'self';" in csp
     assert ("'unsafe-inline'" in csp) == docs, csp
     assert h["x-frame-options"] == "DENY"
     assert h["x-content-type-options"] == "nosniff"
@@ -69,11 +71,13 @@ def test_a_rebinding_page_cannot_read_an_sr(settings, state, sr_uid):
     with TestClient(create_app(state), base_url="http://127.0.0.1:8000") as c:
         url = f"/reports/{sr_uid}.dcm"
         ok = c.get(url)
-        assert ok.status_code == 200 and ok.content[128:132] == b"DICM"
+        assert ok.status_code == 200
+        assert ok.content[128:132] == b"DICM"
         for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.nip.io:8000", "localhost.attacker.example",
                      "pacs-ai.hospital.org.attacker.example", "radiology.example"):
             r = c.get(url, headers={"Host": host})
-            assert r.status_code == 400 and r.content[128:132] != b"DICM", host
+            assert r.status_code == 400, host
+            assert r.content[128:132] != b"DICM", host
             assert "admin.trusted_hosts" in r.json()["detail"]
             assert_hardened(r)
             assert c.get("/health", headers={"Host": host}).status_code == 400
@@ -86,7 +90,8 @@ def test_the_trusted_names_come_from_the_configuration():
     names = trusted_hosts(Settings(admin={"host": "Pacs-AI.hospital.org", "trusted_hosts": ["ingress.example"]}))
     assert {"localhost", "pacs-ai.hospital.org", "ingress.example", socket.gethostname().lower()} == set(names)
     assert "0.0.0.0" not in trusted_hosts(Settings(admin={"host": "0.0.0.0"}))
-    assert host_name("[fe80::1]:8000") == "fe80::1" and host_name("Example.ORG.:443") == "example.org"
+    assert host_name("[fe80::1]:8000") == "fe80::1"
+    assert host_name("Example.ORG.:443") == "example.org"
 
 
 def test_trusted_hosts_star_turns_the_check_off(state):
@@ -98,7 +103,8 @@ def test_trusted_hosts_star_turns_the_check_off(state):
 def test_a_cross_origin_write_is_refused(client, analysed_rubo):
     url = f"/studies/{analysed_rubo}/reanalyse"
     r = client.post(url, headers={**AUTH, "Origin": "http://attacker.example"})
-    assert r.status_code == 403 and r.json()["detail"] == "cross-origin request refused"
+    assert r.status_code == 403
+    assert r.json()["detail"] == "cross-origin request refused"
     assert client.post("/ui/login", data={"token": TOKEN}, headers={"Origin": "null"}).status_code == 403
     # The same origin, or a client that sends none (curl, the CLI), passes.
     assert client.post(url, headers={**AUTH, "Origin": "http://testserver"}).status_code == 202

@@ -173,8 +173,10 @@ def test_uvicorns_own_log_carries_no_patient_value(app, app_settings, caplog):
     with serving(app, app_settings) as port:
         assert get(port, "/test-fails") == 500
     records = [r for r in caplog.records if r.name.startswith("uvicorn")]
-    assert records and records[0].name == "uvicorn.error", [r.name for r in caplog.records]
-    assert "ValueError" in caplog.text and "test_server.py" in caplog.text  # the type and where, kept
+    assert records, [r.name for r in caplog.records]
+    assert records[0].name == "uvicorn.error", [r.name for r in caplog.records]
+    assert "ValueError" in caplog.text
+    assert "test_server.py" in caplog.text  # the type and where, kept
     assert not any(c in caplog.text for c in CANARIES), caplog.text
     assert all(r.exc_info is None for r in records)
 
@@ -194,7 +196,9 @@ def test_over_https_the_session_cookie_is_secure(app_settings, sessions, tiny_cl
                      headers={"Content-Type": "application/x-www-form-urlencoded"})
         r = conn.getresponse()
         cookie = r.getheader("set-cookie")
-        assert r.status == 303 and cookie.startswith(f"{SESSION_COOKIE}=") and "secure" in cookie.lower()
+        assert r.status == 303
+        assert cookie.startswith(f"{SESSION_COOKIE}=")
+        assert "secure" in cookie.lower()
         assert r.getheader("strict-transport-security", "").startswith("max-age=")
         conn.close()
         with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):

@@ -62,7 +62,8 @@ def test_storescp_receives_each_transmission_as_its_own_file_and_stops(tmp_path,
             assert peers.acknowledged(sent), sent.stdout + sent.stderr
         arrivals = [pacs.arrivals.get(timeout=30)[1] for _ in range(2)]
     assert not pacs.running
-    assert len(set(arrivals)) == 2 and set(arrivals) == set(pacs.folder.iterdir())
+    assert len(set(arrivals)) == 2
+    assert set(arrivals) == set(pacs.folder.iterdir())
     assert {pydicom.dcmread(p).SOPInstanceUID for p in arrivals} == {ds.SOPInstanceUID}
 
 

@@ -33,8 +33,11 @@ def test_claim_complete(sessions):
     with sessions() as s:
         _instance(s)
         job = jobs.claim_job("w1", session=s)
-        assert job.state == JobState.RUNNING.value and job.attempts == 1 and job.worker == "w1"
-        assert job.lease_until > utcnow() and job.generation == 1
+        assert job.state == JobState.RUNNING.value
+        assert job.attempts == 1
+        assert job.worker == "w1"
+        assert job.lease_until > utcnow()
+        assert job.generation == 1
         assert jobs.claim_job("w2", session=s) is None  # nothing else queued, and the lease is live
         assert not jobs.complete(job.id, "w2", session=s)  # not w2's to finish
         assert jobs.complete(job.id, "w1", session=s)
@@ -70,7 +73,8 @@ def test_many_threads_claim_each_job_exactly_once(sessions):
         t.start()
     for t in threads:
         t.join()
-    assert sorted(taken) == sorted(set(taken)) and len(taken) == 20
+    assert sorted(taken) == sorted(set(taken))
+    assert len(taken) == 20
 
 
 def test_retry_with_backoff_then_fail(sessions):
@@ -79,7 +83,8 @@ def test_retry_with_backoff_then_fail(sessions):
         job = jobs.claim_job("w", session=s)
         assert jobs.fail(job.id, "w", RuntimeError("db hiccup"), max_attempts=2, session=s) == JobState.QUEUED
         s.commit()
-        assert job.available_at > utcnow() and "db hiccup" in job.last_error
+        assert job.available_at > utcnow()
+        assert "db hiccup" in job.last_error
         assert jobs.claim_job("w", session=s) is None  # not before its back-off
         job.available_at = utcnow() - timedelta(seconds=1)
         s.commit()
@@ -114,7 +119,9 @@ def test_an_expired_lease_is_taken_over_as_an_attempt_and_the_old_worker_cannot_
         job = jobs.claim_job("dead", session=s, max_attempts=3)
         _expire_lease(s, job.id)
         taken = jobs.claim_job("alive", session=s, max_attempts=3)
-        assert taken.id == job.id and taken.worker == "alive" and taken.attempts == 2
+        assert taken.id == job.id
+        assert taken.worker == "alive"
+        assert taken.attempts == 2
         assert jobs.WORKER_DIED in taken.last_error
         assert not jobs.complete(job.id, "dead", session=s)  # fenced: the lease moved on
         assert jobs.fail(job.id, "dead", RuntimeError("late"), 3, session=s) is None
@@ -128,12 +135,14 @@ def test_a_job_that_kills_its_worker_max_attempts_times_fails_with_the_reason(se
         job_id = None
         for attempt in range(1, 4):
             job = jobs.claim_job(f"w{attempt}", session=s, max_attempts=3)
-            assert job is not None and job.attempts == attempt
+            assert job is not None
+            assert job.attempts == attempt
             job_id = job.id
             _expire_lease(s, job.id)  # the worker died: no heartbeat
         assert jobs.claim_job("w4", session=s, max_attempts=3) is None
         job = s.get(Job, job_id, populate_existing=True)
-        assert job.state == JobState.FAILED.value and job.last_error.startswith(jobs.WORKER_DIED)
+        assert job.state == JobState.FAILED.value
+        assert job.last_error.startswith(jobs.WORKER_DIED)
         other = _instance(s, 2)  # the rest goes on
         assert jobs.claim_job("w5", session=s, max_attempts=3).instance_id == other.id
 
@@ -149,7 +158,8 @@ def test_new_content_during_a_run_makes_the_old_run_record_nothing(sessions):
         assert not jobs.complete(job.id, "w", session=s)
         s.rollback()
         again = jobs.claim_job("w", session=s)
-        assert again.id == job.id and again.generation == 2
+        assert again.id == job.id
+        assert again.generation == 2
         assert jobs.complete(job.id, "w", session=s)
         s.commit()
 
@@ -162,31 +172,41 @@ def test_a_worker_death_is_charged_only_to_a_job_that_ran_alone_and_the_innocent
         poison, innocent = _instance(s, 1).job.id, _instance(s, 2).job.id
         a = jobs.claim_job("p:1", session=s, max_attempts=2, alone=False)
         b = jobs.claim_job("p:2", session=s, max_attempts=2, alone=False)
-        assert (a.id, b.id) == (poison, innocent) and not a.alone and not b.alone
+        assert (a.id, b.id) == (poison, innocent)
+        assert not a.alone
+        assert not b.alone
         later = _instance(s, 3).job.id
         _expire_lease(s, poison)  # the process died: both leases run out
         _expire_lease(s, innocent)
-        assert jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 2  # GET /status
+        assert jobs.suspects_waiting(2, session=s)
+        assert jobs.worker_died_count(session=s) == 2  # GET /status
         # A thread beside others claims nothing while a suspect waits (its process drains),
         # even with a queued job due.
         assert jobs.claim_job("q:2", session=s, max_attempts=2, alone=False) is None
         retried = jobs.claim_job("q:1", session=s, max_attempts=2, alone=True)
-        assert retried.id == poison and retried.alone and retried.attempts == 1  # not counted
+        assert retried.id == poison
+        assert retried.alone
+        assert retried.attempts == 1  # not counted
         assert "retried alone, not counted" in retried.last_error
         _expire_lease(s, poison)  # it killed its worker again, alone this time: counted next
         retried = jobs.claim_job("r:1", session=s, max_attempts=2, alone=True)
-        assert retried.id == poison and retried.attempts == 2
+        assert retried.id == poison
+        assert retried.attempts == 2
         _expire_lease(s, poison)  # and again: attempts used up, alone
         taken = jobs.claim_job("t:1", session=s, max_attempts=2, alone=True)
-        assert taken.id == innocent and taken.alone and taken.attempts == 1
+        assert taken.id == innocent
+        assert taken.alone
+        assert taken.attempts == 1
         assert jobs.complete(innocent, "t:1", session=s)
         s.commit()
-        assert not jobs.suspects_waiting(2, session=s) and jobs.worker_died_count(session=s) == 0
+        assert not jobs.suspects_waiting(2, session=s)
+        assert jobs.worker_died_count(session=s) == 0
         assert jobs.claim_job("u:2", session=s, max_attempts=2, alone=False).id == later
         rows = {j.id: (j.state, j.attempts) for j in s.query(Job)}
         assert rows == {poison: ("failed", 2), innocent: ("done", 1), later: ("running", 1)}
         failed = s.get(Job, poison)
-        assert failed.last_error.startswith(jobs.WORKER_DIED) and "alone" in failed.last_error
+        assert failed.last_error.startswith(jobs.WORKER_DIED)
+        assert "alone" in failed.last_error
 
 
 def test_a_job_on_its_last_attempt_is_not_failed_by_a_death_beside_it(sessions):
@@ -195,7 +215,9 @@ def test_a_job_on_its_last_attempt_is_not_failed_by_a_death_beside_it(sessions):
         assert jobs.claim_job("p:1", session=s, max_attempts=1, alone=False).attempts == 1
         _expire_lease(s, job_id)
         taken = jobs.claim_job("q:1", session=s, max_attempts=1, alone=True)
-        assert taken.id == job_id and taken.state == JobState.RUNNING.value and taken.attempts == 1
+        assert taken.id == job_id
+        assert taken.state == JobState.RUNNING.value
+        assert taken.attempts == 1
         _expire_lease(s, job_id)  # now it died alone, on its last attempt
         assert jobs.claim_job("r:1", session=s, max_attempts=1, alone=True) is None
         assert s.get(Job, job_id, populate_existing=True).state == JobState.FAILED.value

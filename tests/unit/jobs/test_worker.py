@@ -20,12 +20,15 @@ def test_worker_analyses_a_real_cine_and_records_per_frame_scores(settings, sess
         inst = s.get(Instance, instance_id)
         assert inst.job.state == JobState.DONE.value
         r = inst.result
-        assert r.model_version == "tiny-1" and len(r.keyframes) == settings.pipeline.keyframes
-        assert 0 <= r.probability <= 1 and r.present == (r.probability >= r.threshold)
+        assert r.model_version == "tiny-1"
+        assert len(r.keyframes) == settings.pipeline.keyframes
+        assert 0 <= r.probability <= 1
+        assert r.present == (r.probability >= r.threshold)
         frames = s.query(FrameScore).filter_by(result_id=r.id).order_by(FrameScore.frame_number).all()
         assert [f.frame_number for f in frames] == list(range(1, 97))
         scored = [f.frame_number for f in frames if f.probability is not None]
-        assert scored == r.keyframes and all(len(f.window_scores) == 9 for f in frames if f.probability is not None)
+        assert scored == r.keyframes
+        assert all(len(f.window_scores) == 9 for f in frames if f.probability is not None)
 
 
 def test_undecodable_pixels_fail_the_job_with_a_reason_and_others_go_on(settings, sessions, tiny_classifier, rubo):
@@ -38,11 +41,13 @@ def test_undecodable_pixels_fail_the_job_with_a_reason_and_others_go_on(settings
         pass
     with sessions() as s:
         bad_job = s.query(Job).filter_by(instance_id=bad_id).one()
-        assert bad_job.state == JobState.FAILED.value and bad_job.attempts == 1
+        assert bad_job.state == JobState.FAILED.value
+        assert bad_job.attempts == 1
         assert bad_job.last_error.startswith("PermanentError: pixel data")
         assert s.query(Job).filter_by(instance_id=good_id).one().state == JobState.DONE.value
         assert s.query(Result).count() == 1
-        assert s.get(Instance, good_id).result is not None and s.get(Instance, bad_id).result is None
+        assert s.get(Instance, good_id).result is not None
+        assert s.get(Instance, bad_id).result is None
 
 
 def test_a_missing_file_fails_the_job_permanently(settings, sessions, tiny_classifier, rubo):
@@ -55,7 +60,8 @@ def test_a_missing_file_fails_the_job_permanently(settings, sessions, tiny_class
     Worker(settings, sessions, ModelHolder(tiny_classifier)).run_once()
     with sessions() as s:
         job = s.query(Job).one()
-        assert job.state == "failed" and "stored file missing" in job.last_error
+        assert job.state == "failed"
+        assert "stored file missing" in job.last_error
 
 
 def test_a_model_swapped_mid_job_serves_the_next_job_and_the_running_one_finishes(settings, sessions, tiny_classifier, rubo):
@@ -108,7 +114,8 @@ def test_the_heartbeat_renews_the_lease_while_a_job_runs(settings, sessions, tin
     assert seen == {"claimed_by_other": False}
     with sessions() as s:
         job = s.query(Job).one()
-        assert job.state == "done" and job.attempts == 1
+        assert job.state == "done"
+        assert job.attempts == 1
 
 
 def test_two_workers_share_the_queue_and_the_batched_model_each_job_runs_once(settings, sessions, tiny_classifier, rubo):
@@ -158,7 +165,8 @@ def test_a_failure_quoting_a_data_value_is_logged_and_stored_without_it(settings
     Worker(settings, sessions, ModelHolder(_ModelQuotingAValue(tiny_classifier.info))).run_once()
     with sessions() as s:
         job = s.query(Job).one()
-        assert job.state == "failed" and job.last_error == "ValueError: could not convert string to float: '...'"
+        assert job.state == "failed"
+        assert job.last_error == "ValueError: could not convert string to float: '...'"
     lines = [r.getMessage() for r in caplog.records if r.name == "arcade_pacs.jobs.worker"]
     assert any("ValueError" in line for line in lines), lines
     assert not any("Canary" in line for line in lines), lines
@@ -201,13 +209,16 @@ def test_a_job_whose_worker_died_runs_alone_and_the_sibling_thread_waits(setting
     try:
         thread.start()
         assert inside.wait(60)
-        assert isolation.alone and isolation.running == 1
+        assert isolation.alone
+        assert isolation.running == 1
         assert second.run_once() is False  # the queued job waits: the suspect runs alone
         with sessions() as s:
             assert s.query(Job).filter_by(instance_id=other).one().state == JobState.QUEUED.value
         release.set()
         thread.join(timeout=120)
-        assert ran == [True] and not isolation.alone and isolation.running == 0
+        assert ran == [True]
+        assert not isolation.alone
+        assert isolation.running == 0
         assert second.run_once() is True  # nothing suspect left: side by side again
     finally:
         release.set()

@@ -26,7 +26,8 @@ def test_plan_gives_a_newcomer_room_in_the_next_batch_and_the_oldest_keeps_progr
     plan = plan_batch([job, small], 16)
     taken = {id(r): stop - start for r, start, stop in plan}
     assert sum(taken.values()) == 16
-    assert taken[id(job)] == 8 and taken[id(small)] == 8
+    assert taken[id(job)] == 8
+    assert taken[id(small)] == 8
     only = plan_batch([job], 16)
     assert [(start, stop) for _r, start, stop in only] == [(0, 16)]
 

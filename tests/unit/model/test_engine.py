@@ -40,22 +40,30 @@ def _select(path, engine):
 
 def test_build_writes_a_checked_form_beside_the_model_with_manifest_and_golden_pairs(tiny, val_images):
     built = build.build(tiny, 0.5, val_images, CHECK)
-    assert built.path == tiny.with_suffix(".tflite") and built.path.is_file()
+    assert built.path == tiny.with_suffix(".tflite")
+    assert built.path.is_file()
     manifest = json.loads(forms.manifest_path(tiny).read_text())
     assert manifest["digest"] == file_digest(tiny)
     (entry,) = manifest["forms"]
-    assert entry["kind"] == "litert" and entry["sha256"] == file_digest(built.path)
-    assert entry["tolerance"] == golden.MAX_ABS_DIFF and "ai-edge-litert" in manifest["versions"]
+    assert entry["kind"] == "litert"
+    assert entry["sha256"] == file_digest(built.path)
+    assert entry["tolerance"] == golden.MAX_ABS_DIFF
+    assert "ai-edge-litert" in manifest["versions"]
     check = manifest["check"]
-    assert check["passed"] and check["images"] == 3 and check["passes"] == 3 * 18
-    assert check["max_abs_diff"] <= golden.MAX_ABS_DIFF and check["flips"] == 0
+    assert check["passed"]
+    assert check["images"] == 3
+    assert check["passes"] == 3 * 18
+    assert check["max_abs_diff"] <= golden.MAX_ABS_DIFF
+    assert check["flips"] == 0
     pairs = golden.Golden.read(tiny)
-    assert pairs.digest == file_digest(tiny) and pairs.windows.dtype == np.uint8
+    assert pairs.digest == file_digest(tiny)
+    assert pairs.windows.dtype == np.uint8
     assert pairs.windows.shape == (golden.GOLDEN_WINDOWS, 224, 224)
     assert len(np.unique(pairs.windows.reshape(len(pairs.windows), -1).mean(axis=1))) > 1  # real, varied windows
     assert set(manifest["passes_per_s"]) == {"keras", "litert"}
     chosen = _select(tiny, "litert")
-    assert chosen.engine.name == "litert" and chosen.check["max_abs_diff"] <= golden.MAX_ABS_DIFF
+    assert chosen.engine.name == "litert"
+    assert chosen.check["max_abs_diff"] <= golden.MAX_ABS_DIFF
     assert "verified" in chosen.reason
 
 
@@ -68,11 +76,14 @@ def test_a_changed_model_is_stale_served_by_keras_under_auto_and_rebuilt(tiny, v
     model.save(tiny)  # what a retrain promotion does to the serving file
     assert forms.current(tiny) is None
     chosen = _select(tiny, "auto")
-    assert chosen.engine.name == "keras" and chosen.needs_build and "another model" in chosen.reason
+    assert chosen.engine.name == "keras"
+    assert chosen.needs_build
+    assert "another model" in chosen.reason
     with pytest.raises(EngineCheckError, match="made from another model"):
         _select(tiny, "litert")
     built = build.build(tiny, 0.5, val_images, CHECK)
-    assert built.check_passed and forms.current(tiny) is not None
+    assert built.check_passed
+    assert forms.current(tiny) is not None
     pairs = golden.Golden.read(tiny)
     assert pairs.digest == file_digest(tiny)
     np.testing.assert_allclose(pairs.probabilities, chosen.engine.predict(pairs.tensors()), atol=1e-6)
@@ -87,7 +98,8 @@ def test_a_tampered_form_is_refused_at_load(tiny, val_images):
     with pytest.raises(EngineCheckError, match="not the file its manifest checked"):
         _select(tiny, "litert")
     auto = _select(tiny, "auto")
-    assert auto.engine.name == "keras" and "changed or corrupt" in auto.reason
+    assert auto.engine.name == "keras"
+    assert "changed or corrupt" in auto.reason
 
 
 def test_the_form_of_another_model_is_refused_at_load(tiny, tmp_path, val_images):
@@ -125,7 +137,8 @@ def test_a_form_failing_its_golden_check_falls_back_under_auto_and_refuses_when_
     shifted[0] += 0.01  # as if the runtime computed a different answer for one window
     golden.Golden(pairs.windows, shifted, pairs.digest).write(tiny)
     auto = _select(tiny, "auto")
-    assert auto.engine.name == "keras" and "refused" in auto.reason
+    assert auto.engine.name == "keras"
+    assert "refused" in auto.reason
     with pytest.raises(EngineCheckError, match="golden"):
         _select(tiny, "litert")
 
@@ -146,17 +159,21 @@ def test_the_classifier_serves_the_configured_engine_behind_its_batcher(tiny, va
     assert (litert.engine_name, keras_clf.engine_name) == ("litert", "keras")
     x = frame_tensors(np.linspace(0, 1, 512 * 512, dtype=np.float32).reshape(512, 512))
     np.testing.assert_allclose(litert.predict(x), keras_clf.predict(x), atol=golden.MAX_ABS_DIFF)
-    assert litert.warm_up() >= 0 and litert.model is not None  # Keras loads on demand
+    assert litert.warm_up() >= 0
+    assert litert.model is not None  # Keras loads on demand
 
 
 def test_the_shipped_model_package_holds_its_checked_form():
     """models/ ships the form of models/arcade_effb0.keras, checked on the whole val split."""
     form = forms.current(SHIPPED_MODEL)
     assert form is not None, "run `arcade-pacs engine --build` and commit models/arcade_effb0.tflite + _forms.json"
-    assert form.check_passed and form.manifest["check"]["images"] == 200 and form.manifest["check"]["flips"] == 0
+    assert form.check_passed
+    assert form.manifest["check"]["images"] == 200
+    assert form.manifest["check"]["flips"] == 0
     info = ModelInfo.read(SHIPPED_MODEL)
     engine, check = forms.verify(SHIPPED_MODEL, info.platt.inverse(info.threshold))
-    assert engine.name == "litert" and check["flips"] == 0
+    assert engine.name == "litert"
+    assert check["flips"] == 0
 
 
 @pytest.mark.slow
@@ -169,5 +186,7 @@ def test_the_shipped_model_in_litert_gives_keras_answers_on_real_cine_windows(sh
         t = frame_tensors(real_frame(rubo, number).astype(np.float32) / 255.0)
         both = np.concatenate([t, t[:, :, ::-1]])
         result = golden.compare(keras_engine.predict(both), litert.predict(both), info.threshold)
-        assert result["max_abs_diff"] <= golden.MAX_ABS_DIFF and result["flips"] == 0, result
-    assert shipped_litert.check_passed and shipped_litert.manifest["check"]["images"] == 200
+        assert result["max_abs_diff"] <= golden.MAX_ABS_DIFF, result
+        assert result["flips"] == 0, result
+    assert shipped_litert.check_passed
+    assert shipped_litert.manifest["check"]["images"] == 200

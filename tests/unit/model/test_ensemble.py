@@ -46,10 +46,12 @@ def test_the_ensemble_is_the_calibrated_mean_of_its_members(ensemble, tmp_path, 
 
 def test_members_and_calibration_are_stored_and_loaded_with_the_model(ensemble):
     info = ModelInfo.read(ensemble)
-    assert info.platt == Platt(1.6, -0.3) and [p.name for p in info.member_paths(ensemble)] == [
-        "ensemble.keras", "ensemble_m1.keras"]
+    assert info.platt == Platt(1.6, -0.3)
+    assert ([p.name for p in info.member_paths(ensemble)] == [
+        "ensemble.keras", "ensemble_m1.keras"])
     clf = Classifier.load(ensemble)
-    assert len(clf.engines) == 2 and clf.calibration == Platt(1.6, -0.3)
+    assert len(clf.engines) == 2
+    assert clf.calibration == Platt(1.6, -0.3)
 
 
 def test_the_ensemble_runs_through_the_checked_engine(ensemble, data_dir, rng):
@@ -62,6 +64,7 @@ def test_the_ensemble_runs_through_the_checked_engine(ensemble, data_dir, rng):
     built = build_forms(ensemble, settings, val_images_dir(data_dir / "arcade"))
     assert [f.path.name for f in built] == [p.with_suffix(".tflite").name for p in ModelInfo.read(ensemble).member_paths(ensemble)]
     served, selection = load(settings)
-    assert served.engine_name == "litert x2" and len(served.engines) == 2
+    assert served.engine_name == "litert x2"
+    assert len(served.engines) == 2
     x = _windows(rng, 6)
     np.testing.assert_allclose(served.predict(x), Classifier.load(ensemble).predict(x), atol=1e-4)

@@ -14,7 +14,8 @@ from tests.project import SHIPPED_MODEL
 
 def test_shipped_model_is_a_trained_efficientnetb0_with_a_card(shipped_classifier):
     model = shipped_classifier.model
-    assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 1)
+    assert model.input_shape == (None, 224, 224, 3)
+    assert model.output_shape == (None, 1)
     assert any(layer.name.startswith("efficientnetb0") for layer in model.layers)
     meta = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())
     assert meta["training"]["history"], "trained: the sidecar holds its training history"
@@ -50,5 +51,6 @@ def test_12_bit_and_8_bit_versions_score_alike(shipped_classifier, rubo):
 
 def test_real_cine_keyframes_drive_the_result(shipped_classifier, rubo):
     f = _score(shipped_classifier, decode_frames(pydicom.dcmread(rubo)))
-    assert min(f.frame_numbers) > 20 and 0.0 <= f.probability <= 1.0
+    assert min(f.frame_numbers) > 20
+    assert 0.0 <= f.probability <= 1.0
     assert f.probability == pytest.approx((f.tta_original + f.tta_flipped) / 2, abs=1e-6)

@@ -44,7 +44,8 @@ def test_padded_fragments_one_per_frame_are_located_despite_the_stale_table():
     odd = frags((11, SOI), (13, SOI), (9, SOI))  # as the modality wrote them
     padded = frags((12, SOI), (14, SOI), (10, SOI))  # as they arrive
     stale = [f.offset for f in odd]
-    assert stale == [0, 19, 40] and [f.offset for f in padded] == [0, 20, 42]
+    assert stale == [0, 19, 40]
+    assert [f.offset for f in padded] == [0, 20, 42]
     assert not table_agrees(stale, padded, 3)
     assert locate_frames(stale, padded, 3) == [(0,), (1,), (2,)]
 
@@ -130,7 +131,8 @@ def test_odd_length_fragments_as_written_decode_like_the_original(rubo, tmp_path
 @pytest.mark.parametrize("as_dataset", [False, True])
 def test_padded_cine_decodes_like_the_original(padded, rubo_frames, as_dataset):
     source = FrameSource(pydicom.dcmread(padded) if as_dataset else padded)
-    assert source.relocated and "extended_offsets" in source.decode_options
+    assert source.relocated
+    assert "extended_offsets" in source.decode_options
     np.testing.assert_array_equal(source.read().data, rubo_frames)
     np.testing.assert_array_equal(source.read([3, 70]).data, rubo_frames[[3, 70]])
 

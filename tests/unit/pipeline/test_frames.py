@@ -21,7 +21,8 @@ def test_every_sample_decodes_to_512_frames_in_unit_range(dicom_dir, name):
     frames = decode_frames(ds)
     assert frames.data.shape == (int(ds.get("NumberOfFrames", 1)), 512, 512)
     assert frames.data.dtype == np.float32
-    assert frames.data.min() >= 0.0 and frames.data.max() <= 1.0
+    assert frames.data.min() >= 0.0
+    assert frames.data.max() <= 1.0
     assert frames.data.max() - frames.data.min() > 0.5  # real contrast, not a blank
     assert (frames.rows, frames.columns) == (ds.Rows, ds.Columns)
 
@@ -111,7 +112,8 @@ def test_pixel_padding_range_is_excluded(rubo):
     frame[:, 40:80] = 10  # padding too: within Pixel Padding Value .. Pixel Padding Range Limit
     frame[:, 80:] = np.maximum(frame[:, 80:], 11)
     frames = decode_frames(xa_dataset(frame, PixelPaddingValue=0, PixelPaddingRangeLimit=10))
-    assert not frames.valid[:, :80].any() and frames.valid[:, 90:].all()
+    assert not frames.valid[:, :80].any()
+    assert frames.valid[:, 90:].all()
     assert frames.data[0][:, :80].max() == 0.0
 
 
@@ -120,7 +122,9 @@ def test_pixel_padding_and_shutter_are_black_and_excluded(rubo):
     frame[:, :40] = 0
     ds = xa_dataset(frame, PixelPaddingValue=0, ShutterShape="CIRCULAR", CenterOfCircularShutter=[256, 256], RadiusOfCircularShutter=200)
     frames = decode_frames(ds)
-    assert not frames.valid[256, 10] and not frames.valid[5, 5] and frames.valid[256, 256]
+    assert not frames.valid[256, 10]
+    assert not frames.valid[5, 5]
+    assert frames.valid[256, 256]
     assert frames.data[0][~frames.valid].max() == 0.0
 
 
@@ -130,7 +134,11 @@ def test_rectangular_and_polygonal_shutters():
                     ShutterUpperHorizontalEdge=3, ShutterLowerHorizontalEdge=8,
                     VerticesOfThePolygonalShutter=[1, 1, 1, 10, 10, 10, 10, 1])
     mask = shutter_mask(ds, 10, 10)
-    assert mask[2, 1] and mask[7, 8] and not mask[1, 1] and not mask[8, 5] and not mask[5, 0]
+    assert mask[2, 1]
+    assert mask[7, 8]
+    assert not mask[1, 1]
+    assert not mask[8, 5]
+    assert not mask[5, 0]
 
 
 def test_truncated_pixel_data_is_a_frame_error(rubo):

@@ -47,7 +47,8 @@ def test_located_frames_partition_the_fragments_in_order(layout):
     groups = locate_frames(offsets, fragments, n_frames)
     if groups is None:
         return
-    assert len(groups) == n_frames and all(groups)
+    assert len(groups) == n_frames
+    assert all(groups)
     assert [i for g in groups for i in g] == list(range(len(fragments)))  # contiguous, in order, complete
 
 
@@ -67,7 +68,8 @@ def test_any_bytes_give_a_fragment_table_or_a_fragment_error(data):
     except FragmentError:
         return
     for f in fragments:
-        assert 0 <= f.offset and f.offset + 8 + f.length <= len(data)
+        assert 0 <= f.offset
+        assert f.offset + 8 + f.length <= len(data)
     assert all(0 <= o < 2**32 for o in offsets)
 
 
@@ -141,7 +143,9 @@ def _frames_or_frame_error(src) -> None:
             event(f"FrameError ({exc.kind})")
             return
     event("frames")
-    assert np.isfinite(data).all() and data.min() >= 0.0 and data.max() <= 1.0
+    assert np.isfinite(data).all()
+    assert data.min() >= 0.0
+    assert data.max() <= 1.0
     assert data.shape[1:] == (512, 512)
 
 

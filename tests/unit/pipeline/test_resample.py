@@ -27,7 +27,8 @@ def test_the_served_grid_is_the_training_op_s(frames):
     for frame in frames:
         stack = np.broadcast_to(frame, (len(GRID), 512, 512))
         ours, theirs = sample_windows(stack, window_transforms(GRID)), sample_windows_tf(stack, window_transforms(GRID))
-        assert ours.shape == (9, 224, 224, 3) and ours.dtype == np.float32
+        assert ours.shape == (9, 224, 224, 3)
+        assert ours.dtype == np.float32
         worst = max(worst, float(np.abs(ours - theirs.numpy()).max()))
     assert worst <= MAX_DIFF, worst
 

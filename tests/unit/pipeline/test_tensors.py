@@ -39,8 +39,10 @@ def test_frame_tensors_shape_range_and_uint8_path_agree(rng):
     frame = rng.integers(0, 256, (512, 512)).astype(np.uint8)
     a = frame_tensors(frame.astype(np.float32) / 255.0)
     b = sample_windows(np.broadcast_to(frame, (9, 512, 512)), window_transforms(GRID))
-    assert a.shape == (9, 224, 224, 3) and a.dtype == np.float32
-    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert a.shape == (9, 224, 224, 3)
+    assert a.dtype == np.float32
+    assert 0.0 <= a.min()
+    assert a.max() <= 1.0
     np.testing.assert_allclose(a, b, atol=1e-6)  # training (uint8) and inference (float) paths agree
 
 

@@ -66,7 +66,8 @@ def test_refusals_name_status_and_reason(change, status, reason):
     ds = _cine()
     change(ds)
     got_status, got_reason = _refusal(ds)
-    assert got_status == status and reason in got_reason
+    assert got_status == status
+    assert reason in got_reason
 
 
 def test_a_data_set_of_another_sop_class_than_its_context():
@@ -83,7 +84,8 @@ def test_limits_come_from_the_settings():
     settings = Settings()
     settings.pipeline.max_frames = 2
     status, reason = _refusal(_cine(3), settings=settings)
-    assert status == OUT_OF_RESOURCES and "exceeds configured limits" in reason
+    assert status == OUT_OF_RESOURCES
+    assert "exceeds configured limits" in reason
     settings.pipeline.max_frames, settings.pipeline.max_rows = 10, 16
     assert _refusal(_cine(3), settings=settings)[0] == OUT_OF_RESOURCES
 

@@ -93,7 +93,8 @@ def test_instances_are_stored_queued_and_audited_as_a_c_store_would_be(client, s
     (row,) = _audit(sessions)
     assert (row.protocol, row.calling_aet, row.called_aet, row.peer_address, row.outcome) == (
         "dicomweb", SENDER, "ARCADE", "10.1.2.3", "released")
-    assert (row.instances_stored, row.instances_refused) == (2, 0) and row.bytes_received > 2 * 32 * 32 * 3
+    assert (row.instances_stored, row.instances_refused) == (2, 0)
+    assert row.bytes_received > 2 * 32 * 32 * 3
     assert _incoming_empty(stow_settings)
 
 
@@ -140,7 +141,9 @@ def test_a_malformed_body_is_400_and_stores_nothing_and_the_next_request_is_serv
     assert _stored(sessions) == {}
     assert _incoming_empty(stow_settings)
     (row,) = _audit(sessions)
-    assert row.outcome == "rejected" and row.reason.startswith("HTTP 400") and row.calling_aet == SENDER
+    assert row.outcome == "rejected"
+    assert row.reason.startswith("HTTP 400")
+    assert row.calling_aet == SENDER
     good = _cine()
     assert _post(client, body([part10(good)])).status_code == 200
     assert set(_stored(sessions)) == {good.SOPInstanceUID}
@@ -158,7 +161,8 @@ def test_a_body_over_the_bound_is_413_while_it_arrives_and_stores_nothing(client
             yield data[i:i + 4096]
 
     r = client.post("/dicom-web/studies", content=chunks(), headers={**AUTH, "Content-Type": content_type()})
-    assert r.status_code == 413 and "larger than 50000 bytes" in r.json()["detail"]
+    assert r.status_code == 413
+    assert "larger than 50000 bytes" in r.json()["detail"]
     assert _stored(sessions) == {}
     assert _incoming_empty(stow_settings)
     assert [a.reason[:8] for a in _audit(sessions)] == ["HTTP 413", "HTTP 413"]
@@ -168,7 +172,8 @@ def test_an_instance_over_the_scp_bound_is_refused_like_a_c_store(client, sessio
     stow_settings.scp.max_instance_bytes = 20_000
     small, big = _cine(), _cine(frames=30)
     r = _post(client, body([part10(small), part10(big)]))
-    assert r.status_code == 202 and _reasons(r) == [0xA700]
+    assert r.status_code == 202
+    assert _reasons(r) == [0xA700]
     assert set(_stored(sessions)) == {small.SOPInstanceUID}
 
 
@@ -176,7 +181,8 @@ def test_an_instance_over_the_scp_bound_is_refused_like_a_c_store(client, sessio
                                             ({"Authorization": f"Basic {SENDER_TOKEN}"}, 401)])
 def test_a_missing_or_wrong_token_is_401(headers, status, client, sessions):
     r = _post(client, body([part10(_cine())]), headers=headers)
-    assert r.status_code == status and r.headers["www-authenticate"].startswith("Bearer")
+    assert r.status_code == status
+    assert r.headers["www-authenticate"].startswith("Bearer")
     assert _stored(sessions) == {}
     (row,) = _audit(sessions)
     assert (row.outcome, row.calling_aet, row.protocol) == ("rejected", "", "dicomweb")
@@ -195,7 +201,8 @@ def test_guessing_sender_tokens_is_throttled_per_client_like_the_admins_token(cl
 def test_without_a_configured_sender_the_endpoint_refuses(client, sessions, stow_settings):
     stow_settings.dicomweb_senders = []
     r = _post(client, body([part10(_cine())]))
-    assert r.status_code == 403 and "dicomweb_senders" in r.json()["detail"]
+    assert r.status_code == 403
+    assert "dicomweb_senders" in r.json()["detail"]
     assert _stored(sessions) == {}
 
 
@@ -212,7 +219,8 @@ def test_study_form_refuses_instances_of_another_study(client, sessions):
     mine, other = _cine(study_uid=study), _cine()
     r = _post(client, body([part10(mine), part10(other)]), path=f"/dicom-web/studies/{study}")
     assert r.status_code == 202
-    assert _uids(r, FAILED_SOP_SEQUENCE) == [other.SOPInstanceUID] and _reasons(r) == [0xA900]
+    assert _uids(r, FAILED_SOP_SEQUENCE) == [other.SOPInstanceUID]
+    assert _reasons(r) == [0xA900]
     assert set(_stored(sessions)) == {mine.SOPInstanceUID}
     assert client.post("/dicom-web/studies/not-a-uid", content=b"", headers=AUTH).status_code == 422
 
@@ -228,7 +236,8 @@ def test_a_byte_identical_resend_is_acknowledged_and_not_analysed_again(client, 
 def test_below_the_disk_watermark_or_when_busy_it_is_503(client, sessions, stow_settings, receiver):
     stow_settings.storage.min_free_mb = 1e12
     r = _post(client, body([part10(_cine())]))
-    assert r.status_code == 503 and r.headers["retry-after"]
+    assert r.status_code == 503
+    assert r.headers["retry-after"]
     stow_settings.storage.min_free_mb = 0
     held = [receiver.slots.acquire(blocking=False) for _ in range(stow_settings.dicomweb.max_concurrent_requests)]
     assert all(held)

@@ -23,4 +23,5 @@ def test_every_module_level_code_is_listed_in_all():
 
 
 def test_presence():
-    assert codes.presence(True) == codes.PRESENT and codes.presence(False) == codes.ABSENT
+    assert codes.presence(True) == codes.PRESENT
+    assert codes.presence(False) == codes.ABSENT

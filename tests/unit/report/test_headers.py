@@ -37,12 +37,14 @@ def test_an_invalid_value_is_emptied_with_a_warning_naming_the_attribute_only(rf
     assert clean.PatientSex == ""
     assert rf_header.PatientSex == "?"  # the source is not touched
     (record,) = [r for r in caplog.records if r.name == "arcade_pacs.report.headers"]
-    assert "PatientSex" in record.getMessage() and "?" not in record.getMessage()
+    assert "PatientSex" in record.getMessage()
+    assert "?" not in record.getMessage()
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "StudyDate", "StudyTime",
                     "SOPInstanceUID", "Rows", "Columns"):
         assert clean.get(keyword) == rf_header.get(keyword), keyword
     sr = _build(clean)
-    assert sr.PatientSex == "" and sr.PatientID == rf_header.PatientID
+    assert sr.PatientSex == ""
+    assert sr.PatientID == rf_header.PatientID
 
 
 def test_valid_values_are_kept_and_missing_type2_attributes_added_empty(rf_header, caplog):
@@ -51,7 +53,9 @@ def test_valid_values_are_kept_and_missing_type2_attributes_added_empty(rf_heade
     del rf_header.PatientBirthDate
     with caplog.at_level(logging.WARNING, logger="arcade_pacs.report.headers"):
         clean = sanitize_header(rf_header)
-    assert clean.PatientSex == "F" and clean.StudyDate == "" and clean.PatientBirthDate == ""
+    assert clean.PatientSex == "F"
+    assert clean.StudyDate == ""
+    assert clean.PatientBirthDate == ""
     ours = [r for r in caplog.records if r.name == "arcade_pacs.report.headers"]
     assert {r.getMessage().split()[2] for r in ours} == {"StudyDate", "PatientBirthDate"}
     assert all("20131302" not in r.getMessage() for r in ours)
@@ -82,4 +86,5 @@ def test_the_patient_identity_is_never_changed(rf_header):
     rf_header.PatientSex = "M"
     rf_header.PatientID = "P" * 70  # over LO's 64: still the patient's identifier, kept as sent
     clean = sanitize_header(rf_header)
-    assert clean.PatientID == rf_header.PatientID and clean.PatientName == rf_header.PatientName
+    assert clean.PatientID == rf_header.PatientID
+    assert clean.PatientName == rf_header.PatientName

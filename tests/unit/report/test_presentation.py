@@ -46,7 +46,8 @@ def _annotations(ds) -> dict[int, dict[str, list]]:
         entry["layers"].append(annotation.GraphicLayer)
         entry["sops"].add(ref.ReferencedSOPInstanceUID)
         for g in annotation.get("GraphicObjectSequence", []):
-            assert g.GraphicType == "POLYLINE" and g.GraphicAnnotationUnits == "PIXEL"
+            assert g.GraphicType == "POLYLINE"
+            assert g.GraphicAnnotationUnits == "PIXEL"
             xs, ys = g.GraphicData[0::2], g.GraphicData[1::2]
             assert (xs[0], ys[0]) == (xs[-1], ys[-1])  # closed
             entry["boxes"].append((min(xs), min(ys), max(xs), max(ys)))
@@ -61,12 +62,16 @@ def test_the_presentation_state_of_every_sample_passes_dciodvfy(name, dicom_dir,
     assert not errors, "\n".join(errors)
     assert not unexplained(warnings), "\n".join(warnings)
     dumped = run([tool("dcmdump"), str(tmp_path / "ps.dcm")])  # DCMTK reads it too
-    assert dumped.returncode == 0 and "GraphicAnnotationSequence" in dumped.stdout, dumped.stderr
+    assert dumped.returncode == 0, dumped.stderr
+    assert "GraphicAnnotationSequence" in dumped.stdout, dumped.stderr
     ds = pydicom.dcmread(tmp_path / "ps.dcm")
-    assert ds.SOPClassUID == GSPS and ds.Modality == "PR"
+    assert ds.SOPClassUID == GSPS
+    assert ds.Modality == "PR"
     assert ds.StudyInstanceUID == result.source.StudyInstanceUID
-    assert ds.SeriesNumber == presentation.SERIES_NUMBER and "research use" in ds.SeriesDescription
-    assert ds.Manufacturer == MANUFACTURER and ds.ManufacturerModelName == MODEL_NAME
+    assert ds.SeriesNumber == presentation.SERIES_NUMBER
+    assert "research use" in ds.SeriesDescription
+    assert ds.Manufacturer == MANUFACTURER
+    assert ds.ManufacturerModelName == MODEL_NAME
     assert [e.DeviceUID for e in ds.ContributingEquipmentSequence if e.get("DeviceUID")] == [MODEL.device_uid]
 
 

@@ -60,7 +60,8 @@ def test_a_late_instance_makes_a_replacement_sr_that_supersedes_unsent_deliverie
     with sessions() as s:
         assert report_ready_studies(settings, session=s) == 1
         old, new = s.scalars(select(Report).order_by(Report.id)).all()
-        assert new.predecessor_id == old.id and new.series_instance_uid == old.series_instance_uid
+        assert new.predecessor_id == old.id
+        assert new.series_instance_uid == old.series_instance_uid
         assert new.n_instances == 2
         states = {d.report_id: d.state for d in s.scalars(select(Delivery))}
         assert states == {old.id: "superseded", new.id: "pending"}
@@ -89,11 +90,13 @@ def test_a_study_whose_only_run_failed_gets_an_sr_that_says_why(settings, sessio
     _analyse_all(settings, sessions, tiny_classifier)
     with sessions() as s:
         job = s.scalars(select(Job)).one()
-        assert job.state == "failed" and job.last_error
+        assert job.state == "failed"
+        assert job.last_error
         assert report_ready_studies(settings, session=s) == 1
         assert not s.scalars(select(Study)).one().needs_report
         report = s.scalars(select(Report)).one()
-        assert report.n_instances == 1 and not report.present
+        assert report.n_instances == 1
+        assert not report.present
         path, reason = report.path, job.last_error
     assert not _errors(path)
     sr = hd.sr.srread(path)
@@ -114,7 +117,8 @@ def test_a_study_with_a_good_and_a_failed_run_reports_both(settings, sessions, t
         assert report_ready_studies(settings, session=s) == 1
         report = s.scalars(select(Report)).one()
         present = s.scalars(select(Instance).where(Instance.sop_instance_uid == good.SOPInstanceUID)).one().result.present
-        assert report.n_instances == 2 and report.present == present
+        assert report.n_instances == 2
+        assert report.present == present
         path = report.path
     assert not _errors(path)
     sr = hd.sr.srread(path)
@@ -137,7 +141,8 @@ def test_an_invalid_patient_attribute_never_blocks_the_sr(settings, sessions, ti
         assert report_ready_studies(settings, session=s) == 1
         path = s.scalars(select(Report)).one().path
     sr = pydicom.dcmread(path)
-    assert sr.PatientSex == "" and sr.PatientID == pydicom.dcmread(source, stop_before_pixels=True).PatientID
+    assert sr.PatientSex == ""
+    assert sr.PatientID == pydicom.dcmread(source, stop_before_pixels=True).PatientID
     (warning,) = [r for r in caplog.records if "PatientSex" in r.getMessage()]
     assert "?" not in warning.getMessage()
     assert not _errors(path)
@@ -150,11 +155,13 @@ def test_a_study_whose_sr_cannot_be_written_backs_off_and_remembers_why(settings
         Path(s.get(Instance, instance_id).path).unlink()  # the header the SR needs is gone
         assert report_ready_studies(settings, session=s) == 0
         study = s.scalars(select(Study)).one()
-        assert study.needs_report and study.report_attempts == 1
+        assert study.needs_report
+        assert study.report_attempts == 1
         assert study.report_error.startswith("FileNotFoundError")
         assert study.report_due_at > utcnow()
         assert ready_studies(0, session=s) == []  # backing off: not tried again every second
-        assert report_ready_studies(settings, session=s) == 0 and study.report_attempts == 1
+        assert report_ready_studies(settings, session=s) == 0
+        assert study.report_attempts == 1
     assert report_backoff_s(1) < report_backoff_s(2) < report_backoff_s(3) <= report_backoff_s(50) == REPORT_BACKOFF_CAP_S
 
 
@@ -169,19 +176,23 @@ def test_a_resend_with_the_same_content_changes_nothing_and_new_content_replaces
     assert ingest(ds, settings, sessions) == first_id  # byte-identical resend
     with sessions() as s:
         inst = s.get(Instance, first_id)
-        assert inst.generation == 1 and inst.job.state == "done" and inst.job.attempts == 1
+        assert inst.generation == 1
+        assert inst.job.state == "done"
+        assert inst.job.attempts == 1
         assert not inst.study.needs_report
         assert report_ready_studies(settings, session=s) == 0
     ds.PixelData = xa_dataset(real_frame(rubo, 70)).PixelData  # same UIDs, new pixels
     assert ingest(ds, settings, sessions) == first_id
     with sessions() as s:
         inst = s.get(Instance, first_id)
-        assert inst.generation == 2 and inst.job.state == "queued"
+        assert inst.generation == 2
+        assert inst.job.state == "queued"
     _analyse_all(settings, sessions, tiny_classifier)
     with sessions() as s:
         assert report_ready_studies(settings, session=s) == 1
         old, new = s.scalars(select(Report).order_by(Report.id)).all()
-        assert new.predecessor_id == old.id and new.content_key != old.content_key
+        assert new.predecessor_id == old.id
+        assert new.content_key != old.content_key
         ref = pydicom.dcmread(new.path).PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
         assert ref.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == old.sop_instance_uid
 
@@ -202,7 +213,8 @@ def test_a_study_is_reported_by_one_reporter_and_never_twice_for_the_same_conten
         study.needs_report = True  # e.g. a flag left by a crash: the content is the same
         s.commit()
         assert report_ready_studies(settings, session=s) == 0
-        assert s.query(Report).count() == 1 and not s.scalars(select(Study)).one().needs_report
+        assert s.query(Report).count() == 1
+        assert not s.scalars(select(Study)).one().needs_report
 
 
 SR, SC, GSPS = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.11.1"
@@ -241,13 +253,16 @@ def test_a_study_result_is_its_sr_result_images_and_presentation_states_sent_whe
         objects = _objects(report)
         assert {k: len(v) for k, v in objects.items()} == {"sr": 1, "sc": 2, "gsps": 1}
         (sr,) = objects["sr"]
-        assert sr.sop_instance_uid == report.sop_instance_uid and sr.path == report.path and sr.instance_id is None
+        assert sr.sop_instance_uid == report.sop_instance_uid
+        assert sr.path == report.path
+        assert sr.instance_id is None
         assert {o.instance_id for o in objects["sc"]} == {run_id, failed_id}
         assert [o.instance_id for o in objects["gsps"]] == [run_id]  # a run without a result has no marks
         for o in report.objects:
             ds = pydicom.dcmread(o.path)
             assert ds.SOPClassUID == o.sop_class_uid == {"sr": SR, "sc": SC, "gsps": GSPS}[o.kind]
-            assert ds.SOPInstanceUID == o.sop_instance_uid and ds.SeriesInstanceUID == o.series_instance_uid
+            assert ds.SOPInstanceUID == o.sop_instance_uid
+            assert ds.SeriesInstanceUID == o.series_instance_uid
             assert ds.StudyInstanceUID == study_uid
         assert [int(pydicom.dcmread(o.path).InstanceNumber) for o in objects["sc"]] == [1, 2]
         sent = {(d.destination, d.object.kind) for d in s.scalars(select(Delivery))}
@@ -283,7 +298,8 @@ def test_a_new_version_replaces_the_sr_result_images_and_presentation_states_tog
             numbers = [int(pydicom.dcmread(o.path).InstanceNumber) for o in before[kind] + after[kind]]
             assert numbers == [1, 2, 3]
         comments = pydicom.dcmread(after["sc"][0].path).ImageComments
-        assert "Version 2" in comments and "replaces the objects of version 1" in comments
+        assert "Version 2" in comments
+        assert "replaces the objects of version 1" in comments
 
 
 def test_a_re_analysis_by_another_model_is_a_new_version_by_the_same_model_not(settings, sessions, tiny_classifier, rubo):
@@ -303,7 +319,8 @@ def test_a_re_analysis_by_another_model_is_a_new_version_by_the_same_model_not(s
         s.commit()
         assert report_ready_studies(settings, session=s) == 1
         old, new = s.scalars(select(Report).order_by(Report.id)).all()
-        assert {d.state for d in old.deliveries} == {"superseded"} and {d.state for d in new.deliveries} == {"pending"}
+        assert {d.state for d in old.deliveries} == {"superseded"}
+        assert {d.state for d in new.deliveries} == {"pending"}
         (image,) = _objects(new)["sc"]
         assert "effb0-next" in str(pydicom.dcmread(image.path).ContributingEquipmentSequence[0].SoftwareVersions)
 

@@ -76,16 +76,21 @@ def test_the_result_image_of_every_sample_passes_dciodvfy_and_reads_back(name, d
     assert not unexplained(warnings), "\n".join(warnings)
 
     dumped = run([tool("dcmdump"), str(tmp_path / "sc.dcm")])  # DCMTK reads it too
-    assert dumped.returncode == 0 and "BurnedInAnnotation" in dumped.stdout, dumped.stderr
+    assert dumped.returncode == 0, dumped.stderr
+    assert "BurnedInAnnotation" in dumped.stdout, dumped.stderr
     ds = pydicom.dcmread(tmp_path / "sc.dcm")
     source = result.source
-    assert ds.SOPClassUID == SECONDARY_CAPTURE and ds.Modality == "OT"
-    assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == source.PatientID
-    assert ds.SeriesInstanceUID != source.SeriesInstanceUID and ds.SeriesNumber == result_image.SERIES_NUMBER
+    assert ds.SOPClassUID == SECONDARY_CAPTURE
+    assert ds.Modality == "OT"
+    assert ds.StudyInstanceUID == source.StudyInstanceUID
+    assert ds.PatientID == source.PatientID
+    assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+    assert ds.SeriesNumber == result_image.SERIES_NUMBER
     assert "research use" in ds.SeriesDescription
     assert ds.BurnedInAnnotation == "YES"
     assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-    assert ds.PhotometricInterpretation == "RGB" and ds.pixel_array.shape == (ds.Rows, ds.Columns, 3)
+    assert ds.PhotometricInterpretation == "RGB"
+    assert ds.pixel_array.shape == (ds.Rows, ds.Columns, 3)
     assert ds.pixel_array.std() > 10  # not blank
     (ref,) = ds.SourceImageSequence
     assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
@@ -103,7 +108,8 @@ def test_the_result_image_of_every_sample_passes_dciodvfy_and_reads_back(name, d
                          instance_number=1))
     for keyword in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions"):
         assert ds[keyword].value == sr[keyword].value, keyword
-    assert ds.Manufacturer == MANUFACTURER and ds.ManufacturerModelName == MODEL_NAME
+    assert ds.Manufacturer == MANUFACTURER
+    assert ds.ManufacturerModelName == MODEL_NAME
     ours = [e for e in ds.ContributingEquipmentSequence if e.get("DeviceUID")]
     assert [e.DeviceUID for e in ours] == [MODEL.device_uid] == [e.DeviceUID for e in sr.ContributingEquipmentSequence
                                                                   if e.get("DeviceUID")]
@@ -130,14 +136,17 @@ def test_every_outline_in_the_result_image_is_where_the_sr_says_a_region_is(name
         right = ox + round(x1 * result_image.TILE / columns) - 1
         bottom = oy + round(y1 * result_image.TILE / rows) - 1
         for x in np.linspace(left, right, 9).round().astype(int):  # the outer line of each edge
-            assert red[top, x] and red[bottom, x], (frame, x)
+            assert red[top, x], (frame, x)
+            assert red[bottom, x], (frame, x)
         for y in np.linspace(top, bottom, 9).round().astype(int):
-            assert red[y, left] and red[y, right], (frame, y)
+            assert red[y, left], (frame, y)
+            assert red[y, right], (frame, y)
         ring = np.zeros_like(red)
         ring[top:bottom + 1, left:right + 1] = True
         ring[top + OUTLINE_WIDTH:bottom + 1 - OUTLINE_WIDTH, left + OUTLINE_WIDTH:right + 1 - OUTLINE_WIDTH] = False
         expected |= ring
-    assert red.any() and not (red & ~expected).any(), "red pixels where the SR has no region"
+    assert red.any(), "red pixels where the SR has no region"
+    assert not (red & ~expected).any(), "red pixels where the SR has no region"
 
 
 def test_a_negative_run_is_drawn_without_outlines(rubo):
@@ -157,9 +166,12 @@ def test_the_caption_is_legible(rubo):
     assert NOTICE in text, text
     assert "STENOSIS PRESENT" in text
     assert "Run probability 0.83 (threshold 0.40" in text
-    assert "EfficientNet" in text and "test-1" in text  # (tesseract reads the digit in "effb0" as a letter O)
+    assert "EfficientNet" in text
+    assert "test-1" in text  # (tesseract reads the digit in "effb0" as a letter O)
     negative = _ocr(_caption(analysed(rubo, negative_finding)))
-    assert "no stenosis found" in negative and "0.12" in negative and NOTICE in negative
+    assert "no stenosis found" in negative
+    assert "0.12" in negative
+    assert NOTICE in negative
 
 
 def test_the_dashboard_keyframe_picture_is_the_result_image_tile(rubo):
@@ -180,15 +192,19 @@ def test_a_run_that_could_not_be_analysed_gets_an_image_that_says_why(dicom_dir,
     header = pydicom.dcmread(dicom_dir / "xa_rubo0002_cine96_jpegbaseline.dcm", stop_before_pixels=True)
     failed = FailedRun(source=header, reason="pixel data cannot be decoded:\n frame 96 is truncated", instance_id=7)
     (built,) = _objects([], [failed])
-    assert built.kind is ObjectKind.SC and built.instance_id == 7
+    assert built.kind is ObjectKind.SC
+    assert built.instance_id == 7
     errors, warnings = dciodvfy(saved(built.dataset, tmp_path / "failed.dcm"), "SCImage")
     assert not errors, "\n".join(errors)
     ds = pydicom.dcmread(tmp_path / "failed.dcm")
     (ref,) = ds.SourceImageSequence
-    assert ref.ReferencedSOPInstanceUID == header.SOPInstanceUID and "ReferencedFrameNumber" not in ref
+    assert ref.ReferencedSOPInstanceUID == header.SOPInstanceUID
+    assert "ReferencedFrameNumber" not in ref
     assert "could not be analysed" in ds.ImageComments or "not analysed" in ds.ImageComments
     text = _ocr(ds.pixel_array)
-    assert "NOT ANALYSED" in text and "frame 96 is truncated" in text and NOTICE in text, text
+    assert "NOT ANALYSED" in text, text
+    assert "frame 96 is truncated" in text, text
+    assert NOTICE in text, text
 
 
 def test_a_run_whose_frames_are_gone_gets_a_caption_and_no_presentation_state(rubo, tmp_path):
@@ -198,7 +214,8 @@ def test_a_run_whose_frames_are_gone_gets_a_caption_and_no_presentation_state(ru
     (built,) = _objects([gone])
     assert built.kind is ObjectKind.SC
     text = _ocr(built.dataset.pixel_array)
-    assert "could not be read again" in text and NOTICE in text, text
+    assert "could not be read again" in text, text
+    assert NOTICE in text, text
 
 
 def test_layout_keeps_tiles_apart_and_inside_the_image():

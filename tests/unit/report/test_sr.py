@@ -102,16 +102,19 @@ def test_dsrdump_renders_the_findings(sr_file):
     assert out.returncode == 0, out.stderr
     assert "Imaging Measurement Report" in out.stdout
     assert "Coronary angiography" in out.stdout
-    assert '(52101004,SCT,"Present")' in out.stdout and '(272519000,SCT,"Absent")' in out.stdout
+    assert '(52101004,SCT,"Present")' in out.stdout
+    assert '(272519000,SCT,"Absent")' in out.stdout
     assert "UNVERIFIED" in out.stdout
 
 
 def test_values_round_trip_through_highdicom(sr_file, dicom_dir):
     ds = pydicom.dcmread(sr_file)
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
-    assert ds.VerificationFlag == "UNVERIFIED" and ds.CompletionFlag == "COMPLETE"
+    assert ds.VerificationFlag == "UNVERIFIED"
+    assert ds.CompletionFlag == "COMPLETE"
     cine = pydicom.dcmread(dicom_dir / "xa_rubo0002_cine96_jpegbaseline.dcm", stop_before_pixels=True)
-    assert ds.StudyInstanceUID == cine.StudyInstanceUID and ds.PatientID == cine.PatientID
+    assert ds.StudyInstanceUID == cine.StudyInstanceUID
+    assert ds.PatientID == cine.PatientID
     assert ds.SeriesInstanceUID != cine.SeriesInstanceUID
     assert "research" in ds.SeriesDescription.lower()
     equipment = ds.ContributingEquipmentSequence[0]
@@ -153,7 +156,8 @@ def test_values_round_trip_through_highdicom(sr_file, dicom_dir):
     (region_probability,) = region_group.get_measurements(name=codes.PROBABILITY)
     assert region_probability.value == pytest.approx(0.91)
     (copy,) = region_probability.referenced_coordinates
-    assert list(copy.GraphicData) == list(region.GraphicData) and copy.GraphicType == "POLYLINE"
+    assert list(copy.GraphicData) == list(region.GraphicData)
+    assert copy.GraphicType == "POLYLINE"
     assert _inferred_frames(region_probability) == [55]
     comments = hd.sr.utils.find_content_items(region_group[0], name=codes.COMMENT)
     assert [c.TextValue for c in comments] == ["stenosis probability 0.91 (research use)"]
@@ -167,7 +171,8 @@ def test_values_round_trip_through_highdicom(sr_file, dicom_dir):
     (p_single,) = run_single.get_measurements(name=codes.PROBABILITY)
     (single_coords,) = p_single.referenced_coordinates
     assert "ReferencedFrameNumber" not in single_coords.ContentSequence[0].ReferencedSOPSequence[0]
-    assert ds.CompletionFlag == "COMPLETE" and "CompletionFlagDescription" not in ds
+    assert ds.CompletionFlag == "COMPLETE"
+    assert "CompletionFlagDescription" not in ds
 
 
 def test_every_group_can_be_placed_on_an_image(sr_file, dicom_dir, tmp_path):
@@ -183,7 +188,8 @@ def test_every_group_can_be_placed_on_an_image(sr_file, dicom_dir, tmp_path):
             assert all(s.ContentSequence[0].RelationshipType == "SELECTED FROM" for s in scoords)
             tracking = [c.TextValue for c in group.ContentSequence if c.ValueType == "TEXT"
                         and c.ConceptNameCodeSequence[0].CodeValue == "112039"]
-            assert tracking and ":" not in tracking[0]  # viewers read "a:b" as a tool name
+            assert tracking
+            assert ":" not in tracking[0]  # viewers read "a:b" as a tool name
 
 
 def test_a_run_that_could_not_be_analysed_is_reported_with_its_reason(dicom_dir, tmp_path):
@@ -211,10 +217,13 @@ def test_a_run_that_could_not_be_analysed_is_reported_with_its_reason(dicom_dir,
     comments = hd.sr.utils.find_content_items(group[0], name=codes.COMMENT)
     assert [c.TextValue for c in comments] == [f"not analysed: {failed.reason}"]
     ref = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
-    assert ref.ReferencedSOPInstanceUID == failed.source.SOPInstanceUID and ref.ReferencedFrameNumber == 1
+    assert ref.ReferencedSOPInstanceUID == failed.source.SOPInstanceUID
+    assert ref.ReferencedFrameNumber == 1
 
     dump = run([tool("dsrdump"), str(path)])
-    assert dump.returncode == 0 and '(373121007,SCT,"Not Evaluated")' in dump.stdout and "PARTIAL" in dump.stdout
+    assert dump.returncode == 0
+    assert '(373121007,SCT,"Not Evaluated")' in dump.stdout
+    assert "PARTIAL" in dump.stdout
 
 
 def test_a_study_without_a_positive_run_and_a_failed_one_is_indeterminate_not_absent(dicom_dir, tmp_path):
@@ -251,7 +260,8 @@ def test_a_replacement_names_its_predecessor(dicom_dir, sr_file):
                       sop_instance_uid=generate_uid(), instance_number=2, predecessor=first)
     ref = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert ref.ReferencedSOPInstanceUID == first.SOPInstanceUID
-    assert second.SeriesInstanceUID == first.SeriesInstanceUID and second.InstanceNumber == 2
+    assert second.SeriesInstanceUID == first.SeriesInstanceUID
+    assert second.InstanceNumber == 2
     buffer = io.BytesIO()
     second.save_as(buffer, enforce_file_format=True)
     assert buffer.getvalue()[128:132] == b"DICM"

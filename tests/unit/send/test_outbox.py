@@ -114,23 +114,28 @@ def test_send_then_retry_transport_errors_until_the_maximum_age(settings, sessio
     scu = StoreSCU(settings, load_contexts())
     _send_all(settings, sessions, scu)
     rows = _by_name(sessions)
-    assert rows["pacs"].state == "sent" and rows["pacs"].last_status == 0
+    assert rows["pacs"].state == "sent"
+    assert rows["pacs"].last_status == 0
     down = rows["down"]
-    assert down.state == "pending" and down.attempts == 1 and "association" in down.last_error
+    assert down.state == "pending"
+    assert down.attempts == 1
+    assert "association" in down.last_error
     assert down.next_attempt_at > utcnow()
     _send_all(settings, sessions, scu)  # backing off: not attempted
     assert _by_name(sessions)["down"].attempts == 1
     for _ in range(8):  # far more than the old limit of 5 attempts: still pending
         _due_now(sessions)
         _send_all(settings, sessions, scu)
-    assert _by_name(sessions)["down"].state == "pending" and _by_name(sessions)["down"].attempts == 9
+    assert _by_name(sessions)["down"].state == "pending"
+    assert _by_name(sessions)["down"].attempts == 9
     with sessions() as s:  # 72 h later
         s.execute(update(Delivery).where(Delivery.destination == "down")
                   .values(queued_at=utcnow() - timedelta(hours=72, seconds=1), next_attempt_at=utcnow()))
         s.commit()
     _send_all(settings, sessions, scu)
     down = _by_name(sessions)["down"]
-    assert down.state == "failed" and "gave up after 72 h" in down.last_error
+    assert down.state == "failed"
+    assert "gave up after 72 h" in down.last_error
     with sessions() as s:
         assert outbox.counts_by_state(session=s) == {"pending": 0, "sent": 1, "failed": 1, "superseded": 0, "cancelled": 0}
         assert outbox.retry(down.id, session=s)
@@ -149,7 +154,9 @@ def test_peer_statuses_retry_or_fail_at_once_keeping_the_status(settings, sessio
     _reported(settings, sessions, tiny_classifier, rubo)
     _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
     row = _by_name(sessions)["peer"]
-    assert state["calls"] == 1 and row.state == outcome and row.last_status == status
+    assert state["calls"] == 1
+    assert row.state == outcome
+    assert row.last_status == status
     assert f"0x{status:04X}" in row.last_error
 
 
@@ -165,7 +172,8 @@ def test_a_destination_is_resolved_by_name_when_sending_and_a_removed_one_is_can
         assert outbox.cancel_removed([d.name for d in settings.destinations], session=s) == 1
     _send_all(settings, sessions, StoreSCU(settings, load_contexts()))
     rows = _by_name(sessions)
-    assert rows["pacs"].state == "sent" and rows["old"].state == "cancelled"
+    assert rows["pacs"].state == "sent"
+    assert rows["old"].state == "cancelled"
     assert "removed" in rows["old"].last_error
     assert len(list(folder.glob("SR*"))) == 1
 
@@ -211,7 +219,8 @@ def test_a_blackholed_destination_does_not_delay_another_destination(
         assert _by_name(sessions)["hole"].attempts == 0  # still waiting for the blackhole's answer
         wait_until(lambda: _by_name(sessions)["hole"].attempts == 1, timeout=60, message="blackhole timed out")
         hole = _by_name(sessions)["hole"]
-        assert hole.state == "pending" and hole.last_status is None
+        assert hole.state == "pending"
+        assert hole.last_status is None
     finally:
         for s in senders:
             s.stop()
@@ -224,7 +233,8 @@ def test_the_connection_timeout_bounds_an_unroutable_destination(settings):
     scu = StoreSCU(settings, load_contexts())
     started = time.monotonic()
     outcome = scu.send("/nonexistent.dcm", "X", "10.255.255.1", 104)  # not routed: SYN never answered
-    assert outcome.status is None and time.monotonic() - started < 8
+    assert outcome.status is None
+    assert time.monotonic() - started < 8
 
 
 SECONDARY_CAPTURE, GSPS = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.11.1"
@@ -247,7 +257,9 @@ def test_every_kind_of_object_is_retried_and_recorded_as_an_sr_is(settings, sess
     rows = _by_kind(sessions, "pacs")
     assert set(rows) == {"sr", "sc", "gsps"}
     for row in rows.values():
-        assert row.state == "pending" and row.attempts == 1 and "association" in row.last_error
+        assert row.state == "pending"
+        assert row.attempts == 1
+        assert "association" in row.last_error
         assert row.next_attempt_at > utcnow()
     with StoreSCP(tmp_path / "pacs", port, notify=False, unique_names=True) as pacs:
         _due_now(sessions)
@@ -272,15 +284,19 @@ def test_a_peer_that_does_not_store_a_kind_fails_that_delivery_at_once_and_keeps
     scu = StoreSCU(settings, load_contexts())
     _send_all(settings, sessions, scu)
     rows = _by_kind(sessions, "peer")
-    assert rows["sr"].state == "sent" and state["calls"] == 1
+    assert rows["sr"].state == "sent"
+    assert state["calls"] == 1
     for kind in ("sc", "gsps"):
-        assert rows[kind].state == "failed" and rows[kind].last_status == 0x0122 and rows[kind].attempts == 1
+        assert rows[kind].state == "failed"
+        assert rows[kind].last_status == 0x0122
+        assert rows[kind].attempts == 1
         assert "no presentation context" in rows[kind].last_error
     with sessions() as s:
         assert outbox.retry(rows["sc"].id, session=s)
         s.commit()
     _send_all(settings, sessions, scu)
-    assert _by_kind(sessions, "peer")["sc"].attempts == 1 and _by_kind(sessions, "peer")["sc"].state == "failed"
+    assert _by_kind(sessions, "peer")["sc"].attempts == 1
+    assert _by_kind(sessions, "peer")["sc"].state == "failed"
 
 
 def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_the_newer_one(
@@ -309,11 +325,13 @@ def test_an_object_being_sent_when_its_report_is_replaced_is_never_sent_after_th
         assert report_ready_studies(settings, session=s) == 1
         old, new = s.scalars(select(Report).order_by(Report.id)).all()
         states = {d.id: d.state for d in old.deliveries}
-        assert states.pop(taken_id) == "pending" and set(states.values()) == {"superseded"}
+        assert states.pop(taken_id) == "pending"
+        assert set(states.values()) == {"superseded"}
         state = outbox.record_outcome(taken_id, "sender-1", None, "association aborted", False, settings.outbox,
                                       session=s)
         s.commit()
         assert state is outbox.DeliveryState.SUPERSEDED
         _due_now(sessions)
         claimed = outbox.claim_delivery("down", "sender-2", 60, session=s)
-        assert claimed is not None and claimed.report_id == new.id  # only the newer version is sent
+        assert claimed is not None
+        assert claimed.report_id == new.id  # only the newer version is sent

@@ -9,7 +9,8 @@ from arcade_pacs.settings import OutboxSettings
 def test_verdicts_follow_the_storage_statuses():
     assert verdict(0x0000, True) is Verdict.SENT
     assert verdict(None, False) is Verdict.RETRY  # transport
-    assert verdict(0xA700, False) is Verdict.RETRY and verdict(0xA7FF, False) is Verdict.RETRY
+    assert verdict(0xA700, False) is Verdict.RETRY
+    assert verdict(0xA7FF, False) is Verdict.RETRY
     assert verdict(0x0213, False) is Verdict.RETRY
     for status in (0xA900, 0xA9FF, 0xC000, 0xC210, 0x0122, 0x0124):
         assert verdict(status, False) is Verdict.FAIL

@@ -133,7 +133,9 @@ def test_a_409_with_a_failure_reason_fails_at_once_keeping_it(settings, sessions
     _send_all(settings, sessions, StowClient(settings))
     row = _delivery(sessions)
     assert (row.state, row.attempts, row.last_status) == ("failed", 1, 0x0122)
-    assert "HTTP 409" in row.last_error and "0x0122" in row.last_error and "SOP class not accepted" in row.last_error
+    assert "HTTP 409" in row.last_error
+    assert "0x0122" in row.last_error
+    assert "SOP class not accepted" in row.last_error
 
 
 def test_a_wrong_token_fails_at_once_and_busy_or_down_peers_are_retried(settings, sessions, tiny_classifier, rubo,
@@ -153,9 +155,12 @@ def test_a_wrong_token_fails_at_once_and_busy_or_down_peers_are_retried(settings
     with sessions() as s:
         rows = {d.destination: d for d in s.scalars(select(Delivery))}
     assert (rows["wrong-token"].state, rows["wrong-token"].last_status) == ("failed", None)
-    assert "HTTP 401" in rows["wrong-token"].last_error and "not retried" in rows["wrong-token"].last_error
+    assert "HTTP 401" in rows["wrong-token"].last_error
+    assert "not retried" in rows["wrong-token"].last_error
     for name, said in (("busy", "HTTP 503"), ("down", "ConnectError")):
-        assert rows[name].state == "pending" and rows[name].attempts == 1 and said in rows[name].last_error
+        assert rows[name].state == "pending"
+        assert rows[name].attempts == 1
+        assert said in rows[name].last_error
         assert rows[name].next_attempt_at > utcnow()
     with sessions() as s:  # the peer is free again: the busy one is sent on its next try (and refused there)
         s.execute(update(Delivery).values(next_attempt_at=utcnow()))
@@ -177,7 +182,8 @@ def test_https_verifies_the_peer_certificate(settings, sessions, tiny_classifier
     with sessions() as s:
         rows = {d.destination: d for d in s.scalars(select(Delivery))}
     assert rows["trusted"].last_status == 0x0122  # reached the peer over TLS (which refuses SRs)
-    assert rows["untrusted"].state == "pending" and "CERTIFICATE_VERIFY_FAILED" in rows["untrusted"].last_error
+    assert rows["untrusted"].state == "pending"
+    assert "CERTIFICATE_VERIFY_FAILED" in rows["untrusted"].last_error
 
 
 def _answer(status: int, body: dict | None = None, **headers) -> httpx.Response:

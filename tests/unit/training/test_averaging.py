@@ -32,5 +32,6 @@ def test_batch_norm_statistics_are_re_estimated_on_training_windows(arcade_dir):
     bn = next(layer for layer in model.layers if layer.__class__.__name__ == "BatchNormalization")
     mean = np.asarray(bn.moving_mean)
     # Windows of angiograms average to mid-grey: the statistics moved from 0 towards that.
-    assert np.all(mean > 0.2) and np.all(mean < 0.9)
+    assert np.all(mean > 0.2)
+    assert np.all(mean < 0.9)
     assert np.all(np.asarray(bn.moving_variance) < 0.5)

@@ -12,4 +12,5 @@ def test_verdict_states_missed_targets():
     good = {"window_auc": 0.93, "image_sensitivity": 0.95, "negative_window_fpr": 0.1}
     assert verdict(good).startswith("All targets are met")
     text = verdict(good | {"window_auc": 0.85})
-    assert "Not all targets are met" in text and "`window_auc` 0.8500" in text
+    assert "Not all targets are met" in text
+    assert "`window_auc` 0.8500" in text

@@ -41,10 +41,12 @@ def test_any_positive_box_wins_and_no_boxes_is_negative():
 
 def test_load_real_val_split(arcade_dir):
     split = load_split(arcade_dir, "val", limit=5)
-    assert split.images.shape == (5, 512, 512) and split.images.dtype == np.uint8
+    assert split.images.shape == (5, 512, 512)
+    assert split.images.dtype == np.uint8
     assert all(len(b) >= 1 for b in split.boxes)  # every val image holds a stenosis
     x0, y0, x1, y1 = split.boxes[0][0]
-    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    assert 0 <= x0 < x1 <= 512
+    assert 0 <= y0 < y1 <= 512
 
 
 def test_missing_or_malformed_dataset_names_the_problem(tmp_path):

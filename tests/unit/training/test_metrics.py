@@ -14,7 +14,8 @@ def test_auc_hand_checked():
 
 def test_roc_curve_ends():
     fpr, tpr, thr = roc_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+    assert (fpr[0], tpr[0]) == (0, 0)
+    assert (fpr[-1], tpr[-1]) == (1, 1)
     assert np.all(np.diff(thr) < 0)
 
 
@@ -41,7 +42,8 @@ def test_protocol_metrics_on_a_hand_checked_case():
     n_neg = int((labels == 0).sum())
     assert m["negative_window_fpr"] == pytest.approx(1 / n_neg)
     assert m["n_positive_windows"] == int((labels == 1).sum())
-    assert m["n_images"] == 2 and m["n_lesions"] == 2
+    assert m["n_images"] == 2
+    assert m["n_lesions"] == 2
 
 
 def test_failure_pictures_pick_the_worst_misses_and_false_alarms(arcade_dir, tmp_path):
@@ -55,9 +57,11 @@ def test_failure_pictures_pick_the_worst_misses_and_false_alarms(arcade_dir, tmp
     rng = np.random.default_rng(0)
     scores = SplitScores(rng.random(labels.shape), labels, split.boxes)
     misses, alarms = worst_misses(scores, 0.5), worst_false_alarms(scores, 0.5)
-    assert misses and all(m.score < 0.5 and scores.labels[m.index, m.window] == 1 for m in misses)
+    assert misses
+    assert all(m.score < 0.5 and scores.labels[m.index, m.window] == 1 for m in misses)
     assert [m.score for m in misses] == sorted(m.score for m in misses)
-    assert alarms and all(a.score >= 0.5 and scores.labels[a.index, a.window] == 0 for a in alarms)
+    assert alarms
+    assert all(a.score >= 0.5 and scores.labels[a.index, a.window] == 0 for a in alarms)
     assert alarms[0].score == scores.window_scores[labels == 0].max()
     drawn = write_failures(split, scores, 0.5, tmp_path)
     for kind in ("false_negatives", "false_positives"):

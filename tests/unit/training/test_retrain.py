@@ -20,8 +20,11 @@ TINY_RUN = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "limit_train": 6
 
 
 def test_promotion_rule():
-    assert should_promote(0.80, 0.80) and should_promote(0.81, 0.80) and should_promote(0.5, None)
-    assert not should_promote(0.79, 0.80) and not should_promote(None, 0.5)
+    assert should_promote(0.80, 0.80)
+    assert should_promote(0.81, 0.80)
+    assert should_promote(0.5, None)
+    assert not should_promote(0.79, 0.80)
+    assert not should_promote(None, 0.5)
 
 
 def _install(source: Path, folder: Path, version: str | None = None, val_auc: float | None = None) -> Path:
@@ -102,7 +105,8 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     assert body["serving_val_auc"] == body["candidate_val_auc"] < 1.0  # re-measured, not read back
     candidate = serving.parent / "candidates" / f"run{body['id']}" / serving.name
     assert ModelInfo.read(candidate).training["weights_sha256"] == ModelInfo.read(twin).training["weights_sha256"]
-    assert body["serving_version"] == "serving-1" and body["candidate_version"].startswith("effb0-")
+    assert body["serving_version"] == "serving-1"
+    assert body["candidate_version"].startswith("effb0-")
     assert holder.get().info.version == body["candidate_version"]  # swapped in the running process
     assert ModelInfo.read(serving).version == body["candidate_version"]  # and on disk
     assert status["model"]["version"] == body["candidate_version"]
@@ -116,7 +120,8 @@ def test_one_retraining_at_a_time_even_across_processes(client, sessions):
         s.add(RetrainRun(state="running", params={}))
         s.commit()
     r = c.post("/retrain", json=TINY_RUN, headers=auth)
-    assert r.status_code == 409 and "already running" in r.json()["detail"]
+    assert r.status_code == 409
+    assert "already running" in r.json()["detail"]
     with sessions() as s:
         assert s.query(RetrainRun).count() == 1  # nothing was queued
 
@@ -133,8 +138,10 @@ def test_a_missing_dataset_fails_clearly_and_leaves_the_serving_model(settings, 
     with c:
         r = c.post("/retrain", json=TINY_RUN, headers={"Authorization": "Bearer t"})
         body = _wait(c, r.json()["id"])
-    assert body["state"] == "failed" and "missing images folder" in body["error"]
-    assert serving.read_bytes() == before and holder.get().info.version == "tiny-1"
+    assert body["state"] == "failed"
+    assert "missing images folder" in body["error"]
+    assert serving.read_bytes() == before
+    assert holder.get().info.version == "tiny-1"
 
 
 def test_a_worse_candidate_is_kept_aside_and_the_serving_model_stays(settings, sessions, arcade_dir, tmp_path):
@@ -147,5 +154,6 @@ def test_a_worse_candidate_is_kept_aside_and_the_serving_model_stays(settings, s
         body = _wait(c, r.json()["id"])
     assert body["state"] == "rejected", body
     assert body["candidate_val_auc"] < body["serving_val_auc"]
-    assert serving.read_bytes() == before and holder.get().info.version == ModelInfo.read(SHIPPED_MODEL).version
+    assert serving.read_bytes() == before
+    assert holder.get().info.version == ModelInfo.read(SHIPPED_MODEL).version
     assert (serving.parent / "candidates" / f"run{body['id']}" / serving.name).is_file()  # kept, not lost

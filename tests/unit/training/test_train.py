@@ -52,18 +52,21 @@ def test_short_training_run_writes_a_loadable_candidate(arcade_dir, tmp_path):
     cfg = TrainConfig(data_dir=arcade_dir, out=out, epochs=2, steps_per_epoch=2, batch_size=4,
                       limit_train=8, limit_val=3, low_res=96, low_res_fraction=0.5, seed=1)
     info = train(cfg, progress=lambda p: lines.append(p.line()))
-    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert out.is_file()
+    assert out.with_suffix(".json").is_file()
     assert out.with_name("m_training.png").is_file()
     assert any("epoch 2/2" in line and "val_auc" in line for line in lines)
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["version"] == info.version and meta["device_uid"].startswith("1.2.826.0.1.3680043.8.498.")
+    assert meta["version"] == info.version
+    assert meta["device_uid"].startswith("1.2.826.0.1.3680043.8.498.")
     assert 0.0 <= meta["threshold"] <= 1.0
     assert [h["size"] for h in meta["training"]["history"]] == [96, 224]
     # The data side is timed every epoch and is a fraction of the step it feeds.
     assert all(0 < h["sample_ms"] < h["step_ms"] for h in meta["training"]["history"])
     assert any("ms/step" in line for line in lines)
     # Calibrated on val: the map is stored, increasing, and judged by its ECE before and after.
-    assert meta["calibration"]["method"] == "platt" and meta["calibration"]["a"] > 0
+    assert meta["calibration"]["method"] == "platt"
+    assert meta["calibration"]["a"] > 0
     assert {"ece_raw", "ece_calibrated"} <= meta["metrics"]["val"].keys()
     clf = Classifier.load(out)
     assert clf.model.input_shape == (None, 224, 224, 3)
@@ -77,7 +80,8 @@ def test_an_ensemble_trains_each_member_and_calibrates_their_average(arcade_dir,
     cfg = TrainConfig(data_dir=arcade_dir, out=out, epochs=1, steps_per_epoch=2, batch_size=4,
                       limit_train=6, limit_val=2, low_res_fraction=0.0, seed=3, members=2)
     info = train(cfg)
-    assert info.members == ["m_m1.keras"] and out.with_name("m_m1.keras").is_file()
+    assert info.members == ["m_m1.keras"]
+    assert out.with_name("m_m1.keras").is_file()
     assert len(info.training["member_weights_sha256"]) == 1
     assert info.training["member_weights_sha256"][0] != info.training["weights_sha256"]  # seed 4 vs 3
     assert len(Classifier.load(out).engines) == 2

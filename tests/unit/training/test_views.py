@@ -19,7 +19,8 @@ def test_a_larger_window_keeps_its_centre(rng):
     for name in ("original", "scale1.25", "scale0.8"):
         t = view_tensors(image, VIEWS[name])[centre_window, ..., 0]
         ys, xs = np.nonzero(t > 0.5)
-        assert abs(ys.mean() - 111.5) < 3 and abs(xs.mean() - 111.5) < 3, name
+        assert abs(ys.mean() - 111.5) < 3, name
+        assert abs(xs.mean() - 111.5) < 3, name
     big = (view_tensors(image, VIEWS["scale1.25"])[centre_window, ..., 0] > 0.5).sum()
     small = (view_tensors(image, VIEWS["scale0.8"])[centre_window, ..., 0] > 0.5).sum()
     assert big < small  # more context, so the dot covers fewer pixels
@@ -34,7 +35,8 @@ def test_options_average_views_then_members(tmp_path):
     assert option.passes_per_window == 4
     a.save(tmp_path / "a.npz")
     again = ViewBank.load(tmp_path / "a.npz")
-    assert again.member == "a" and set(again.scores) == {"original", "hflip"}
+    assert again.member == "a"
+    assert set(again.scores) == {"original", "hflip"}
     np.testing.assert_array_equal(again.labels, labels)
 
 
