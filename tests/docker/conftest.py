@@ -22,7 +22,7 @@ from tests.project import PROJECT_ROOT
 
 BASE = os.environ.get("BASE", "arcade-ci/python:3.11-bookworm")
 IMAGE = os.environ.get("ARCADE_IMAGE", "arcade-pacs:ci")
-TOKEN = "docker-test-token-not-a-secret"
+TOKEN = "docker-test-kq3V9xTzL0bWm2RyN8dA5cUeHf7JpG"  # the admin token rule: 32+ characters, 8+ distinct
 FIGURES = PROJECT_ROOT / "var" / "docker-test" / "figures.json"
 
 
