@@ -60,7 +60,6 @@ from arcade_pacs.model.serving import ServedModel
 from arcade_pacs.receive.ae import make_scp_ae, start_scp
 from arcade_pacs.receive.handlers import StoreContext
 from arcade_pacs.receive.stow import StowReceiver
-from arcade_pacs.report.reporter import report_ready_studies
 from arcade_pacs.send import outbox
 from arcade_pacs.send.scu import StoreSCU
 from arcade_pacs.send.sender import Sender
@@ -189,6 +188,10 @@ class Service:
 
     def report_once(self) -> int:
         """Cancel deliveries to removed destinations, write the SRs of ready studies, wake the senders."""
+        # Imported here: only a worker reports, and the report code (highdicom, drawing) is a
+        # second of start-up that the scp and admin roles need not pay.
+        from arcade_pacs.report.reporter import report_ready_studies
+
         with self.sessions() as session:
             outbox.cancel_removed([d.name for d in self.settings.destinations], session=session)
             written = report_ready_studies(self.settings, session=session, owner=self.name)
