@@ -231,6 +231,9 @@ class FaultSettings(BaseModel):
     kill_at: str = ""
     kill_key: str = ""
     kill_once: Path | None = None
+    delay_at: str = ""  # pause at this point instead (a test kills the process from outside meanwhile)
+    delay_key: str = ""
+    delay_s: float = Field(0.0, ge=0)
 
 
 class DestinationTls(BaseModel):
