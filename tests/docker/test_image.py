@@ -134,10 +134,13 @@ def test_a_cine_sent_to_the_published_port_is_analysed_and_its_sr_reaches_the_pa
     study = study_uid(rubo)
     wait_until(lambda: study in Arrivals.read(pacs.folder).studies(), timeout=900, interval=2,
                message=f"the SR at the PACS\n{logs(plugin.name)[-3000:]}")
+    # The destination gets every default object: the SR and the result image (Secondary Capture).
+    wait_until(lambda: _admin(plugin, "/status")["deliveries"].get("sent") == 2, timeout=120, interval=1,
+               message="the SR and the result image delivered")
     status = _admin(plugin, "/status")
     assert status["jobs"].get("done") == 1, status
     assert status["results"] == 1, status
-    assert status["deliveries"].get("sent") == 1, status
+    assert status["deliveries"].get("sent") == 2, status
     text = logs(plugin.name)
     assert "died" not in text, text[-3000:]  # the supervised worker was never killed
     figures["single"]["sr_after_s"] = round(time.monotonic() - sent, 1)
