@@ -76,7 +76,9 @@ def test_one_scp_three_workers_one_admin_on_postgresql_with_a_worker_killed(
             assert len(results) == STUDIES
             assert all(n == 1 for _, n in results)  # each analysed result once
             (attempts, worker), = query(db, f"SELECT attempts, worker FROM jobs WHERE id = {killed_job}")
-            assert attempts == 2
+            # Taken over after the lease and not charged: the killed process ran two analysis threads,
+            # so its death is not this job's fault (jobs.claim_job charges only a run that was alone).
+            assert attempts == 1
             assert not worker.startswith(owner)  # taken over after the lease
             assert query(db, "SELECT count(*) FROM reports")[0][0] == STUDIES
             per_study = query(db, "SELECT study_id, count(*) FROM reports GROUP BY study_id")
