@@ -148,7 +148,8 @@ class PipelineSettings(BaseModel):
     max_rows: int = Field(4096, ge=1)
     max_columns: int = Field(4096, ge=1)
     poll_interval_s: float = Field(0.5, gt=0)
-    # Attempts of a job: failures that may pass, and worker deaths (a reclaimed lease counts).
+    # Attempts of a job: failures that may pass, and worker deaths (a reclaimed lease counts when the
+    # job ran alone in its worker process: see arcade_pacs.jobs.claim_job).
     max_attempts: int = Field(3, ge=1)
     # A running job's and a study report's claim lasts this long unless renewed by the
     # heartbeat (every lease_s / 4); a claim whose lease ran out is taken over by another worker.
