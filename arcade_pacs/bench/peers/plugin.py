@@ -280,7 +280,9 @@ def start_plugin(work: Path, settings, pacs_port: int, timeout: float = 300.0) -
                       "keyframes": settings.pipeline.keyframes},
             # The load profile's users may all wait for /predict at once: queue them (the bounded
             # preparation limits memory) instead of answering 429, which the profile counts as failures.
-            admin={"predict_concurrency": USERS},
+            # They all come from one loopback address, as clients behind a reverse proxy do: the
+            # per-client connection cap (admin security) is the proxy's to apply then (0 = none).
+            admin={"predict_concurrency": USERS, "max_connections_per_client": 0},
         ),
     })
     upgrade_database(config)
