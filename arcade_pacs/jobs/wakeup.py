@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.engine import make_url
+
 from arcade_pacs.db.notify import JOBS_CHANNEL, Listener
 from arcade_pacs.jobs.worker import Worker
 
@@ -36,7 +38,7 @@ class WakeUps:
 
     def listen(self, database_url: str) -> None:
         """On PostgreSQL, wake the threads whenever any process queues a job (LISTEN/NOTIFY)."""
-        if self.workers and database_url.startswith("postgresql"):
+        if self.workers and make_url(database_url).get_backend_name() == "postgresql":
             self._listener = Listener(database_url, JOBS_CHANNEL, self.set).start()
 
     def stop(self) -> None:
