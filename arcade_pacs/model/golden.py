@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.engine import Engine, EngineCheckError
+from arcade_pacs.pipeline.tensors import rgb
 
 MAX_ABS_DIFF = 1e-4
 """Largest difference in probability allowed between a float32 form and Keras, any pass."""
@@ -27,8 +28,7 @@ GOLDEN_SOURCE_IMAGES = 16
 def window_tensors(windows: np.ndarray) -> np.ndarray:
     """Golden uint8 windows ``(N, 224, 224)`` -> model input ``(2N, 224, 224, 3)``: as given, then mirrored."""
     x = np.asarray(windows, dtype=np.float32) / 255.0
-    both = np.concatenate([x, x[:, :, ::-1]], axis=0)
-    return np.repeat(both[..., np.newaxis], 3, axis=-1)
+    return rgb(np.concatenate([x, x[:, :, ::-1]], axis=0))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from arcade_pacs.core.findings import Finding, Region
 from arcade_pacs.pipeline.frames import Frames, FrameSource
 from arcade_pacs.pipeline.keyframes import frame_opacification, opacification, select_keyframes
 from arcade_pacs.pipeline.scores import INSTANCE_TOP_K, frame_probabilities, instance_probability, top_frames
-from arcade_pacs.pipeline.tensors import GRID, frame_tensors
+from arcade_pacs.pipeline.tensors import GRID, frame_tensors, stack_tensors
 from arcade_pacs.pipeline.tta import tta_scores
 
 
@@ -77,7 +77,7 @@ def classify_keyframes(
 ) -> Analysis:
     """Grid windows of each keyframe, TTA scores, aggregation, regions: the :class:`Finding`."""
     numbers = keyframes.frame_numbers
-    tensors = np.concatenate([frame_tensors(frame) for frame in keyframes.data], axis=0)
+    tensors = stack_tensors([frame_tensors(frame) for frame in keyframes.data])
     tta = tta_scores(predict, tensors)
     shape = (len(numbers), len(GRID))
     mean = tta.mean.reshape(shape)

@@ -31,12 +31,15 @@ class TTAScores:
 
 
 def tta_scores(predict: Callable[[np.ndarray], np.ndarray], tensors: np.ndarray) -> TTAScores:
-    """Score ``tensors`` (N, H, W, C) and their horizontal mirror in one batched call of ``predict``."""
+    """Score ``tensors`` (N, H, W, C) and their horizontal mirror.
+
+    The mirror is a view, never a copy: ``predict`` is called once per view (the engine batches
+    either way), so the tensors of a job are held once in memory, not twice.
+    """
     tensors = np.asarray(tensors, dtype=np.float32)
-    n = len(tensors)
-    if n == 0:
+    if len(tensors) == 0:
         empty = np.zeros(0, dtype=np.float32)
         return TTAScores(empty, empty)
-    both = np.concatenate([tensors, tensors[:, :, ::-1, :]], axis=0)
-    scores = np.asarray(predict(both), dtype=np.float32).reshape(-1)
-    return TTAScores(original=scores[:n], flipped=scores[n:])
+    original = np.asarray(predict(tensors), dtype=np.float32).reshape(-1)
+    flipped = np.asarray(predict(tensors[:, :, ::-1, :]), dtype=np.float32).reshape(-1)
+    return TTAScores(original=original, flipped=flipped)

@@ -6,6 +6,7 @@ from arcade_pacs.pipeline.tensors import (
     frame_tensors,
     resize_frame,
     sample_windows,
+    stack_tensors,
     window_transforms,
 )
 
@@ -52,3 +53,13 @@ def test_resize_frame_area_averages():
     small = resize_frame(frame)
     assert small.shape == (512, 512)
     np.testing.assert_allclose(small, 0.25, atol=1e-6)
+
+
+def test_tensors_hold_the_grey_windows_once(rng):
+    frames = [rng.random((512, 512)).astype(np.float32) for _ in range(2)]
+    each = [frame_tensors(f) for f in frames]
+    both = stack_tensors(each)
+    assert both.shape == (18, 224, 224, 3)
+    assert both.strides[-1] == 0  # three channels, one copy of the picture in memory
+    assert not both.flags.writeable
+    np.testing.assert_array_equal(both, np.concatenate([np.asarray(t) for t in each]))
