@@ -412,6 +412,12 @@ def cmd_engine(args) -> int:
         from arcade_pacs.model.build import build_forms
 
         build_forms(path, settings.model, settings.val_images, force=args.force)
+    if args.int8:
+        from arcade_pacs.training.quantize import quantize
+
+        entry = quantize(path, settings.arcade_dir, threads=settings.model.threads,
+                         batch_size=settings.model.litert_batch)
+        print(json.dumps({"int8": entry}, indent=2))
     form = forms.shipped(path)
     if form is None:
         print(json.dumps({"model": str(path), "digest": file_digest(path), "litert": None,
@@ -622,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", action="store_true",
                    help="convert and check it on the val images now if it is missing or stale (where the data are)")
     p.add_argument("--force", action="store_true", help="with --build: rebuild even a current form")
+    p.add_argument("--int8", action="store_true",
+                   help="also build the full-integer form and measure its gate against the float form on val "
+                        "(where the data are; training/quantize.py)")
     p.add_argument("--model")
     p.set_defaults(func=cmd_engine)
 

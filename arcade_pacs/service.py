@@ -113,6 +113,14 @@ def admin_binding_problem(settings: Settings) -> str | None:
     return None
 
 
+def _import_admin() -> None:
+    """Import what :meth:`Service._serve_http` needs (a second import of a module is free)."""
+    import uvicorn  # noqa: F401
+
+    import arcade_pacs.admin.app  # noqa: F401
+    import arcade_pacs.admin.server  # noqa: F401
+
+
 class Service:
     """All long-lived resources and loops of one plugin process, for its role."""
 
@@ -125,6 +133,11 @@ class Service:
             if problem:
                 raise StartupError(problem)
         faults.configure(settings.faults)
+        if http:
+            # The admin's modules (FastAPI, the pages, uvicorn: about half a second) are imported
+            # while the model below is loaded and checked, which runs in LiteRT with the GIL
+            # released: start-up pays for the longer of the two, not for both (issue 19).
+            threading.Thread(target=_import_admin, name="import-admin", daemon=True).start()
         settings.storage.root.mkdir(parents=True, exist_ok=True)
         self.db_engine = make_engine(settings.database.url)
         problem = schema_problem(self.db_engine)

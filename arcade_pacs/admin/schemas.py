@@ -7,7 +7,7 @@ leak into the API until it is added here.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -298,12 +298,13 @@ class _T:
     """``arcade_pacs.training.train.TrainConfig``'s defaults, written here so that the admin does
     not import training (``tests/unit/admin/test_retrain_defaults.py`` holds them equal)."""
 
-    epochs = 8
-    steps_per_epoch = 120
+    epochs = 6
+    steps_per_epoch = 200
     batch_size = 32
     seed = 0
     low_res = 160
-    low_res_fraction = 0.6
+    low_res_fraction = 0.5
+    learning_rate = 6e-4
 
 
 class RetrainRequest(BaseModel):
@@ -321,6 +322,10 @@ class RetrainRequest(BaseModel):
     seed: int = _T.seed
     low_res: int = Field(_T.low_res, ge=32, le=224)
     low_res_fraction: float = Field(_T.low_res_fraction, ge=0, le=1)
+    learning_rate: float = Field(_T.learning_rate, gt=0, le=1)
+    # The network: None keeps the serving model's (retraining makes a model of the same kind).
+    backbone: Literal["effb0", "lite0"] | None = None
+    init: Literal["scratch", "imagenet"] | None = None
     limit_train: int | None = Field(None, ge=1)
     limit_val: int | None = Field(None, ge=1)
 

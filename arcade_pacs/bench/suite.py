@@ -77,6 +77,8 @@ ROWS = [
     ("engine", "serving engine", ""),
     ("passes_per_s", "engine passes/s (best batch)", ""),
     ("passes_per_s_batch", "  at batch", ""),
+    ("int8_passes_per_s", "int8 form passes/s (same batch; not served)", ""),
+    ("int8_gate_passed", "  its gate on val (AUC drop, flips)", ""),
     ("keras_predict_passes_per_s", "Keras model.predict, 1 window/call", "passes/s"),
     ("speedup_vs_keras_predict", "speed-up over that", "x"),
     ("sgemm_gflops", "SGEMM (numpy BLAS)", "GFLOP/s"),
@@ -178,6 +180,7 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
     windows = compute.real_windows(images_dir)
     rates = compute.engine_rates(engine, windows, list(plan.batches), plan.engine_seconds, plan.engine_repeats, say)
     best = max(rates, key=lambda b: rates[b]["median"])
+    int8 = int8_figures(model_path, windows, best, plan, settings.model.threads, say)
     keras_engine = engine if engine.name == "keras" else KerasEngine.load(model_path)
     keras_rate = compute.keras_predict_rate(keras_engine.model, windows, plan.keras_calls)
     say(f"Keras model.predict one window per call: {keras_rate['median']} passes/s")
@@ -252,6 +255,9 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         "gflops_per_pass": round(flops / 1e9, 3),
         "fraction_of_peak": round(passes * flops / (sgemm["best"] * 1e9), 3),
         "engine_build_s": build_s,
+        "int8": int8,
+        "int8_passes_per_s": int8["passes_per_s"] if int8 else None,
+        "int8_gate_passed": int8["gate"].get("passed") if int8 else None,
         "startup_s": round(plugin.startup_s, 2),
         "ingest_mb_per_s": round(plugin_rate, 1),
         "dcmtk_ingest_mb_per_s": round(dcmtk_rate, 1),
@@ -278,6 +284,31 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         "bench_s": round(time.monotonic() - started, 1),
     }
     return result
+
+
+def int8_figures(model_path: Path, windows: np.ndarray, batch: int, plan: Plan, threads: int,
+                 say: Callable[[str], None]) -> dict | None:
+    """The int8 form's passes per second (same windows and batch as the float engine) and the gate
+    it was judged by (the manifest's, :mod:`arcade_pacs.training.quantize`), or ``None`` without one.
+
+    Measured only when the form is the file its manifest lists, for these very weights.
+    """
+    from arcade_pacs.model import forms
+    from arcade_pacs.model.engine import LiteRTEngine, file_digest
+
+    form = forms.shipped(model_path, forms.LITERT_INT8)
+    if (form is None or not form.path.is_file() or form.manifest.get("digest") != file_digest(model_path)
+            or file_digest(form.path) != form.entry.get("sha256")):
+        say("int8: no current full-integer form beside the model (arcade-pacs engine --int8 builds one)")
+        return None
+    engine = LiteRTEngine(form.path, threads, batch)
+    rate = compute.engine_rates(engine, windows, [batch], plan.engine_seconds, plan.engine_repeats, say)[batch]
+    gate = form.entry.get("gate", {})
+    say(f"int8: {rate['median']} passes/s at batch {batch}; gate {'passed' if gate.get('passed') else 'FAILED'} "
+        f"(val AUC drop {gate.get('auc_drop')}, {gate.get('flip_fraction')} of decisions flipped)")
+    return {"passes_per_s": rate["median"], "batch": batch, "served": bool(form.entry.get("served")),
+            "gate": {k: gate.get(k) for k in ("passed", "auc_float", "auc_int8", "auc_drop", "flips",
+                                              "flip_fraction", "windows", "max_abs_diff")}}
 
 
 REQUIRED_NUMERIC = (

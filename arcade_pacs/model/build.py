@@ -42,8 +42,13 @@ class BuildBusy(RuntimeError):
     """Another process is building a form of this model right now."""
 
 
-def convert_to_litert(keras_path: Path, out: Path) -> Path:
-    """Derive a float32 LiteRT flatbuffer from ``keras_path`` (SavedModel export, builtin ops only)."""
+def convert_to_litert(keras_path: Path, out: Path, representative: np.ndarray | None = None) -> Path:
+    """Derive a LiteRT flatbuffer from ``keras_path`` (SavedModel export, builtin ops only).
+
+    float32 by default. With ``representative`` windows ``(N, 224, 224, 3)``: full-integer int8
+    post-training quantisation calibrated on them (the converter's defaults), float32 input and
+    output so that it takes the same tensors as the float form.
+    """
     configure_tensorflow()
     import keras
     import tensorflow as tf
@@ -55,6 +60,11 @@ def convert_to_litert(keras_path: Path, out: Path) -> Path:
         model.export(str(saved), format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if representative is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([np.asarray(w[None], np.float32)] for w in representative)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = converter.inference_output_type = tf.float32
         flatbuffer = converter.convert()
     tmp_out = out.with_name(out.name + ".tmp")
     tmp_out.write_bytes(flatbuffer)

@@ -32,6 +32,7 @@ class Engine(Protocol):
     """Scores ``(N, 224, 224, 3)`` float32 windows in [0, 1]: probabilities ``(N,)``."""
 
     name: str
+    batch_size: int  # windows per call of the runtime: predict runs longer inputs in chunks of it
 
     def predict(self, tensors: np.ndarray) -> np.ndarray: ...
 

@@ -30,14 +30,19 @@ from arcade_pacs.model.golden import MAX_ABS_DIFF, Golden, check_golden
 log = logging.getLogger(__name__)
 
 LITERT = "litert"
+LITERT_INT8 = "litert-int8"
+"""The full-integer form: measured against the float form by its gate (training/quantize.py)."""
 REBUILD = "rebuild it where the data are: arcade-pacs engine --build"
 
 
 def form_path(model_path: Path, kind: str = LITERT) -> Path:
-    """Where the form of ``kind`` lies beside ``model_path`` (``<stem>.tflite`` for LiteRT)."""
-    if kind != LITERT:
-        raise ValueError(f"unknown form kind {kind!r}")
-    return Path(model_path).with_suffix(".tflite")
+    """Where the form of ``kind`` lies beside ``model_path`` (``<stem>.tflite``, ``<stem>_int8.tflite``)."""
+    model_path = Path(model_path)
+    if kind == LITERT:
+        return model_path.with_suffix(".tflite")
+    if kind == LITERT_INT8:
+        return model_path.with_name(model_path.stem + "_int8.tflite")
+    raise ValueError(f"unknown form kind {kind!r}")
 
 
 def manifest_path(model_path: Path) -> Path:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy.ndimage import gaussian_filter
 
 from arcade_pacs.core.findings import Region
 from arcade_pacs.pipeline.frames import FrameSource
@@ -135,6 +134,9 @@ def heat_map(window_scores: list[float], size: int = FRAME_SIZE) -> np.ndarray:
         count[y0:y1, x0:x1] += 1
     coarse = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
     # Soften the window edges (sigma 3 cells = 24 px) so the map reads as where, not as a grid.
+    # scipy.ndimage is imported here: a quarter of a second that start-up need not pay.
+    from scipy.ndimage import gaussian_filter
+
     coarse = gaussian_filter(coarse, sigma=3, mode="nearest")
     return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
 

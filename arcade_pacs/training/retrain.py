@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 
 
 
+def same_kind(serving: ModelInfo | None) -> dict:
+    """The network of the serving model (backbone, initialisation), as training fields: a
+    retraining makes a candidate of the same kind unless its request names another."""
+    if serving is None:
+        return {}
+    return {"backbone": serving.backbone, "init": serving.init}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a retraining produced and whether it now serves."""
@@ -176,7 +184,9 @@ class RetrainManager:
     def _run(self, run_id: int, params: dict) -> None:
         out = self.serving.parent / "candidates" / f"run{run_id}" / self.serving.name
         fields = {k: v for k, v in params.items() if k in TrainConfig.__dataclass_fields__ and k not in ("data_dir", "out")}
-        serving = ModelInfo.read(self.serving).version if ModelInfo.sidecar(self.serving).is_file() else None
+        info = ModelInfo.read(self.serving) if ModelInfo.sidecar(self.serving).is_file() else None
+        serving = info.version if info is not None else None
+        fields = same_kind(info) | fields
         self._update(run_id, state=RetrainState.RUNNING.value, candidate_path=str(out), serving_version=serving)
         try:
             cfg = TrainConfig(data_dir=self.data_dir, out=out, **fields)

@@ -9,6 +9,7 @@ from arcade_pacs.admin.app import AdminState, create_app
 from arcade_pacs.db.tables import RetrainRun
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.training import retrain as retraining
 from arcade_pacs.training.retrain import RetrainManager, model_files, should_promote
 from arcade_pacs.training.train import TrainConfig, train
 from tests.project import SHIPPED_MODEL
@@ -106,7 +107,7 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     candidate = serving.parent / "candidates" / f"run{body['id']}" / serving.name
     assert ModelInfo.read(candidate).training["weights_sha256"] == ModelInfo.read(twin).training["weights_sha256"]
     assert body["serving_version"] == "serving-1"
-    assert body["candidate_version"].startswith("effb0-")
+    assert body["candidate_version"].startswith(f"{ModelInfo.read(twin).backbone}-")
     assert holder.get().info.version == body["candidate_version"]  # swapped in the running process
     assert ModelInfo.read(serving).version == body["candidate_version"]  # and on disk
     assert status["model"]["version"] == body["candidate_version"]
@@ -157,3 +158,32 @@ def test_a_worse_candidate_is_kept_aside_and_the_serving_model_stays(settings, s
     assert serving.read_bytes() == before
     assert holder.get().info.version == ModelInfo.read(SHIPPED_MODEL).version
     assert (serving.parent / "candidates" / f"run{body['id']}" / serving.name).is_file()  # kept, not lost
+
+
+@pytest.mark.parametrize(("backbone", "init"), [("effb0", "scratch"), ("lite0", "imagenet")])
+def test_a_retraining_trains_the_serving_model_s_kind_unless_the_request_names_another(
+        settings, sessions, arcade_dir, tmp_path, monkeypatch, backbone, init):
+    serving = _install(SHIPPED_MODEL, tmp_path)
+    info = ModelInfo.read(serving)
+    info.backbone, info.init = backbone, init
+    info.write(serving)
+    configs = []
+
+    def recorded(cfg, *_args, **_kwargs):  # what the run would train, without training it
+        configs.append(cfg)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(retraining, "retrain", recorded)
+    manager = RetrainManager(sessions, arcade_dir, serving, lambda _classifier: None)
+    for request in (TINY_RUN, TINY_RUN | {"backbone": "lite0", "init": "scratch"}):
+        manager._run(manager_run(sessions, request), request)
+    assert (configs[0].backbone, configs[0].init) == (backbone, init)
+    assert (configs[1].backbone, configs[1].init) == ("lite0", "scratch")
+
+
+def manager_run(sessions, params) -> int:
+    with sessions() as s:
+        run = RetrainRun(state="queued", params=params)
+        s.add(run)
+        s.commit()
+        return run.id
