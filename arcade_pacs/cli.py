@@ -326,7 +326,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from arcade_pacs.model.classifier import Classifier
+    from arcade_pacs.model.serving import load
     from arcade_pacs.settings import load_settings
     from arcade_pacs.training.calibrate import plot_reliability, score_calibrated
     from arcade_pacs.training.data import DatasetError, load_split
@@ -338,7 +338,9 @@ def cmd_evaluate(args) -> int:
         split = load_split(data, args.split, args.limit)
     except DatasetError as exc:
         raise CliError(str(exc)) from exc
-    classifier = Classifier.load(args.model or settings.model.path)
+    # The served engine (model.engine's rule: the checked LiteRT form, else Keras): the figures
+    # describe what the plugin computes.
+    classifier, _ = load(settings.model.model_copy(update={"path": Path(args.model or settings.model.path)}))
     with ProgressBar("scored", 2 * len(split), enabled=not args.json) as bar:
         views = {}
 
@@ -561,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", help="train a candidate model on ARCADE")
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
-    p.add_argument("--out", default="models/candidate/arcade_effb0.keras")
+    p.add_argument("--out", default="models/candidate/arcade_stenosis.keras")
     p.add_argument("--epochs", type=int, default=T.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=T.steps_per_epoch)
     p.add_argument("--batch-size", type=int, default=T.batch_size)
