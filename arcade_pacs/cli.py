@@ -91,6 +91,8 @@ def _logging(verbose: bool = False) -> None:
     for module in ("pydicom", "highdicom"):
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
     logging.getLogger("pydicom").setLevel(logging.ERROR)
+    # highdicom logs each module it copies into a derived object at INFO: 20 lines per result.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
