@@ -123,7 +123,7 @@ def val_images_dir(arcade_dir: Path) -> Path:
 class ModelSettings(BaseModel):
     """The serving model file (``.keras`` with its ``.json`` sidecar)."""
 
-    path: Path = Path("models/arcade_effb0.keras")
+    path: Path = Path("models/arcade_stenosis.keras")
     threads: int = Field(0, ge=0)  # 0 = TensorFlow's default (all cores)
     # Windows per inference call: 16 keeps a worker under ~1.1 GB peak RSS (`arcade-pacs bench
     # cine`: 1367 MB at 32, 1086 MB at 16, 949 MB at 8, no loss of speed at 16 on 2 cores).

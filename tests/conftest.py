@@ -130,7 +130,7 @@ def rng():
 
 @pytest.fixture(scope="session")
 def shipped_litert(data_dir):
-    """The shipped model's LiteRT form (models/arcade_effb0.tflite with its manifest, committed).
+    """The shipped model's LiteRT form (models/arcade_stenosis.tflite with its manifest, committed).
 
     Rebuilt and checked on the whole val split only if it is missing or stale (minutes), as
     ``arcade-pacs engine --build`` would; tests that start the plugin serve the engine production

@@ -6,7 +6,7 @@ Plain constants, imported by test modules (a ``conftest.py`` is pytest's to impo
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = PROJECT_ROOT / "models" / "arcade_effb0.keras"
+SHIPPED_MODEL = PROJECT_ROOT / "models" / "arcade_stenosis.keras"
 OHIF_CACHE = PROJECT_ROOT / "var" / "cache" / "ohif"
 
 BOTH_DATABASES = ["sqlite", "postgresql"]

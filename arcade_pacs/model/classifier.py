@@ -1,6 +1,6 @@
 """The serving classifier: a Keras model file plus its metadata sidecar, loaded once.
 
-Every ``.keras`` file has a JSON sidecar with the same stem (``arcade_effb0.json``) holding what
+Every ``.keras`` file has a JSON sidecar with the same stem (``arcade_stenosis.json``) holding what
 the SR and the admin must say about the model: name, version, Device UID, the operating
 threshold chosen on the validation split, and the metrics measured when it was made.
 

@@ -53,7 +53,7 @@ class TrainConfig:
     """Everything that decides a training run; stored in the model's sidecar."""
 
     data_dir: Path
-    out: Path = Path("models/arcade_effb0.keras")
+    out: Path = Path("models/arcade_stenosis.keras")
     workdir: Path | None = None
     epochs: int = 6
     steps_per_epoch: int = 200

@@ -32,8 +32,8 @@ from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
-PACKAGE = ("arcade_effb0.keras", "arcade_effb0.json", "arcade_effb0_golden.npz", "arcade_effb0.tflite",
-           "arcade_effb0_forms.json")
+PACKAGE = ("arcade_stenosis.keras", "arcade_stenosis.json", "arcade_stenosis_golden.npz", "arcade_stenosis.tflite",
+           "arcade_stenosis_forms.json")
 """The shipped model package (what docker/Dockerfile copies)."""
 
 

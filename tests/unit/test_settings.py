@@ -15,7 +15,7 @@ def test_shipped_config_holds_the_documented_defaults(monkeypatch):
     assert s.scp.allowed_calling_aets == ["STORESCU", "MODALITY"]
     assert s.storage.root == Path("var/store")
     assert s.database.url == "sqlite:///var/arcade.db"
-    assert s.model.path == Path("models/arcade_effb0.keras")
+    assert s.model.path == Path("models/arcade_stenosis.keras")
     assert s.pipeline.study_quiet_seconds == 10
     assert (s.admin.host, s.admin.port) == ("127.0.0.1", 8000)
     assert [(d.name, d.ae_title, d.host, d.port) for d in s.destinations] == [("pacs", "PACS", "127.0.0.1", 4242)]

@@ -164,9 +164,9 @@ def test_the_classifier_serves_the_configured_engine_behind_its_batcher(tiny, va
 
 
 def test_the_shipped_model_package_holds_its_checked_form():
-    """models/ ships the form of models/arcade_effb0.keras, checked on the whole val split."""
+    """models/ ships the form of models/arcade_stenosis.keras, checked on the whole val split."""
     form = forms.current(SHIPPED_MODEL)
-    assert form is not None, "run `arcade-pacs engine --build` and commit models/arcade_effb0.tflite + _forms.json"
+    assert form is not None, "run `arcade-pacs engine --build` and commit models/arcade_stenosis.tflite + _forms.json"
     assert form.check_passed
     assert form.manifest["check"]["images"] == 200
     assert form.manifest["check"]["flips"] == 0

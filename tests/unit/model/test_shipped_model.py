@@ -1,4 +1,5 @@
-"""The shipped model itself: a trained EfficientNetB0, stable across encodings and pixel formats."""
+"""The shipped model itself: a trained, ImageNet-initialised EfficientNet-Lite0, stable across
+encodings and pixel formats."""
 
 import json
 
@@ -12,12 +13,14 @@ from tests.factory import real_frame, xa_dataset
 from tests.project import SHIPPED_MODEL
 
 
-def test_shipped_model_is_a_trained_efficientnetb0_with_a_card(shipped_classifier):
+def test_shipped_model_is_a_trained_pretrained_lite0_with_a_card(shipped_classifier):
     model = shipped_classifier.model
     assert model.input_shape == (None, 224, 224, 3)
     assert model.output_shape == (None, 1)
-    assert any(layer.name.startswith("efficientnetb0") for layer in model.layers)
     meta = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())
+    assert (meta["backbone"], meta["init"]) == ("lite0", "imagenet")
+    assert model.name == "arcade_lite0"
+    assert model.get_layer("backbone").get_layer("stem_conv") is not None
     assert meta["training"]["history"], "trained: the sidecar holds its training history"
     assert meta["metrics"]["val"]["window_auc"] > 0.6  # far from an untrained network's 0.5
     assert (SHIPPED_MODEL.parent / "MODEL_CARD.md").is_file()

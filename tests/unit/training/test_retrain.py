@@ -30,7 +30,7 @@ def test_promotion_rule():
 
 def _install(source: Path, folder: Path, version: str | None = None, val_auc: float | None = None) -> Path:
     """Copy a model's files to ``folder`` as the serving model, optionally relabelled."""
-    path = folder / "models" / "arcade_effb0.keras"
+    path = folder / "models" / "arcade_stenosis.keras"
     path.parent.mkdir(parents=True)
     for src, dst in zip(model_files(source), model_files(path), strict=True):
         if src.is_file():
@@ -47,7 +47,7 @@ def _install(source: Path, folder: Path, version: str | None = None, val_auc: fl
 @pytest.fixture(scope="session")
 def twin(arcade_dir, tmp_path_factory) -> Path:
     """What the API's TINY_RUN will train, trained here first: training is deterministic."""
-    out = tmp_path_factory.mktemp("twin") / "arcade_effb0.keras"
+    out = tmp_path_factory.mktemp("twin") / "arcade_stenosis.keras"
     train(TrainConfig(data_dir=arcade_dir, out=out, **TINY_RUN))
     return out
 
