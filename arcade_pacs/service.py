@@ -113,6 +113,10 @@ def admin_binding_problem(settings: Settings) -> str | None:
     return None
 
 
+STOP_WAIT_S = 40.0
+"""How long :meth:`Service.stop` waits for all its loops together to finish their current step."""
+
+
 def _import_admin() -> None:
     """Import what :meth:`Service._serve_http` needs (a second import of a module is free)."""
     import uvicorn  # noqa: F401
@@ -283,8 +287,16 @@ class Service:
             sender.stop()
         if self._server is not None:
             self._server.shutdown()
+        # One deadline for all the loops, well inside the grace periods of compose (60 s) and the
+        # Kubernetes manifests: a loop stuck on a database that went away at the same moment
+        # (each attempt waits for name resolution) must not turn a clean stop into a SIGKILL.
+        # A job cut short here is not lost: its lease runs out and another worker takes it.
+        deadline = time.monotonic() + STOP_WAIT_S
         for thread in self._threads:
-            thread.join(timeout=60)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            log.warning("stopping without waiting longer for %s (%.0f s passed)", ", ".join(stuck), STOP_WAIT_S)
         self.db_engine.dispose()
 
     def serve_forever(self) -> None:

@@ -166,6 +166,10 @@ def filter_uvicorn_logs() -> None:
             logger.addFilter(PhiFilter())
 
 
+GRACEFUL_SHUTDOWN_S = 10
+"""Seconds the admin HTTP server waits for requests in flight once told to stop."""
+
+
 def server_config(app, settings: Settings) -> uvicorn.Config:
     """How ``serve`` runs the admin app: bounded clients, HTTPS when configured, no PHI in logs."""
     admin = settings.admin
@@ -178,4 +182,7 @@ def server_config(app, settings: Settings) -> uvicorn.Config:
         app, host=admin.host, port=admin.port, log_level="warning", log_config=None,
         http=protocol_class(ClientLimits.from_settings(settings)),
         limit_concurrency=admin.max_connections, timeout_keep_alive=5,
+        # On SIGTERM, requests in flight get this long, then the loops' own deadline
+        # (service.STOP_WAIT_S) follows: together inside the 60-s grace of compose and Kubernetes.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         proxy_headers=True, forwarded_allow_ips=admin.forwarded_allow_ips, server_header=False, **tls)

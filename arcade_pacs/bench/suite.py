@@ -82,7 +82,7 @@ ROWS = [
     ("keras_predict_passes_per_s", "Keras model.predict, 1 window/call", "passes/s"),
     ("speedup_vs_keras_predict", "speed-up over that", "x"),
     ("sgemm_gflops", "SGEMM (numpy BLAS)", "GFLOP/s"),
-    ("gflops_per_pass", "EfficientNetB0 pass", "GFLOP"),
+    ("gflops_per_pass", "one pass of the network", "GFLOP"),
     ("fraction_of_peak", "engine FLOP/s / SGEMM FLOP/s", ""),
     ("startup_s", "start-up to model loaded", "s"),
     ("ingest_mb_per_s", "ingest, plugin (fsync + rows)", "MB/s"),

@@ -127,3 +127,29 @@ def test_a_supervised_worker_stops_without_a_fatal_error_while_its_parent_lives(
     finally:
         child.kill()
         child.stdin.close()
+
+
+def test_stop_waits_for_its_loops_within_one_deadline_and_names_those_it_leaves(tmp_path, monkeypatch, caplog):
+    import threading
+
+    from arcade_pacs import service as service_module
+    from arcade_pacs.service import Role, Service
+
+    url = f"sqlite:///{tmp_path / 'arcade.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    settings = Settings(database={"url": url}, storage={"root": str(tmp_path / "store")})
+    served = Service(settings, Role.SCP, http=False)
+    release = threading.Event()
+    for name in ("stuck-a", "stuck-b"):  # two loops stuck on a database that went away
+        served._thread(name, lambda: release.wait(600))
+    monkeypatch.setattr(service_module, "STOP_WAIT_S", 0.5)
+    try:
+        stopper = threading.Thread(target=served.stop)
+        stopper.start()
+        stopper.join(timeout=60)
+        assert not stopper.is_alive()  # one deadline for both, not one each, and no hang
+        assert "stuck-a, stuck-b" in caplog.text
+    finally:
+        release.set()

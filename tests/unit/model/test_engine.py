@@ -178,7 +178,7 @@ def test_the_shipped_model_package_holds_its_checked_form():
 
 @pytest.mark.slow
 def test_the_shipped_model_in_litert_gives_keras_answers_on_real_cine_windows(shipped_litert, rubo):
-    """The shipped EfficientNetB0: both views of every grid window of real Rubo keyframes."""
+    """The shipped model: both views of every grid window of real Rubo keyframes."""
     info = ModelInfo.read(SHIPPED_MODEL)
     keras_engine = KerasEngine.load(SHIPPED_MODEL)
     litert = LiteRTEngine(shipped_litert.path)
