@@ -226,6 +226,12 @@ class Service:
         return purged
 
     def _report_loop(self) -> None:
+        from arcade_pacs.report.drawing import warm_up
+
+        try:
+            warm_up()
+        except Exception:  # only a head start: the first report loads what failed here
+            log.exception("reporter warm-up failed")
         next_retention = 0.0
         while not self.stopping.is_set():
             try:

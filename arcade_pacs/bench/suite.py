@@ -207,7 +207,7 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
             p = peers.store(files, plugin.scp_port, "ARCADE")
             plugin_rate = mb / (p["ended"] - p["started"])
             say(f"{mb:.0f} MB: storescp {dcmtk_rate:.0f} MB/s, plugin {plugin_rate:.0f} MB/s; waiting for the analyses")
-            plugin.idle(600)
+            plugin.idle(600, reports=1)
 
             progress.next(f"end to end: {plan.e2e_runs} single-cine studies")
             latencies = []
@@ -223,7 +223,7 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
             sent = peers.store(files, plugin.scp_port, "ARCADE")
             study_s = pacs.wait_sr(study, timeout=600, instances=len(files)) - sent["responses"][-1]
             say(f"SR {study_s:.2f}s after the last C-STORE response")
-            plugin.idle(300)
+            plugin.idle(300, reports=1 + plan.e2e_runs + 1)
 
             progress.next(f"HTTP: {load.USERS} users for {plan.load_seconds:.0f}s against /predict")
             png = sorted(images_dir.glob("*.png"), key=lambda q: (len(q.stem), q.stem))[0].read_bytes()

@@ -141,6 +141,17 @@ def heat_map(window_scores: list[float], size: int = FRAME_SIZE) -> np.ndarray:
     return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
 
 
+def warm_up() -> None:
+    """Load what drawing a keyframe needs (matplotlib's colour maps, scipy.ndimage, the fonts),
+    so that the first study after start does not wait for it (about 0.7 s): called by the
+    reporter's thread as it starts, beside the other start-up work."""
+    heat_map([0.0] * len(GRID))
+    from matplotlib import colormaps
+
+    colormaps["jet"]  # noqa: B018 - loads the registry
+    font(15), font(13)
+
+
 @lru_cache(maxsize=16)
 def font(size: int):
     """Pillow's scalable default font (FreeType) at ``size`` pixels."""

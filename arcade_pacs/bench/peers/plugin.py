@@ -223,24 +223,19 @@ class Plugin:
                 pass
             time.sleep(0.05)
 
-    def idle(self, timeout: float) -> None:
-        """Wait until the plugin has nothing left to do: no job queued or running, no delivery
-        pending, and no new report for a second (a report follows its last job within moments),
-        so that the next measurement does not share the cores with this one's reports."""
+    def idle(self, timeout: float, reports: int = 0) -> None:
+        """Wait until the plugin has nothing left to do: no job queued or running, at least
+        ``reports`` SRs written (one per study sent so far: a study's report follows its last job,
+        after the drawing of its result images) and no delivery pending, so that the next
+        measurement does not share the cores with this one's reports."""
         deadline = time.monotonic() + timeout
-        settled = None
         while time.monotonic() < deadline:
             status = self.get("/status")
             jobs, deliveries = status["jobs"], status["deliveries"]
             busy = jobs.get("queued", 0) or jobs.get("running", 0) or deliveries.get("pending", 0)
-            now = (status["reports"], status["results"])
-            if busy or now != settled:
-                settled = None if busy else now
-                time.sleep(0.5)
-                continue
-            time.sleep(0.5)
-            if self.get("/status")["reports"] == now[0]:
+            if not busy and status["reports"] >= reports:
                 return
+            time.sleep(0.2)
         raise TimeoutError(f"jobs, reports or deliveries still pending after {timeout}s")
 
     def peak_rss_by_process(self) -> dict[int, float]:

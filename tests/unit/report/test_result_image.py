@@ -226,3 +226,15 @@ def test_layout_keeps_tiles_apart_and_inside_the_image():
         assert all(0 <= x and x + result_image.TILE <= width for x, _ in origins)
         for (xa, ya) in origins:  # no two tiles overlap
             assert sum(1 for (xb, yb) in origins if abs(xa - xb) < result_image.TILE and abs(ya - yb) < result_image.TILE) == 1
+
+
+def test_the_reporter_s_warm_up_loads_what_drawing_needs_without_drawing_anything():
+    import subprocess
+    import sys
+
+    code = ("import sys; from arcade_pacs.report import drawing; "
+            "assert 'scipy.ndimage' not in sys.modules and 'matplotlib' not in sys.modules; "
+            "drawing.warm_up(); print('scipy.ndimage' in sys.modules, 'matplotlib.cm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
