@@ -294,11 +294,10 @@ def int8_figures(model_path: Path, windows: np.ndarray, batch: int, plan: Plan, 
     Measured only when the form is the file its manifest lists, for these very weights.
     """
     from arcade_pacs.model import forms
-    from arcade_pacs.model.engine import LiteRTEngine, file_digest
+    from arcade_pacs.model.engine import LiteRTEngine
 
-    form = forms.shipped(model_path, forms.LITERT_INT8)
-    if (form is None or not form.path.is_file() or form.manifest.get("digest") != file_digest(model_path)
-            or file_digest(form.path) != form.entry.get("sha256")):
+    form = forms.current(model_path, kind=forms.LITERT_INT8)
+    if form is None:
         say("int8: no current full-integer form beside the model (arcade-pacs engine --int8 builds one)")
         return None
     engine = LiteRTEngine(form.path, threads, batch)

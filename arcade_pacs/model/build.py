@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.engine import Engine, EngineCheckError, LiteRTEngine, file_digest, versions
-from arcade_pacs.model.forms import LITERT, Form, current, form_path, manifest_path
+from arcade_pacs.model.forms import LITERT, Form, current, form_path, write_manifest
 from arcade_pacs.model.golden import MAX_ABS_DIFF, Golden, compare, make_golden, passed, val_images
 from arcade_pacs.model.keras_engine import KerasEngine, configure_tensorflow
 from arcade_pacs.settings import ModelSettings
@@ -189,9 +188,7 @@ def _build(model_path: Path, digest: str, threshold: float, images_dir: Path, se
         # The form first, then the manifest that vouches for it: a reader between the two
         # replacements finds a manifest of the old digest and refuses (never a wrong pairing).
         tflite.replace(target)
-        staged = Path(tmp) / "manifest.json"
-        staged.write_text(json.dumps(manifest, indent=2) + "\n")
-        staged.replace(manifest_path(model_path))
+        write_manifest(model_path, manifest, Path(tmp))
     log.info(
         "LiteRT form of %s built in %.0fs: max |dp| %.1e, %d flips on %d val windows: %s; passes/s %s",
         model_path.name, manifest["build_s"]["total"], comparison["max_abs_diff"], comparison["flips"],

@@ -87,6 +87,14 @@ class Form:
         }
 
 
+def write_manifest(model_path: Path, manifest: dict, staging: Path) -> Path:
+    """Replace the manifest of ``model_path`` atomically (written in ``staging``, on the same file
+    system, then renamed): a reader finds the old manifest or the new one, never half of one."""
+    staged = Path(staging) / "manifest.json"
+    staged.write_text(json.dumps(manifest, indent=2) + "\n")
+    return staged.replace(manifest_path(model_path))
+
+
 def read_manifest(model_path: Path) -> dict | None:
     path = manifest_path(model_path)
     if not path.is_file():
@@ -108,10 +116,10 @@ def shipped(model_path: Path, kind: str = LITERT) -> Form | None:
     return None
 
 
-def current(model_path: Path, digest: str | None = None) -> Form | None:
-    """The LiteRT form if its manifest names the ``.keras`` file as it is now and the form is the
-    file the manifest checked (else ``None``: there is none to serve, build one)."""
-    form = shipped(model_path)
+def current(model_path: Path, digest: str | None = None, kind: str = LITERT) -> Form | None:
+    """The form of ``kind`` if its manifest names the ``.keras`` file as it is now and the form is
+    the file the manifest checked (else ``None``: there is none to serve, build one)."""
+    form = shipped(model_path, kind)
     if form is None or form.manifest.get("digest") != (digest or file_digest(model_path)):
         return None
     return form if form.path.is_file() and file_digest(form.path) == form.entry.get("sha256") else None

@@ -18,7 +18,6 @@ that failed its gate is kept as the measurement behind that decision, not served
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -29,7 +28,7 @@ import numpy as np
 from arcade_pacs.model.build import build_lock, convert_to_litert, measure_rates
 from arcade_pacs.model.classifier import ModelInfo
 from arcade_pacs.model.engine import EngineCheckError, LiteRTEngine, file_digest
-from arcade_pacs.model.forms import LITERT_INT8, current, form_path, manifest_path
+from arcade_pacs.model.forms import LITERT_INT8, current, form_path, write_manifest
 from arcade_pacs.pipeline.tensors import frame_tensors, stack_tensors
 from arcade_pacs.training.data import Split, load_split
 from arcade_pacs.training.evaluate import score_split, window_auc
@@ -105,9 +104,7 @@ def quantize(model_path: Path, arcade_dir: Path, *, threads: int = 0, batch_size
             manifest = dict(float_form.manifest)
             manifest["forms"] = [e for e in manifest.get("forms", []) if e.get("kind") != LITERT_INT8] + [entry]
             tflite.replace(target)
-            staged = Path(tmp) / "manifest.json"
-            staged.write_text(json.dumps(manifest, indent=2) + "\n")
-            staged.replace(manifest_path(model_path))
+            write_manifest(model_path, manifest, Path(tmp))
     log.info("int8 form of %s: val AUC %.4f vs %.4f float, %d of %d decisions flipped: gate %s; passes/s %s",
              model_path.name, result["auc_int8"], result["auc_float"], result["flips"], result["windows"],
              "passed" if result["passed"] else "FAILED", result["passes_per_s"])
