@@ -278,9 +278,11 @@ class FrameSource:
             values = raw.astype(np.float32) * slope + intercept
         if not np.isfinite(values).all():
             raise FrameError(f"frame {index + 1}: pixel values are not finite after the Modality LUT or rescale")
-        valid = self.field
-        if self.padding is not None:
-            valid = valid & ~((raw >= self.padding[0]) & (raw <= self.padding[1]))
+        if self.padding is None:
+            valid512 = self.field512  # the same every frame: resized once
+        else:
+            valid = self.field & ~((raw >= self.padding[0]) & (raw <= self.padding[1]))
+            valid512 = resize_frame(valid.astype(np.float32)) > 0.5
         frame = resize_frame(values)
         if self.voi_lut is not None:
             from pydicom.pixels import apply_voi_lut
@@ -291,7 +293,7 @@ class FrameSource:
             frame = apply_window(frame, *self.windows[index]).astype(np.float32)
         if self.photometric == "MONOCHROME1":
             frame = (1.0 - frame) if not self.scaled_by_range else -frame
-        return frame, resize_frame(valid.astype(np.float32)) > 0.5
+        return frame, valid512
 
     def _frames(self, indices: list[int] | None = None):
         """Yield ``(index, raw frame)`` with the checks every decoded frame must pass."""
@@ -325,8 +327,9 @@ class FrameSource:
         for index, raw in self._frames():
             frame, valid = self._display(raw, index)
             valid_all &= valid
-            inside = frame[valid] if valid.any() else frame.ravel()
-            lo, hi = min(lo, float(inside.min())), max(hi, float(inside.max()))
+            where = valid if valid.any() else True
+            lo = min(lo, float(frame.min(where=where, initial=np.inf)))
+            hi = max(hi, float(frame.max(where=where, initial=-np.inf)))
             if measure is not None:
                 scores[index] = measure(frame, valid)
         self.lo, self.hi, self.valid = lo, hi, valid_all

@@ -10,6 +10,8 @@ opacification are the keyframes (all frames when there are no more than ``k``).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 TOPHAT_SIZE = 7
@@ -26,7 +28,7 @@ def black_tophat(frame: np.ndarray) -> np.ndarray:
 
 def vessel_map(frame512: np.ndarray, cell: int = 16) -> np.ndarray:
     """Mean dark-ridge response per ``cell`` x ``cell`` block of a 512x512 frame (at 256x256)."""
-    small = np.asarray(frame512, np.float32).reshape(256, 2, 256, 2).mean(axis=(1, 3))
+    small = half(np.asarray(frame512, np.float32))
     tophat = black_tophat(small)
     k = cell // 2
     return tophat.reshape(256 // k, k, 256 // k, k).mean(axis=(1, 3))
@@ -39,20 +41,42 @@ def frame_opacification(frame: np.ndarray, valid: np.ndarray | None = None) -> f
     Scale-equivariant (a frame multiplied by ``a > 0`` scores ``a`` times as much), which lets
     :meth:`arcade_pacs.pipeline.frames.FrameSource.scan` score frames before normalising them.
     """
-    from scipy import ndimage
-
     frame = np.asarray(frame, dtype=np.float32)
     h, w = frame.shape
-    small = frame.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    mask = np.ones((h // 2, w // 2), bool) if valid is None else (
-        np.asarray(valid).reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
-    )
-    if mask.any():
-        mask = ndimage.binary_erosion(mask, iterations=TOPHAT_SIZE)
-    values = black_tophat(small)
-    values = values[mask] if mask.any() else values.ravel()
+    mask = _field(None if valid is None else np.packbits(valid).tobytes(), (h, w))
+    values = black_tophat(half(frame))
+    values = values[mask] if mask is not None else values.ravel()
     n = max(1, int(TOP_FRACTION * values.size))
     return float(np.partition(values, values.size - n)[-n:].mean())
+
+
+def half(frame: np.ndarray) -> np.ndarray:
+    """The 2x2 block mean of an even-sided 2-D float32 frame (15x faster than ``reshape().mean()``,
+    which a 60-frame scan called 60 times: equal to it within float32 rounding)."""
+    r = frame.reshape(frame.shape[0] // 2, 2, frame.shape[1] // 2, 2)
+    return (r[:, 0, :, 0] + r[:, 0, :, 1] + r[:, 1, :, 0] + r[:, 1, :, 1]) * np.float32(0.25)
+
+
+@lru_cache(maxsize=8)
+def _field(packed: bytes | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """The exposed field (``packed`` bits of the full-size mask; ``None``: all of the frame) at
+    half resolution, eroded by the closing's reach; ``None`` when nothing is left (every value
+    then counts). Cached by the mask's bits: a run's frames share one field, whose erosion was a
+    third of the scan's time when made anew for each frame."""
+    from scipy import ndimage
+
+    h, w = shape
+    if packed is None:
+        mask = np.ones((h // 2, w // 2), bool)
+    else:
+        valid = np.unpackbits(np.frombuffer(packed, np.uint8), count=h * w).astype(bool).reshape(h, w)
+        mask = valid.reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+    if mask.any():
+        mask = ndimage.binary_erosion(mask, iterations=TOPHAT_SIZE)
+    if not mask.any():
+        return None
+    mask.flags.writeable = False
+    return mask
 
 
 def opacification(frames: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
