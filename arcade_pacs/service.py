@@ -211,11 +211,15 @@ class Service:
 
         with self.sessions() as session:
             outbox.cancel_removed([d.name for d in self.settings.destinations], session=session)
-            written = report_ready_studies(self.settings, session=session, owner=self.name)
+            written = report_ready_studies(self.settings, session=session, owner=self.name, on_sr=self.wake_senders)
         if written:
-            for sender in self.senders:
-                sender.wake.set()
+            self.wake_senders()
         return written
+
+    def wake_senders(self) -> None:
+        """New deliveries are queued: every sender looks now, not at its next poll."""
+        for sender in self.senders:
+            sender.wake.set()
 
     def retention_once(self) -> int:
         """Delete the pixel data that ``storage.keep_days`` no longer keeps (0: retention off)."""

@@ -227,6 +227,8 @@ class ReportOut(BaseModel):
     predecessor_sop_instance_uid: str | None
     deliveries: list[DeliveryOut]
     objects: list[ResultObjectOut] = Field(description="this version's SR, result images and presentation states")
+    derived_pending: bool = Field(False, description="the SR is out; its result images and presentation states are "
+                                  "still being drawn (or will be, after a crash): they follow it")
     download: str = Field(description="the SR as a DICOM Part 10 file")
     text: str = Field(description="the SR rendered as text (dsrdump, else the content tree)")
 

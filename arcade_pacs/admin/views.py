@@ -129,6 +129,7 @@ def report_out(report: Report, by_id: dict[int, Report]) -> ReportOut:
         predecessor_sop_instance_uid=predecessor.sop_instance_uid if predecessor else None,
         deliveries=[delivery_out(d) for d in sorted(report.deliveries, key=lambda d: d.id)],
         objects=[object_out(o) for o in report.objects],
+        derived_pending=report.derived_pending,
         download=f"{base}.dcm",
         text=f"{base}.txt",
     )

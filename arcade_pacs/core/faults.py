@@ -16,7 +16,10 @@ Points (in the order data flows):
 ``analysis``
     a worker claimed a job and analysed it, before recording the result (mid-analysis).
 ``sr_written``
-    the reporter wrote the SR file, before committing the report and its deliveries.
+    the reporter wrote the SR file, before committing the report and its delivery.
+``sr_committed``
+    the SR and its delivery are committed, before the result images and presentation states
+    are drawn (the report is ``derived_pending``: the next claim of the study makes them).
 ``sent``
     the destination acknowledged the SR (success status), before the delivery is committed
     as sent: the SR is sent again after the lease, and it must be the same SOP instance.
@@ -32,7 +35,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-POINTS = ("stored", "analysis", "sr_written", "sent")
+POINTS = ("stored", "analysis", "sr_written", "sr_committed", "sent")
 
 _kill_at = ""
 _kill_key = ""

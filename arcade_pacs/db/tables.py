@@ -182,6 +182,10 @@ class Report(Base):
     # study is never reported twice for the same content.
     content_key: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The SR is committed and queued first; its result images and presentation states follow in
+    # a second transaction (arcade_pacs.report.reporter). True in between, and after a crash
+    # there, until a reporter makes them: never lost, never holding the SR back.
+    derived_pending: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     study: Mapped[Study] = relationship(back_populates="reports")
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="report")

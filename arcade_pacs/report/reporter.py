@@ -3,7 +3,10 @@
 A study's result (one :class:`~arcade_pacs.db.tables.Report`, a version) is its SR, a result
 image per run and a presentation state per analysed run (:mod:`arcade_pacs.report.objects`),
 each a :class:`~arcade_pacs.db.tables.ResultObject` the outbox sends to the destinations that
-want its kind; a newer version replaces them all together.
+want its kind; a newer version replaces them all together. The SR is committed and queued
+first, the derived objects in a second transaction: drawing them (about half a second per run)
+never delays the result a PACS reads, and a crash between the two leaves the report
+``derived_pending``, which makes its study ready again until they are made.
 
 A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``,
 none of its jobs is still queued or running, and an earlier failed attempt to write its SR is
@@ -27,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -65,7 +69,8 @@ def _ready(quiet_seconds: float):
     now = utcnow()
     cutoff = now - timedelta(seconds=quiet_seconds)
     due = or_(Study.report_due_at.is_(None), Study.report_due_at <= now)
-    return and_(Study.needs_report, Study.last_received_at <= cutoff, ~busy, due)
+    derived_pending = exists().where(Report.study_id == Study.id, Report.derived_pending)
+    return and_(or_(and_(Study.needs_report, Study.last_received_at <= cutoff, ~busy), derived_pending), due)
 
 
 def ready_studies(quiet_seconds: float, *, session: Session) -> list[Study]:
@@ -218,13 +223,19 @@ def _encoded(dataset) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None) -> Report | None:
+def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None,
+                 on_sr: Callable[[], None] | None = None) -> Report | None:
     """Build, store and queue the result of ``study``: its SR (results and the runs that could not
-    be analysed), a result image per run and a presentation state per analysed run.
+    be analysed) first, then a result image per run and a presentation state per analysed run.
 
-    ``owner`` is the reporter's claim (see :func:`claim_study`): the objects are committed only
-    while it still holds it. ``None`` when there is nothing new to say: the study has neither results
-    nor failed runs (nothing analysable was received), or its content is what the last SR says.
+    The SR is committed and queued on its own (``on_sr`` is called then: the senders start on it)
+    and the derived objects follow in a second transaction (:func:`_write_derived`), so drawing
+    them never delays the result a PACS reads; the report is ``derived_pending`` in between, and
+    a crash there leaves a study that the next claim completes. ``owner`` is the reporter's claim
+    (see :func:`claim_study`): each transaction commits only while it still holds it. ``None``
+    when no new SR was written: the study has neither results nor failed runs (nothing analysable
+    was received), its content is what the last SR says, or only the last SR's derived objects
+    were still to be made.
     """
     seen_received = study.last_received_at
     key = content_key(study)
@@ -232,6 +243,9 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     patient = _Patient(study)
     results = _instance_results(study, patient)
     failed = _failed_runs(study, patient)
+    if previous is not None and previous.content_key == key and previous.derived_pending:
+        _write_derived(previous, study, results, failed, settings, session=session, owner=owner)
+        return None
     if (not results and not failed) or (previous is not None and previous.content_key == key):
         reason = "has no analysed or failed instance" if not (results or failed) else "is unchanged since its last SR"
         if _release(study.id, owner, session=session):
@@ -242,30 +256,22 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     series_uid = previous.series_instance_uid if previous else generate_uid()
     sop_uid = generate_uid()
     predecessor = pydicom.dcmread(previous.path, stop_before_pixels=True) if previous else None
-    newest = results[-1].model if results else _serving_model(settings)
     sr = build_sr(
         results,
         failed=failed,
-        model=newest,
+        model=_study_model(results, settings),
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
         instance_number=len(study.reports) + 1,
         predecessor=predecessor,
     )
-    derived = build_objects(results, failed, model=newest, images=_numbering(study, ObjectKind.SC),
-                            states=_numbering(study, ObjectKind.GSPS), version=len(study.reports) + 1)
-    built = [Built(ObjectKind.SR, sr, None), *derived]
-    paths = []
-    for item in built:  # every file durable before any row names it
-        path = sr_path(settings.storage.root, study.study_instance_uid, item.dataset.SOPInstanceUID)
-        atomic_write(path, _encoded(item.dataset))
-        paths.append(path)
+    path = sr_path(settings.storage.root, study.study_instance_uid, sop_uid)
+    atomic_write(path, _encoded(sr))  # durable before any row names it
     faults.point("sr_written", study.study_instance_uid)
 
-    if not _release(study.id, owner, session=session):
+    if not _renew(study.id, owner, settings.pipeline.lease_s, session=session):
         session.rollback()
-        for path in paths:
-            path.unlink(missing_ok=True)  # never committed, never sent
+        path.unlink(missing_ok=True)  # never committed, never sent
         log.warning("study id=%s: claim lost while writing its SR; another reporter writes it", study.id)
         return None
     report = Report(
@@ -273,42 +279,108 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
         sop_instance_uid=sop_uid,
         series_instance_uid=series_uid,
         predecessor_id=previous.id if previous else None,
-        path=str(paths[0]),
+        path=str(path),
         present=any(r.finding.present for r in results),
         n_instances=len(results) + len(failed),
         content_key=key,
+        derived_pending=True,
     )
-    session.add(report)
-    for item, path in zip(built, paths, strict=True):
-        session.add(ResultObject(
-            report=report, kind=item.kind.value, sop_class_uid=str(item.dataset.SOPClassUID),
-            sop_instance_uid=str(item.dataset.SOPInstanceUID), series_instance_uid=str(item.dataset.SeriesInstanceUID),
-            instance_id=item.instance_id, path=str(path),
-        ))
+    sr_object = _object(report, Built(ObjectKind.SR, sr, None), path)
+    session.add_all([report, sr_object])
     if previous is not None:
+        previous.derived_pending = False  # replaced before its images were made: this version makes its own
         outbox.supersede_pending(previous.id, session=session)
-    outbox.enqueue(report, settings.destinations, session=session)
+    outbox.enqueue(report, settings.destinations, session=session, objects=[sr_object])
     _reported(study.id, seen_received, session=session)
     session.commit()
     metrics.REPORTS.inc()
-    log.info("report id=%s written for study id=%s (%d analysed, %d not analysed; %d objects)",
-             report.id, study.id, len(results), len(failed), len(built))
+    log.info("report id=%s written for study id=%s (%d analysed, %d not analysed); SR queued",
+             report.id, study.id, len(results), len(failed))
+    if on_sr is not None:
+        on_sr()
+    faults.point("sr_committed", study.study_instance_uid)
+    _write_derived(report, study, results, failed, settings, session=session, owner=owner)
     return report
 
 
-def report_ready_studies(settings: Settings, *, session: Session, owner: str = "reporter") -> int:
-    """Claim and report ready studies one at a time until none is left; returns how many SRs were written."""
+def _study_model(results: list[InstanceResult], settings: Settings) -> ModelIdentity:
+    """The model the study's objects name: that of its newest result, else the serving one."""
+    return results[-1].model if results else _serving_model(settings)
+
+
+def _object(report: Report, item: Built, path: Path) -> ResultObject:
+    """The row of one written object of ``report`` (added to the session with the report)."""
+    return ResultObject(
+        report=report, kind=item.kind.value, sop_class_uid=str(item.dataset.SOPClassUID),
+        sop_instance_uid=str(item.dataset.SOPInstanceUID), series_instance_uid=str(item.dataset.SeriesInstanceUID),
+        instance_id=item.instance_id, path=str(path),
+    )
+
+
+def _renew(study_id: int, owner: str | None, lease_s: float, *, session: Session) -> bool:
+    """Extend ``owner``'s claim on the study (not committed); False when it was no longer theirs."""
+    if owner is None:
+        return True
+    return bool(session.execute(
+        update(Study).where(Study.id == study_id, Study.lease_owner == owner)
+        .values(lease_until=claims.lease_until(lease_s))
+    ).rowcount)
+
+
+def _write_derived(report: Report, study: Study, results: list[InstanceResult], failed: list[FailedRun],
+                   settings: Settings, *, session: Session, owner: str | None) -> None:
+    """The second transaction of a report: its result images and presentation states, queued.
+
+    Made from the same runs as its SR (the content key is unchanged), numbered after the
+    study's earlier versions; the claim is released with the commit, as the report is complete.
+    """
+    version = sum(1 for r in study.reports if r.id <= report.id)
+    derived = build_objects(results, failed, model=_study_model(results, settings),
+                            images=_numbering(study, ObjectKind.SC), states=_numbering(study, ObjectKind.GSPS),
+                            version=version)
+    paths = []
+    for item in derived:  # every file durable before any row names it
+        path = sr_path(settings.storage.root, study.study_instance_uid, item.dataset.SOPInstanceUID)
+        atomic_write(path, _encoded(item.dataset))
+        paths.append(path)
+    if not _release(study.id, owner, session=session):
+        session.rollback()
+        for path in paths:
+            path.unlink(missing_ok=True)
+        log.warning("study id=%s: claim lost while drawing its result images; another reporter draws them", study.id)
+        return
+    objects = [_object(report, item, path) for item, path in zip(derived, paths, strict=True)]
+    session.add_all(objects)
+    report.derived_pending = False
+    outbox.enqueue(report, settings.destinations, session=session, objects=objects)
+    session.execute(update(Study).where(Study.id == study.id)
+                    .values(report_attempts=0, report_error=None, report_due_at=None))
+    session.commit()
+    log.info("report id=%s: %d result images and presentation states queued", report.id, len(objects))
+
+
+def report_ready_studies(settings: Settings, *, session: Session, owner: str = "reporter",
+                         on_sr: Callable[[], None] | None = None) -> int:
+    """Claim and report ready studies one at a time until none is left; returns how many SRs were written
+    (``on_sr`` is called as each is committed, before its derived objects are drawn)."""
     written = 0
+
+    def committed() -> None:  # counted here: drawing the derived objects may still fail after it
+        nonlocal written
+        written += 1
+        if on_sr is not None:
+            on_sr()
+
     quiet_s, lease_s = settings.pipeline.study_quiet_seconds, settings.pipeline.lease_s
     while (study := claim_study(owner, quiet_s, lease_s, session=session)) is not None:
         study_id = study.id
         try:
-            written += write_report(study, settings, session=session, owner=owner) is not None
+            write_report(study, settings, session=session, owner=owner, on_sr=committed)
         except Exception as exc:
             session.rollback()
             attempts = _report_failed(study_id, exc, session=session)
             log.warning(
-                "writing the SR of study id=%s failed (attempt %d, next in %.0f s): %s",
+                "writing the SR or result images of study id=%s failed (attempt %d, next in %.0f s): %s",
                 study_id, attempts, report_backoff_s(attempts), type(exc).__name__,
             )
             log.debug("SR failure of study id=%s", study_id, exc_info=True)

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, aliased
 
 from arcade_pacs.core import faults, metrics
 from arcade_pacs.db import claims, queries
-from arcade_pacs.db.tables import Delivery, Report, utcnow
+from arcade_pacs.db.tables import Delivery, Report, ResultObject, utcnow
 from arcade_pacs.settings import Destination, OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,18 @@ def backoff_s(attempts: int, cfg: OutboxSettings, rng: random.Random | None = No
     return delay * (1.0 - cfg.jitter * (rng or random).random())
 
 
-def enqueue(report: Report, destinations: Iterable[Destination], *, session: Session) -> list[Delivery]:
-    """Queue a delivery of each of ``report``'s objects to each destination that receives its kind
-    (by name; sent by a :class:`Sender`)."""
+def enqueue(report: Report, destinations: Iterable[Destination], *, session: Session,
+            objects: Iterable[ResultObject] | None = None) -> list[Delivery]:
+    """Queue a delivery of each of ``report``'s objects (or of ``objects``, those just added: the
+    SR first, its derived objects later) to each destination that receives its kind (by name;
+    sent by a :class:`Sender`)."""
     now = utcnow()
+    objects = list(report.objects if objects is None else objects)
     rows = [
         Delivery(report=report, object=obj, destination=dest.name, state=DeliveryState.PENDING.value,
                  queued_at=now, next_attempt_at=now)
         for dest in destinations
-        for obj in report.objects
+        for obj in objects
         if obj.kind in dest.objects
     ]
     session.add_all(rows)

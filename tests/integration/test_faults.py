@@ -56,7 +56,8 @@ def _all_sent(db: str, studies: int):
         reports = query(db, "SELECT count(*) FROM reports")[0][0]
         sent = query(db, "SELECT count(*) FROM deliveries WHERE state = 'sent'")[0][0]
         return reports >= studies and sent >= studies and not query(
-            db, "SELECT id FROM deliveries WHERE state = 'pending'")
+            db, "SELECT id FROM deliveries WHERE state = 'pending'") and not query(
+            db, "SELECT id FROM reports WHERE derived_pending")
     return check
 
 
@@ -109,6 +110,10 @@ def test_sigkill_at_each_point_loses_nothing_acknowledged_and_each_study_gets_on
         assert all(len(arrived.distinct(s)) == 1 for s in studies), arrived.by_study
         assert query(db, "SELECT count(*) FROM reports")[0][0] == len(studies)
         assert {r[0] for r in query(db, "SELECT state FROM jobs")} == {"done"}
+        # Every run's result image was made once and sent, whatever died after the SR went out.
+        assert query(db, "SELECT count(*) FROM result_objects WHERE kind = 'sc'")[0][0] == len(files)
+        assert query(db, "SELECT count(*) FROM deliveries d JOIN result_objects o ON o.id = d.object_id "
+                         "WHERE o.kind = 'sc' AND d.state = 'sent'")[0][0] == len(files)
         if point == "sent":
             assert arrived.duplicates() == 1  # the same SR object once more, never a different one
         else:

@@ -363,3 +363,93 @@ def test_a_failed_sr_keeps_its_reason_without_data_values(settings, sessions, ru
         study_id = s.scalars(select(Study)).one().id
         _report_failed(study_id, ValueError("Invalid value for VR PN: 'Canary^Phi'"), session=s)
         assert s.get(Study, study_id).report_error == "ValueError: Invalid value for VR PN: '...'"
+
+
+def _kinds_queued(sessions) -> dict[int, list[str]]:
+    """What another process would see committed: each report's queued object kinds."""
+    with sessions() as other:
+        queued: dict[int, list[str]] = {}
+        for d in other.scalars(select(Delivery).order_by(Delivery.id)):
+            queued.setdefault(d.report_id, []).append(d.object.kind)
+        return queued
+
+
+def test_the_sr_is_committed_and_queued_before_its_images_are_drawn(settings, sessions, tiny_classifier, rubo):
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1, objects=["sr", "sc", "gsps"])]
+    ingest(rubo, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    seen = []
+
+    def on_sr():  # the senders are woken here: what is committed at that moment
+        with sessions() as other:
+            (report,) = other.scalars(select(Report))
+            seen.append((report.derived_pending, [o.kind for o in report.objects], _kinds_queued(sessions)))
+
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s, on_sr=on_sr) == 1
+        report = s.scalars(select(Report)).one()
+        assert seen == [(True, ["sr"], {report.id: ["sr"]})]
+        assert not report.derived_pending
+        assert _kinds_queued(sessions) == {report.id: ["sr", "sc", "gsps"]}  # the SR's delivery first
+        assert report_ready_studies(settings, session=s) == 0
+
+
+def test_images_not_drawn_after_the_sr_are_drawn_by_the_next_claim_and_the_sr_stays_one(
+        settings, sessions, tiny_classifier, rubo, monkeypatch):
+    from arcade_pacs.report import reporter
+
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1, objects=["sr", "sc", "gsps"])]
+    ingest(rubo, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    build_objects = reporter.build_objects
+
+    def no_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reporter, "build_objects", no_disk)
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1  # the SR went out
+        report = s.scalars(select(Report)).one()
+        study = s.scalars(select(Study)).one()
+        assert report.derived_pending and [o.kind for o in report.objects] == ["sr"]
+        assert not study.needs_report and study.report_attempts == 1 and study.report_error.startswith("OSError")
+        assert ready_studies(0, session=s) == []  # backing off like any failed report
+    monkeypatch.setattr(reporter, "build_objects", build_objects)
+    with sessions() as s:
+        s.execute(Study.__table__.update().values(report_due_at=utcnow()))
+        s.commit()
+        assert [st.id for st in ready_studies(3600, session=s)] == [study.id]  # no quiet period to wait for
+        assert report_ready_studies(settings, session=s) == 0  # no second SR
+        report = s.scalars(select(Report)).one()
+        study = s.scalars(select(Study)).one()
+        assert not report.derived_pending
+        assert sorted(o.kind for o in report.objects) == ["gsps", "sc", "sr"]
+        assert _kinds_queued(sessions) == {report.id: ["sr", "sc", "gsps"]}
+        assert study.report_attempts == 0 and study.report_error is None
+        assert pydicom.dcmread(_objects(report)["sc"][0].path).InstanceNumber == 1
+
+
+def test_a_new_version_before_the_old_ones_images_were_drawn_draws_only_its_own(
+        settings, sessions, tiny_classifier, rubo, monkeypatch):
+    from arcade_pacs.report import reporter
+
+    settings.destinations = [Destination(name="a", ae_title="A", host="127.0.0.1", port=1, objects=["sr", "sc", "gsps"])]
+    first = xa_dataset(real_frame(rubo, 50))
+    ingest(first, settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with monkeypatch.context() as m:
+        m.setattr(reporter, "build_objects", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+        with sessions() as s:
+            assert report_ready_studies(settings, session=s) == 1
+    ingest(xa_dataset(real_frame(rubo, 60), study_uid=first.StudyInstanceUID), settings, sessions)
+    _analyse_all(settings, sessions, tiny_classifier)
+    with sessions() as s:
+        s.execute(Study.__table__.update().values(report_due_at=None))
+        s.commit()
+        assert report_ready_studies(settings, session=s) == 1
+        old, new = s.scalars(select(Report).order_by(Report.id)).all()
+        assert not old.derived_pending and not new.derived_pending
+        assert [o.kind for o in old.objects] == ["sr"]  # replaced before its images were made: never made
+        assert {k: len(v) for k, v in _objects(new).items()} == {"sr": 1, "sc": 2, "gsps": 2}
+        assert [int(pydicom.dcmread(o.path).InstanceNumber) for o in _objects(new)["sc"]] == [1, 2]
+        assert "Version 2" in pydicom.dcmread(_objects(new)["sc"][0].path).ImageComments
