@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.engine import Engine, EngineCheckError, LiteRTEngine, file_digest, versions
-from arcade_pacs.model.forms import LITERT, Form, current, form_path, write_manifest
+from arcade_pacs.model.forms import LITERT, Form, current, form_path, read_manifest, write_manifest
 from arcade_pacs.model.golden import MAX_ABS_DIFF, Golden, compare, make_golden, passed, val_images
 from arcade_pacs.model.keras_engine import KerasEngine, configure_tensorflow
 from arcade_pacs.settings import ModelSettings
@@ -174,13 +174,17 @@ def _build(model_path: Path, digest: str, threshold: float, images_dir: Path, se
         del candidate
         entry = {"kind": LITERT, "file": target.name, "sha256": file_digest(tflite), "bytes": tflite.stat().st_size,
                  "precision": "float32", "tolerance": MAX_ABS_DIFF}
+        # Other forms of these same weights (the int8 form and its gate) stay listed; those of
+        # other weights go with the old manifest.
+        previous = read_manifest(model_path) or {}
+        others = [e for e in previous.get("forms", []) if e.get("kind") != LITERT] if previous.get("digest") == digest else []
         manifest = {
             "model": model_path.name,
             "digest": digest,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": versions(),
             "threshold": threshold,
-            "forms": [entry],
+            "forms": [entry, *others],
             "check": comparison | {"golden": golden_check, "max_abs_diff_allowed": MAX_ABS_DIFF, "passed": ok},
             "passes_per_s": rates,
             "build_s": {"convert": round(converted - started, 1), "total": round(time.perf_counter() - started, 1)},

@@ -82,3 +82,8 @@ def test_int8_form_is_built_gated_and_listed_beside_the_served_float_form(tmp_pa
     # the float form still serves, verified as before
     selection = serving.select(model, ModelSettings(path=model, engine="litert"), 0.5)
     assert selection.engine.path == model.with_suffix(".tflite")
+    # a forced rebuild of the float form of the same weights keeps the int8 form and its gate listed
+    build.build(model, 0.5, arcade_dir / "stenosis" / "val" / "images", ModelSettings(check_images=2), force=True)
+    rebuilt = json.loads(forms.manifest_path(model).read_text())
+    assert [e["kind"] for e in rebuilt["forms"]] == ["litert", "litert-int8"]
+    assert rebuilt["forms"][1] == manifest["forms"][1]
