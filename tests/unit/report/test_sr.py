@@ -297,3 +297,13 @@ def test_an_issuer_qualifies_the_patient_id(dicom_dir):
     results[1].source.IssuerOfPatientID = "HOSPITAL-B"
     with pytest.raises(MixedPatients):
         build_sr(results, **kwargs)  # the same ID from two assigning authorities: two patients
+
+
+def test_a_source_reference_is_what_highdicom_makes_and_refuses_frames_the_image_has_not(rubo):
+    from arcade_pacs.report.sr import _reference
+
+    source = pydicom.dcmread(rubo, stop_before_pixels=True)  # 96 frames
+    for kind in (hd.sr.SourceImageForRegion, hd.sr.SourceImageForMeasurementGroup):
+        assert _reference(kind, source, [7, 3, 7]) == kind.from_source_image(source, referenced_frame_numbers=[3, 7])
+        with pytest.raises(ValueError, match="outside 1..96"):
+            _reference(kind, source, [97])
