@@ -67,6 +67,8 @@ class Status(BaseModel):
     instances_received: int
     results: int
     reports: int
+    reports_drawing: int = Field(0, description="reports whose SR is out and whose result images and presentation "
+                                                "states are still to be drawn (they follow the SR)")
     jobs: dict[str, int]
     jobs_worker_died: int = Field(
         0, description="running jobs whose worker stopped renewing the lease (its process died or stalled): each "

@@ -19,9 +19,10 @@ def counts_by_state(column: InstrumentedAttribute, states: type[Enum], *, sessio
     return counts
 
 
-def count_rows(table, *, session: Session) -> int:
-    """Number of rows of a mapped ``table``."""
-    return session.scalar(select(func.count()).select_from(table))
+def count_rows(table, *, session: Session, where=None) -> int:
+    """Number of rows of a mapped ``table`` (those matching ``where``, when given)."""
+    query = select(func.count()).select_from(table)
+    return session.scalar(query if where is None else query.where(where))
 
 
 def newest(table, limit: int, *, session: Session, where=None) -> list:

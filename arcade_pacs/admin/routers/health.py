@@ -143,6 +143,7 @@ def status_body(state: AdminState, s: Session) -> Status:
         instances_received=count_rows(Instance, session=s),
         results=count_rows(Result, session=s),
         reports=count_rows(Report, session=s),
+        reports_drawing=count_rows(Report, session=s, where=Report.derived_pending),
         jobs=jobs.counts_by_state(session=s),
         jobs_worker_died=jobs.worker_died_count(session=s),
         deliveries=outbox.counts_by_state(session=s),

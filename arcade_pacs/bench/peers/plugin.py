@@ -225,14 +225,15 @@ class Plugin:
 
     def idle(self, timeout: float, reports: int = 0) -> None:
         """Wait until the plugin has nothing left to do: no job queued or running, at least
-        ``reports`` SRs written (one per study sent so far: a study's report follows its last job,
-        after the drawing of its result images) and no delivery pending, so that the next
+        ``reports`` SRs written (one per study sent so far: a study's report follows its last job),
+        their result images drawn (they follow the SR) and no delivery pending, so that the next
         measurement does not share the cores with this one's reports."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.get("/status")
             jobs, deliveries = status["jobs"], status["deliveries"]
-            busy = jobs.get("queued", 0) or jobs.get("running", 0) or deliveries.get("pending", 0)
+            busy = (jobs.get("queued", 0) or jobs.get("running", 0) or deliveries.get("pending", 0)
+                    or status.get("reports_drawing", 0))
             if not busy and status["reports"] >= reports:
                 return
             time.sleep(0.2)

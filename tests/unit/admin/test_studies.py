@@ -279,3 +279,28 @@ def test_dashboard_forms_use_the_admin_token(state, analysed_rubo):
                               headers=AUTH)
         assert retrain.status_code == 503
         assert "not available" in retrain.text
+
+
+def test_a_report_whose_images_are_still_to_be_drawn_says_so(open_client, settings, sessions, analysed_rubo,
+                                                            monkeypatch):
+    from arcade_pacs.report import reporter
+
+    monkeypatch.setattr(reporter, "build_objects", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with sessions() as s:
+        assert report_ready_studies(settings, session=s) == 1  # the SR is out; its images are not
+    assert open_client.get("/status").json()["reports_drawing"] == 1
+    [report] = open_client.get(f"/studies/{analysed_rubo}").json()["reports"]
+    assert report["derived_pending"] is True
+    assert [o["kind"] for o in report["objects"]] == ["sr"]
+    assert "being drawn" in open_client.get(f"/ui/studies/{analysed_rubo}").text
+    monkeypatch.undo()
+    with sessions() as s:
+        from arcade_pacs.db.tables import Study
+
+        s.execute(Study.__table__.update().values(report_due_at=None))
+        s.commit()
+        assert report_ready_studies(settings, session=s) == 0
+    assert open_client.get("/status").json()["reports_drawing"] == 0
+    [report] = open_client.get(f"/studies/{analysed_rubo}").json()["reports"]
+    assert report["derived_pending"] is False
+    assert "being drawn" not in open_client.get(f"/ui/studies/{analysed_rubo}").text
