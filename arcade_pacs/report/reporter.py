@@ -8,9 +8,10 @@ first, the derived objects in a second transaction: drawing them (about half a s
 never delays the result a PACS reads, and a crash between the two leaves the report
 ``derived_pending``, which makes its study ready again until they are made.
 
-A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``,
-none of its jobs is still queued or running, and an earlier failed attempt to write its SR is
-not still backing off (``report_due_at``). The SR covers every instance with a result and
+A study is ready when it needs a report, no instance of it arrived for ``study_quiet_seconds``
+and none of its jobs is still queued or running, or when its last report's derived objects are
+still to be made; in both cases only once an earlier failed attempt is not still backing off
+(``report_due_at``). The SR covers every instance with a result and
 every instance whose analysis ended ``failed`` (with the job's reason, so no run is left out
 silently); source headers pass :func:`~arcade_pacs.report.headers.sanitize_header` first, so an
 invalid patient attribute never holds a result back;
