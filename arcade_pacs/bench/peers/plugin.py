@@ -233,7 +233,7 @@ class Plugin:
             status = self.get("/status")
             jobs, deliveries = status["jobs"], status["deliveries"]
             busy = (jobs.get("queued", 0) or jobs.get("running", 0) or deliveries.get("pending", 0)
-                    or status.get("reports_drawing", 0))
+                    or status["reports_drawing"])
             if not busy and status["reports"] >= reports:
                 return
             time.sleep(0.2)
