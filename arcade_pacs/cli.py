@@ -342,7 +342,8 @@ def cmd_evaluate(args) -> int:
         raise CliError(str(exc)) from exc
     # The served engine (model.engine's rule: the checked LiteRT form, else Keras): the figures
     # describe what the plugin computes.
-    classifier, _ = load(settings.model.model_copy(update={"path": Path(args.model or settings.model.path)}))
+    update = {"path": Path(args.model or settings.model.path)} | ({"engine": args.engine} if args.engine else {})
+    classifier, _ = load(settings.model.model_copy(update=update))
     with ProgressBar("scored", 2 * len(split), enabled=not args.json) as bar:
         views = {}
 
@@ -434,8 +435,24 @@ def cmd_engine(args) -> int:
         verified = {"verified": True, "golden": check}
     except EngineCheckError as exc:
         verified = {"verified": False, "refused": str(exc)}
-    print(json.dumps({"model": str(path), "litert": str(form.path)} | verified | form.manifest, indent=2))
+    print(json.dumps({"model": str(path), "litert": str(form.path)} | verified | form.manifest
+                     | {"int8": _int8_verified(path, info, settings.model)}, indent=2))
     return 0 if verified["verified"] else 1
+
+
+def _int8_verified(path: Path, info, model_settings) -> dict | None:
+    """Whether the int8 form would serve (``auto``, ``litert-int8``), as serving decides; ``None`` without one."""
+    from arcade_pacs.model import forms, serving
+    from arcade_pacs.model.engine import EngineCheckError
+
+    if forms.shipped(path, forms.LITERT_INT8) is None:
+        return None
+    try:
+        selection, served = serving.select_int8(path, model_settings, info)
+    except EngineCheckError as exc:
+        return {"verified": False, "refused": str(exc)}
+    return {"verified": True, "version": served.version, "device_uid": served.device_uid,
+            "threshold": served.threshold, "golden": selection.check}
 
 
 def cmd_keyframes(args) -> int:
@@ -522,6 +539,8 @@ def _port(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from arcade_pacs.model.engine import ENGINE_CHOICES
+
     parser = argparse.ArgumentParser(prog="arcade-pacs", description=__doc__)
     parser.add_argument("--config", help="config TOML (default: ARCADE_CONFIG or config/arcade.toml)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -607,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="ARCADE folder (default: <data_dir>/arcade)")
     p.add_argument("--split", default="test")
     p.add_argument("--model")
+    p.add_argument("--engine", choices=ENGINE_CHOICES,
+                   help="which form to score (default: model.engine): litert the float form, litert-int8 the "
+                        "int8 form as the model it was validated as (its own threshold and calibration)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--roc", help="write the ROC curve PNG here")
     p.add_argument("--limit", type=int, help="first N images only (smoke tests)")
@@ -633,8 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert and check it on the val images now if it is missing or stale (where the data are)")
     p.add_argument("--force", action="store_true", help="with --build: rebuild even a current form")
     p.add_argument("--int8", action="store_true",
-                   help="also build the full-integer form and measure its gate against the float form on val "
-                        "(where the data are; training/quantize.py)")
+                   help="also build the full-integer form, measure its gate against the float form on val and "
+                        "validate it as a model of its own (where the data are; training/quantize.py)")
     p.add_argument("--model")
     p.set_defaults(func=cmd_engine)
 

@@ -211,7 +211,8 @@ class Service:
 
         with self.sessions() as session:
             outbox.cancel_removed([d.name for d in self.settings.destinations], session=session)
-            written = report_ready_studies(self.settings, session=session, owner=self.name, on_sr=self.wake_senders)
+            written = report_ready_studies(self.settings, session=session, owner=self.name, on_sr=self.wake_senders,
+                                           serving=None if self.model is None else lambda: self.model.get().info)
         if written:
             self.wake_senders()
         return written

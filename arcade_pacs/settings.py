@@ -128,10 +128,12 @@ class ModelSettings(BaseModel):
     # Windows per inference call: 16 keeps a worker under ~1.1 GB peak RSS (`arcade-pacs bench
     # cine`: 1367 MB at 32, 1086 MB at 16, 949 MB at 8, no loss of speed at 16 on 2 cores).
     batch_size: int = Field(16, ge=1, le=256)
-    # Which engine serves (arcade_pacs/model/serving.py): "auto" the shipped LiteRT form when it
-    # passes its check at load (Keras otherwise, with the reason logged), "litert" that form or
-    # refuse to start, "keras" the .keras file itself (development; loads TensorFlow).
-    engine: Literal["auto", "litert", "keras"] = "auto"
+    # Which engine serves (arcade_pacs/model/serving.py): "auto" the int8 form when it was
+    # validated as a model of its own and verifies at load, else the float LiteRT form when it
+    # passes its check, else Keras (the reasons logged); "litert" the float form or refuse to
+    # start; "litert-int8" the int8 form or refuse to start; "keras" the .keras file itself
+    # (development; loads TensorFlow).
+    engine: Literal["auto", "litert", "litert-int8", "keras"] = "auto"
     # Windows per LiteRT call (the batcher still packs up to batch_size windows per batch):
     # XNNPACK on 2 cores measured 134 passes/s at 4, 120 at 8, 106 at 16 (`arcade-pacs bench`).
     litert_batch: int = Field(4, ge=1, le=256)

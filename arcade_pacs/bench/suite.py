@@ -4,12 +4,13 @@ In order, each step shown as it runs (standard error) and summed up in a table (
 output; with ``--json`` one JSON object as the last line):
 
 1. **machine**: CPU, cores, ISA, load, runtime versions.
-2. **compute**: single-precision GEMM GFLOP/s (numpy's BLAS, every core), the serving engine's
-   passes per second at several batch sizes (best kept: ``passes_per_s``), Keras ``model.predict``
+2. **compute**: single-precision GEMM GFLOP/s (numpy's BLAS, every core), the float LiteRT
+   engine's passes per second at several batch sizes (best kept: ``passes_per_s``), the int8
+   form's at that batch with its gate and own validation (``int8``), Keras ``model.predict``
    one window at a time as the original service called it (``keras_predict_passes_per_s``), and
    ``fraction_of_peak`` = passes/s x FLOPs per pass / SGEMM FLOP/s.
 3. **plugin**: ``arcade-pacs serve`` started as its own process (quiet period 0, the configured
-   model and engine, loopback ports); ``startup_s`` = spawn to ``/health`` reporting the model
+   model and engine: under ``auto`` the int8 form when it was validated; ``engine`` says which); ``startup_s`` = spawn to ``/health`` reporting the model
    loaded (warm-up included).
 4. **ingest**: the same 60-frame 512x512 cines sent by ``storescu`` in one association to DCMTK's
    ``storescp`` and to the plugin (fsync, database rows): MB/s of each, same files, same run.
@@ -77,8 +78,9 @@ ROWS = [
     ("engine", "serving engine", ""),
     ("passes_per_s", "engine passes/s (best batch)", ""),
     ("passes_per_s_batch", "  at batch", ""),
-    ("int8_passes_per_s", "int8 form passes/s (same batch; not served)", ""),
+    ("int8_passes_per_s", "int8 form passes/s (same batch)", ""),
     ("int8_gate_passed", "  its gate on val (AUC drop, flips)", ""),
+    ("int8_own_passed", "  validated as its own model on val", ""),
     ("keras_predict_passes_per_s", "Keras model.predict, 1 window/call", "passes/s"),
     ("speedup_vs_keras_predict", "speed-up over that", "x"),
     ("sgemm_gflops", "SGEMM (numpy BLAS)", "GFLOP/s"),
@@ -174,7 +176,10 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         t = time.monotonic()
         build_forms(model_path, settings.model, images_dir)
         build_s = round(time.monotonic() - t, 1)
-    _, chosen = serving.load(settings.model)
+    # The float engine's figure (passes_per_s, its target): under "auto" the int8 form may serve
+    # the plugin below, and its own figure is measured next, on the same windows and batch.
+    float_model = settings.model if settings.model.engine == "keras" else settings.model.model_copy(update={"engine": "litert"})
+    _, chosen = serving.load(float_model)
     engine = chosen.engine
     say(f"serving engine: {engine.name} ({chosen.reason})")
     windows = compute.real_windows(images_dir)
@@ -248,7 +253,7 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         "passes_per_s": passes,
         "passes_per_s_batch": best,
         "passes_per_s_by_batch": {str(b): r for b, r in rates.items()},
-        "serving_batch": settings.model.litert_batch if engine_served == "litert" else settings.model.batch_size,
+        "serving_batch": settings.model.batch_size if engine_served == "keras" else settings.model.litert_batch,
         "keras_predict_passes_per_s": keras_rate["median"],
         "speedup_vs_keras_predict": round(passes / keras_rate["median"], 1),
         "sgemm_gflops": sgemm["best"],
@@ -258,6 +263,7 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
         "int8": int8,
         "int8_passes_per_s": int8["passes_per_s"] if int8 else None,
         "int8_gate_passed": int8["gate"].get("passed") if int8 else None,
+        "int8_own_passed": int8["own"].get("passed") if int8 else None,
         "startup_s": round(plugin.startup_s, 2),
         "ingest_mb_per_s": round(plugin_rate, 1),
         "dcmtk_ingest_mb_per_s": round(dcmtk_rate, 1),
@@ -288,8 +294,8 @@ def run(settings, quick: bool = False, progress: Progress | None = None) -> dict
 
 def int8_figures(model_path: Path, windows: np.ndarray, batch: int, plan: Plan, threads: int,
                  say: Callable[[str], None]) -> dict | None:
-    """The int8 form's passes per second (same windows and batch as the float engine) and the gate
-    it was judged by (the manifest's, :mod:`arcade_pacs.training.quantize`), or ``None`` without one.
+    """The int8 form's passes per second (same windows and batch as the float engine), the gate
+    and its own validation it was judged by (the manifest's, :mod:`arcade_pacs.training.quantize`), or ``None`` without one.
 
     Measured only when the form is the file its manifest lists, for these very weights.
     """
@@ -303,11 +309,16 @@ def int8_figures(model_path: Path, windows: np.ndarray, batch: int, plan: Plan, 
     engine = LiteRTEngine(form.path, threads, batch)
     rate = compute.engine_rates(engine, windows, [batch], plan.engine_seconds, plan.engine_repeats, say)[batch]
     gate = form.entry.get("gate", {})
+    own = form.own
     say(f"int8: {rate['median']} passes/s at batch {batch}; gate {'passed' if gate.get('passed') else 'FAILED'} "
-        f"(val AUC drop {gate.get('auc_drop')}, {gate.get('flip_fraction')} of decisions flipped)")
-    return {"passes_per_s": rate["median"], "batch": batch, "served": bool(form.entry.get("served")),
+        f"(val AUC drop {gate.get('auc_drop')}, {gate.get('flip_fraction')} of decisions flipped); as its own "
+        f"model {'passed' if form.servable else 'FAILED'}")
+    return {"passes_per_s": rate["median"], "batch": batch, "servable": form.servable,
             "gate": {k: gate.get(k) for k in ("passed", "auc_float", "auc_int8", "auc_drop", "flips",
-                                              "flip_fraction", "windows", "max_abs_diff")}}
+                                              "flip_fraction", "windows", "max_abs_diff")},
+            "own": {"passed": own.get("passed"), "version": own.get("version"), "threshold": own.get("threshold"),
+                    "val": {k: own.get("val", {}).get(k) for k in ("window_auc", "image_sensitivity",
+                                                                   "negative_window_fpr")}}}
 
 
 REQUIRED_NUMERIC = (

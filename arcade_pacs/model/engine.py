@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-ENGINE_CHOICES = ("auto", "litert", "keras")
+ENGINE_CHOICES = ("auto", "litert", "litert-int8", "keras")
 INPUT_SIDE = 224
 
 

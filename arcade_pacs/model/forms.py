@@ -15,6 +15,13 @@ changed byte is refused), the build's ``val`` check passed, the golden pairs bel
 weights, and the loaded form gives their outputs within the tolerance with no decision flipped.
 Each refusal says which of these failed and how to make a new form
 (``arcade-pacs engine --build``, where the data are).
+
+The full-integer form (``<stem>_int8.tflite``, kind ``litert-int8``) is listed in the same
+manifest and verified by the same steps, with two differences that follow from its being
+validated as a model in its own right (:mod:`arcade_pacs.training.quantize`): it is servable
+when its own validation passed (``own.passed``), and its golden reference is its own outputs on
+the golden windows (``own.golden``, within :data:`INT8_TOLERANCE`, no decision flipped at its
+own threshold), not Keras'.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from arcade_pacs.model.engine import EngineCheckError, LiteRTEngine, file_digest, versions
 from arcade_pacs.model.golden import MAX_ABS_DIFF, Golden, check_golden
 
@@ -31,8 +40,13 @@ log = logging.getLogger(__name__)
 
 LITERT = "litert"
 LITERT_INT8 = "litert-int8"
-"""The full-integer form: measured against the float form by its gate (training/quantize.py)."""
+"""The full-integer form: measured against the float form by its gate and validated as a model
+of its own (training/quantize.py)."""
 REBUILD = "rebuild it where the data are: arcade-pacs engine --build"
+REBUILD_INT8 = "rebuild it where the data are: arcade-pacs engine --int8"
+INT8_TOLERANCE = 0.01
+"""Largest difference from its own golden outputs an int8 form may show at load: about two
+steps of its output quantisation (1/256), room for another CPU's integer kernels."""
 
 
 def form_path(model_path: Path, kind: str = LITERT) -> Path:
@@ -73,11 +87,38 @@ class Form:
 
     @property
     def check_passed(self) -> bool:
+        """The float form's val check against Keras (the build's)."""
         return bool(self.manifest.get("check", {}).get("passed"))
+
+    @property
+    def own(self) -> dict:
+        """The int8 form's own validation (empty for the float form, or an int8 form made before it)."""
+        return self.entry.get("own") or {}
+
+    @property
+    def servable(self) -> bool:
+        """Whether the manifest lets this form serve: its val check (float) or own validation (int8)."""
+        return bool(self.own.get("passed")) if self.kind == LITERT_INT8 else self.check_passed
+
+    @property
+    def rebuild(self) -> str:
+        return REBUILD_INT8 if self.kind == LITERT_INT8 else REBUILD
+
+    def expected(self, golden: Golden) -> np.ndarray:
+        """The outputs this form must reproduce on the golden windows: Keras' (float), its own (int8)."""
+        if self.kind == LITERT_INT8:
+            return np.asarray(self.own.get("golden", []), dtype=np.float32)
+        return golden.probabilities
 
     def summary(self) -> dict:
         """What ``arcade-pacs engine`` and ``/status`` show of a form."""
         check = self.manifest.get("check", {})
+        if self.kind == LITERT_INT8:
+            own = self.own
+            check = {"passed": self.servable, "images": own.get("val", {}).get("n_images"),
+                     "windows": self.entry.get("gate", {}).get("windows"),
+                     "max_abs_diff": self.entry.get("gate", {}).get("max_abs_diff"),
+                     "flips": self.entry.get("gate", {}).get("flips")}
         return {
             "kind": self.kind, "file": self.entry["file"], "sha256": self.entry.get("sha256", "")[:16],
             "model_digest": self.manifest.get("digest", "")[:16], "tolerance": self.tolerance,
@@ -125,31 +166,41 @@ def current(model_path: Path, digest: str | None = None, kind: str = LITERT) -> 
     return form if form.path.is_file() and file_digest(form.path) == form.entry.get("sha256") else None
 
 
-def verify(model_path: Path, threshold: float, *, threads: int = 0, batch_size: int = 16) -> tuple[LiteRTEngine, dict]:
-    """Load the LiteRT form of ``model_path`` if every check passes; the engine and the golden check.
+def verify(model_path: Path, threshold: float, *, kind: str = LITERT, threads: int = 0,
+           batch_size: int = 16) -> tuple[LiteRTEngine, dict]:
+    """Load the form of ``kind`` beside ``model_path`` if every check passes; the engine and the golden check.
 
-    ``threshold`` is on the raw (uncalibrated) scale the outputs are compared on. Raises
-    :class:`EngineCheckError` with the reason otherwise; no data folder is read.
+    ``threshold`` is on the raw (uncalibrated) scale the outputs are compared on: the model's
+    (float form), the form's own (int8). Raises :class:`EngineCheckError` with the reason
+    otherwise; no data folder is read.
     """
     model_path = Path(model_path)
     name = model_path.name
-    form = shipped(model_path)
+    what = "LiteRT form" if kind == LITERT else "int8 form"
+    form = shipped(model_path, kind)
     if form is None:
-        raise EngineCheckError(f"no LiteRT form of {name} (expected {manifest_path(model_path).name} "
-                               f"listing {form_path(model_path).name}): {REBUILD}")
+        hint = REBUILD_INT8 if kind == LITERT_INT8 else REBUILD
+        raise EngineCheckError(f"no {what} of {name} (expected {manifest_path(model_path).name} "
+                               f"listing {form_path(model_path, kind).name}): {hint}")
     digest = file_digest(model_path)
     if form.manifest.get("digest") != digest:
         raise EngineCheckError(
-            f"the LiteRT form beside {name} was made from another model (manifest names weights "
-            f"{str(form.manifest.get('digest'))[:16]}, {name} is {digest[:16]}): {REBUILD}")
+            f"the {what} beside {name} was made from another model (manifest names weights "
+            f"{str(form.manifest.get('digest'))[:16]}, {name} is {digest[:16]}): {form.rebuild}")
     if not form.path.is_file():
-        raise EngineCheckError(f"the LiteRT form {form.path.name} listed in the manifest is missing: {REBUILD}")
+        raise EngineCheckError(f"the {what} {form.path.name} listed in the manifest is missing: {form.rebuild}")
     form_digest = file_digest(form.path)
     if form_digest != form.entry.get("sha256"):
         raise EngineCheckError(
-            f"the LiteRT form {form.path.name} is not the file its manifest checked (sha256 {form_digest[:16]}, "
-            f"manifest {str(form.entry.get('sha256'))[:16]}): changed or corrupt; {REBUILD}")
-    if not form.check_passed:
+            f"the {what} {form.path.name} is not the file its manifest checked (sha256 {form_digest[:16]}, "
+            f"manifest {str(form.entry.get('sha256'))[:16]}): changed or corrupt; {form.rebuild}")
+    if not form.servable:
+        if kind == LITERT_INT8:
+            val = form.own.get("val", {})
+            raise EngineCheckError(
+                f"the int8 form of {name} did not pass its own validation on val "
+                f"({form.own.get('rule', 'none recorded')}; measured: {form.own.get('checks')}, "
+                f"sensitivity {val.get('image_sensitivity')}, FPR {val.get('negative_window_fpr')})")
         c = form.manifest.get("check", {})
         raise EngineCheckError(
             f"the LiteRT form of {name} failed its val check: max |dp| "
@@ -157,14 +208,18 @@ def verify(model_path: Path, threshold: float, *, threads: int = 0, batch_size: 
     golden = Golden.read(model_path)
     if golden is None or golden.digest != digest:
         raise EngineCheckError(f"golden pairs of {name} are missing or of another model: {REBUILD}")
+    expected = form.expected(golden)
+    if expected.shape != golden.probabilities.shape:
+        raise EngineCheckError(f"the {what} of {name} lists no golden outputs for these golden windows: {form.rebuild}")
     try:
         engine = LiteRTEngine(form.path, threads, batch_size)
     except Exception as exc:  # a runtime that cannot read the flatbuffer
         raise EngineCheckError(f"LiteRT could not load {form.path.name}: {exc}") from exc
-    check = check_golden(engine, golden, threshold, form.tolerance)
+    engine.name = kind
+    check = check_golden(engine, golden, threshold, form.tolerance, expected)
     runtime = versions().get("ai-edge-litert")
     built = form.manifest.get("versions", {}).get("ai-edge-litert")
     if runtime != built:
-        log.info("LiteRT form of %s built with ai-edge-litert %s, running %s: its golden check passed",
-                 name, built, runtime)
+        log.info("%s of %s built with ai-edge-litert %s, running %s: its golden check passed",
+                 what, name, built, runtime)
     return engine, check

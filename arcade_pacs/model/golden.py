@@ -119,12 +119,16 @@ def passed(comparison: dict, tolerance: float = MAX_ABS_DIFF) -> bool:
     return comparison["max_abs_diff"] <= tolerance and comparison["flips"] == 0
 
 
-def check_golden(engine: Engine, golden: Golden, threshold: float, tolerance: float = MAX_ABS_DIFF) -> dict:
-    """Score the golden windows with ``engine``; raise :class:`EngineCheckError` unless equal to Keras'."""
-    result = compare(golden.probabilities, engine.predict(golden.tensors()), threshold)
+def check_golden(engine: Engine, golden: Golden, threshold: float, tolerance: float = MAX_ABS_DIFF,
+                 expected: np.ndarray | None = None) -> dict:
+    """Score the golden windows with ``engine``; raise :class:`EngineCheckError` unless equal to
+    ``expected`` (Keras' outputs, the default; an int8 form's own recorded outputs)."""
+    reference = golden.probabilities if expected is None else expected
+    result = compare(reference, engine.predict(golden.tensors()), threshold)
     if not passed(result, tolerance):
+        source = "Keras" if expected is None else "its recorded outputs"
         raise EngineCheckError(
-            f"{engine.name} differs from Keras on the golden windows: max |dp| {result['max_abs_diff']:.2e} "
+            f"{engine.name} differs from {source} on the golden windows: max |dp| {result['max_abs_diff']:.2e} "
             f"(allowed {tolerance:.0e}), {result['flips']} decision flips"
         )
     return result

@@ -5,14 +5,24 @@ ask. It loads the configured model (``settings.model``, whole) with the engine `
 chooses, by these rules, without any data folder:
 
 ``litert``
-    the shipped LiteRT form beside each member's ``.keras`` file, verified at load
+    the shipped float LiteRT form beside each member's ``.keras`` file, verified at load
     (:func:`arcade_pacs.model.forms.verify`: digests, the build's val check, the golden pairs
     within tolerance, no decision flipped), or refuse to start (:class:`EngineCheckError`).
+``litert-int8``
+    the shipped full-integer form of a single network, served as the model it was validated
+    as (:mod:`arcade_pacs.training.quantize`: its own calibration, threshold, version and
+    Device UID replace the sidecar's), verified at load the same way against its own golden
+    outputs, or refuse to start.
 ``auto`` (default)
-    the same form when it passes; otherwise Keras, with the refusal as the reason (and, where
-    the data are, the form is built in the background and swapped in once it passed).
+    the int8 form when its own validation passed and it verifies (about twice the float form's
+    passes per second); else the float form when it verifies; otherwise Keras, with the
+    refusals as the reason (and, where the data are, the float form is built in the background
+    and swapped in once it passed).
 ``keras``
     Keras on the ``.keras`` file (development; the only path that loads TensorFlow).
+
+Whatever serves, :attr:`Classifier.info` is the identity of what computes the scores: the SR,
+``/status`` and the results name the int8 model when the int8 form serves.
 """
 
 from __future__ import annotations
@@ -20,14 +30,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.model.engine import ENGINE_CHOICES, Engine, EngineCheckError
-from arcade_pacs.model.forms import REBUILD, shipped, verify
+from arcade_pacs.model.forms import LITERT_INT8, REBUILD, Form, shipped, verify
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.settings import ModelSettings
 
@@ -72,18 +82,54 @@ def select(member: Path, settings: ModelSettings, raw_threshold: float) -> Selec
                      f"{check['flips']} flips)", check=check, forms=[form.summary()])
 
 
+def int8_info(info: ModelInfo, form: Form) -> ModelInfo:
+    """The model the int8 form was validated as: the sidecar's, with the form's own operating point
+    (calibration, threshold), val figures, version and Device UID."""
+    own = form.own
+    return replace(info, name=f"{info.name}, int8", version=own["version"], device_uid=own["device_uid"],
+                   threshold=own["threshold"], calibration=own["calibration"], metrics={"val": own["val"]})
+
+
+def select_int8(path: Path, settings: ModelSettings, info: ModelInfo) -> tuple[Selection, ModelInfo]:
+    """The verified int8 form of a single network and the identity it serves under; else
+    :class:`EngineCheckError` with the reason."""
+    if info.members:
+        raise EngineCheckError("an int8 form serves a single network, not an ensemble")
+    form = shipped(path, LITERT_INT8)
+    if form is None:
+        raise EngineCheckError(f"no int8 form of {Path(path).name}: arcade-pacs engine --int8 makes one")
+    served = int8_info(info, form) if form.servable else info
+    # verify() refuses a form whose own validation did not pass before it reads the identity.
+    engine, check = verify(path, served.platt.inverse(served.threshold), kind=LITERT_INT8,
+                           threads=settings.threads, batch_size=settings.litert_batch)
+    reason = (f"int8 form validated as its own model (val sensitivity {served.metrics['val']['image_sensitivity']:.3f}, "
+              f"FPR {served.metrics['val']['negative_window_fpr']:.3f}) and verified (golden max |dp| "
+              f"{check['max_abs_diff']:.1e}, {check['flips']} flips)")
+    return Selection(engine, reason, check=check, forms=[form.summary()]), served
+
+
 def load(settings: ModelSettings) -> tuple[Classifier, Selection]:
     """The configured model with its engine(s): one selection per member, one reason for all."""
     path = Path(settings.path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     info = ModelInfo.read(path)
+    int8_refused = ""
+    if settings.engine == LITERT_INT8 or (settings.engine == "auto" and shipped(path, LITERT_INT8) is not None):
+        try:
+            chosen, served = select_int8(path, settings, info)
+            return Classifier(None, served, path, settings.batch_size, chosen.engine), chosen
+        except EngineCheckError as exc:
+            if settings.engine == LITERT_INT8:
+                raise
+            log.info("int8 form not served: %s", exc)
+            int8_refused = f"; int8 not served: {exc}"
     # Forms are checked on raw outputs: the stored threshold mapped back through the calibration.
     raw_threshold = info.platt.inverse(info.threshold)
     chosen = [select(member, settings, raw_threshold) for member in info.member_paths(path)]
     first = chosen[0]
-    if len(chosen) > 1:  # the ensemble serves one engine kind; a build still needed by any member counts
-        first = Selection(first.engine, "; ".join(c.reason for c in chosen),
+    if len(chosen) > 1 or int8_refused:  # the ensemble serves one engine kind; a build still needed by any member counts
+        first = Selection(first.engine, "; ".join(c.reason for c in chosen) + int8_refused,
                           needs_build=any(c.needs_build for c in chosen), check=first.check,
                           forms=[f for c in chosen for f in c.forms])
     keras_model = getattr(first.engine, "model", None)

@@ -167,9 +167,11 @@ def _failed_runs(study: Study, patient: _Patient) -> list[FailedRun]:
     return failed
 
 
-def _serving_model(settings: Settings) -> ModelIdentity:
-    """The configured model: named in the SR of a study none of whose runs could be analysed."""
-    info = ModelInfo.read(settings.model.path)
+def _serving_model(settings: Settings, serving: Callable[[], ModelInfo] | None) -> ModelIdentity:
+    """The model that serves (``serving``: the process's own, whose identity follows the form that
+    computes the scores, e.g. the int8 model), else the configured file's sidecar: named in the SR
+    of a study none of whose runs could be analysed."""
+    info = serving() if serving is not None else ModelInfo.read(settings.model.path)
     return ModelIdentity(info.name, info.version, info.device_uid)
 
 
@@ -225,7 +227,8 @@ def _encoded(dataset) -> bytes:
 
 
 def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None,
-                 on_sr: Callable[[], None] | None = None) -> Report | None:
+                 on_sr: Callable[[], None] | None = None,
+                 serving: Callable[[], ModelInfo] | None = None) -> Report | None:
     """Build, store and queue the result of ``study``: its SR (results and the runs that could not
     be analysed) first, then a result image per run and a presentation state per analysed run.
 
@@ -236,7 +239,8 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     (see :func:`claim_study`): each transaction commits only while it still holds it. ``None``
     when no new SR was written: the study has neither results nor failed runs (nothing analysable
     was received), its content is what the last SR says, or only the last SR's derived objects
-    were still to be made.
+    were still to be made. ``serving`` gives the identity of the model that serves (named when
+    no run was analysed); without it, the configured file's sidecar.
     """
     seen_received = study.last_received_at
     key = content_key(study)
@@ -245,7 +249,7 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     results = _instance_results(study, patient)
     failed = _failed_runs(study, patient)
     if previous is not None and previous.content_key == key and previous.derived_pending:
-        _write_derived(previous, study, results, failed, settings, session=session, owner=owner)
+        _write_derived(previous, study, results, failed, settings, session=session, owner=owner, serving=serving)
         return None
     if (not results and not failed) or (previous is not None and previous.content_key == key):
         reason = "has no analysed or failed instance" if not (results or failed) else "is unchanged since its last SR"
@@ -260,7 +264,7 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     sr = build_sr(
         results,
         failed=failed,
-        model=_study_model(results, settings),
+        model=_study_model(results, settings, serving),
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
         instance_number=len(study.reports) + 1,
@@ -300,13 +304,14 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     if on_sr is not None:
         on_sr()
     faults.point("sr_committed", study.study_instance_uid)
-    _write_derived(report, study, results, failed, settings, session=session, owner=owner)
+    _write_derived(report, study, results, failed, settings, session=session, owner=owner, serving=serving)
     return report
 
 
-def _study_model(results: list[InstanceResult], settings: Settings) -> ModelIdentity:
+def _study_model(results: list[InstanceResult], settings: Settings,
+                 serving: Callable[[], ModelInfo] | None) -> ModelIdentity:
     """The model the study's objects name: that of its newest result, else the serving one."""
-    return results[-1].model if results else _serving_model(settings)
+    return results[-1].model if results else _serving_model(settings, serving)
 
 
 def _object(report: Report, item: Built, path: Path) -> ResultObject:
@@ -329,14 +334,15 @@ def _renew(study_id: int, owner: str | None, lease_s: float, *, session: Session
 
 
 def _write_derived(report: Report, study: Study, results: list[InstanceResult], failed: list[FailedRun],
-                   settings: Settings, *, session: Session, owner: str | None) -> None:
+                   settings: Settings, *, session: Session, owner: str | None,
+                   serving: Callable[[], ModelInfo] | None = None) -> None:
     """The second transaction of a report: its result images and presentation states, queued.
 
     Made from the same runs as its SR (the content key is unchanged), numbered after the
     study's earlier versions; the claim is released with the commit, as the report is complete.
     """
     version = sum(1 for r in study.reports if r.id <= report.id)
-    derived = build_objects(results, failed, model=_study_model(results, settings),
+    derived = build_objects(results, failed, model=_study_model(results, settings, serving),
                             images=_numbering(study, ObjectKind.SC), states=_numbering(study, ObjectKind.GSPS),
                             version=version)
     paths = []
@@ -361,9 +367,11 @@ def _write_derived(report: Report, study: Study, results: list[InstanceResult], 
 
 
 def report_ready_studies(settings: Settings, *, session: Session, owner: str = "reporter",
-                         on_sr: Callable[[], None] | None = None) -> int:
+                         on_sr: Callable[[], None] | None = None,
+                         serving: Callable[[], ModelInfo] | None = None) -> int:
     """Claim and report ready studies one at a time until none is left; returns how many SRs were written
-    (``on_sr`` is called as each is committed, before its derived objects are drawn)."""
+    (``on_sr`` is called as each is committed, before its derived objects are drawn; ``serving``
+    gives the served model's identity, named by a study with no analysed run)."""
     written = 0
 
     def committed() -> None:  # counted here: drawing the derived objects may still fail after it
@@ -376,7 +384,7 @@ def report_ready_studies(settings: Settings, *, session: Session, owner: str = "
     while (study := claim_study(owner, quiet_s, lease_s, session=session)) is not None:
         study_id = study.id
         try:
-            write_report(study, settings, session=session, owner=owner, on_sr=committed)
+            write_report(study, settings, session=session, owner=owner, on_sr=committed, serving=serving)
         except Exception as exc:
             session.rollback()
             attempts = _report_failed(study_id, exc, session=session)

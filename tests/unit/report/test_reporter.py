@@ -9,6 +9,7 @@ from sqlalchemy import select
 from arcade_pacs.bench.peers import run, tool
 from arcade_pacs.db.tables import Delivery, Instance, Job, Report, Result, ResultObject, Study, utcnow
 from arcade_pacs.jobs.worker import Worker
+from arcade_pacs.model.classifier import ModelInfo
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.report import codes
 from arcade_pacs.report.reporter import (
@@ -85,14 +86,22 @@ def _errors(path) -> list[str]:
     return [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
 
 
+def _values(ds) -> set[str]:
+    """Every text value of a dataset, nested sequences included."""
+    return {str(e.value) for e in ds.iterall() if isinstance(e.value, str)}
+
+
 def test_a_study_whose_only_run_failed_gets_an_sr_that_says_why(settings, sessions, tiny_classifier, rubo):
     ingest(_undecodable(rubo), settings, sessions)
     _analyse_all(settings, sessions, tiny_classifier)
+    # No result names the model: the SR names the one that serves (here an int8 model, whose
+    # identity differs from the configured file's sidecar), as the service passes it.
+    served = ModelInfo(name="served model", version="lite0-served-int8", device_uid=pydicom.uid.generate_uid())
     with sessions() as s:
         job = s.scalars(select(Job)).one()
         assert job.state == "failed"
         assert job.last_error
-        assert report_ready_studies(settings, session=s) == 1
+        assert report_ready_studies(settings, session=s, serving=lambda: served) == 1
         assert not s.scalars(select(Study)).one().needs_report
         report = s.scalars(select(Report)).one()
         assert report.n_instances == 1
@@ -100,6 +109,7 @@ def test_a_study_whose_only_run_failed_gets_an_sr_that_says_why(settings, sessio
         path, reason = report.path, job.last_error
     assert not _errors(path)
     sr = hd.sr.srread(path)
+    assert {served.version, served.device_uid} <= _values(sr)
     assert sr.CompletionFlag == "PARTIAL"
     assert sr.content.get_image_measurement_groups() == []  # no analysed run: nothing to summarise
     (group,) = sr.content.get_planar_roi_measurement_groups()

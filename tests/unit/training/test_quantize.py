@@ -87,3 +87,127 @@ def test_int8_form_is_built_gated_and_listed_beside_the_served_float_form(tmp_pa
     rebuilt = json.loads(forms.manifest_path(model).read_text())
     assert [e["kind"] for e in rebuilt["forms"]] == ["litert", "litert-int8"]
     assert rebuilt["forms"][1] == manifest["forms"][1]
+
+
+def test_own_validation_follows_the_stated_rule(val):
+    """The int8 form as a model of its own: its threshold and calibration fitted on its own val
+    views; passed only when the AUC holds against the float form and the operating targets hold."""
+    holds = quantize.own_validation(Scores(), val, {"auc_drop": 0.0}, 0.10)
+    figures = holds["val"]
+    assert holds["checks"] == {
+        "auc": True,
+        "sensitivity": figures["image_sensitivity"] >= quantize.MIN_SENSITIVITY,
+        "fpr": figures["negative_window_fpr"] <= quantize.MAX_FPR,
+    }
+    assert holds["passed"] == all(holds["checks"].values())
+    assert figures["threshold"] == holds["threshold"]
+    assert figures["negative_window_fpr"] <= 0.10  # the threshold is chosen for the target FPR
+    assert set(holds["calibration"]) >= {"a", "b"}
+    dropped = quantize.own_validation(Scores(), val, {"auc_drop": quantize.MAX_AUC_DROP + 0.001}, 0.10)
+    assert dropped["checks"]["auc"] is False
+    assert dropped["passed"] is False
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny_model, arcade_dir):
+    """The tiny model with its float form, golden pairs and int8 form (built once for the module)."""
+    model = tmp_path_factory.mktemp("int8") / "tiny.keras"
+    shutil.copy(tiny_model, model)
+    shutil.copy(ModelInfo.sidecar(tiny_model), ModelInfo.sidecar(model))
+    build.build(model, 0.5, arcade_dir / "stenosis" / "val" / "images", ModelSettings(check_images=2))
+    quantize.quantize(model, arcade_dir, limit_val=4, calibration_images=2)
+    return model
+
+
+@pytest.fixture
+def int8_model(tmp_path, quantized):
+    """A private copy of the quantized tiny model (each test may change its manifest or files)."""
+    for path in quantized.parent.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    return tmp_path / quantized.name
+
+
+def _edit_int8(model, change) -> dict:
+    manifest = json.loads(forms.manifest_path(model).read_text())
+    change(next(e for e in manifest["forms"] if e["kind"] == forms.LITERT_INT8))
+    forms.manifest_path(model).write_text(json.dumps(manifest))
+    return manifest
+
+
+def _passed(entry):
+    entry["own"]["passed"] = entry["served"] = True
+
+
+def test_the_int8_entry_carries_its_own_identity_and_golden_outputs(int8_model):
+    info = ModelInfo.read(int8_model)
+    entry = forms.shipped(int8_model, forms.LITERT_INT8).entry
+    own = entry["own"]
+    assert entry["tolerance"] == forms.INT8_TOLERANCE
+    assert entry["served"] == own["passed"]
+    assert own["version"] == f"{info.version}-int8"
+    assert own["device_uid"] != info.device_uid
+    assert own["device_uid"] == quantize.device_uid_for(entry["sha256"])  # follows the int8 file
+    assert own["val"]["n_images"] == 4
+    golden = forms.Golden.read(int8_model)
+    assert len(own["golden"]) == len(golden.probabilities)
+    int8 = LiteRTEngine(forms.form_path(int8_model, forms.LITERT_INT8), 1, 4)
+    np.testing.assert_allclose(int8.predict(golden.tensors()), own["golden"], atol=1e-6)
+
+
+def test_an_int8_form_that_failed_its_own_validation_is_never_served(int8_model):
+    _edit_int8(int8_model, lambda e: e["own"].update(passed=False))
+    with pytest.raises(EngineCheckError, match="did not pass its own validation"):
+        serving.load(ModelSettings(path=int8_model, engine="litert-int8"))
+    classifier, chosen = serving.load(ModelSettings(path=int8_model, engine="auto"))
+    assert classifier.engine_name == "litert"  # the float form serves, under the sidecar's identity
+    assert classifier.info == ModelInfo.read(int8_model)
+    assert "int8 not served" in chosen.reason and "own validation" in chosen.reason
+
+
+def test_a_validated_int8_form_serves_as_the_model_it_was_validated_as(int8_model):
+    manifest = _edit_int8(int8_model, _passed)
+    own = manifest["forms"][1]["own"]
+    sidecar = ModelInfo.read(int8_model)
+    for engine in ("auto", "litert-int8"):
+        classifier, chosen = serving.load(ModelSettings(path=int8_model, engine=engine))
+        assert classifier.engine_name == "litert-int8"
+        assert chosen.engine.path == forms.form_path(int8_model, forms.LITERT_INT8)
+        assert "validated as its own model" in chosen.reason
+        info = classifier.info
+        assert (info.version, info.device_uid, info.threshold) == (own["version"], own["device_uid"], own["threshold"])
+        assert info.calibration == own["calibration"] and info.metrics == {"val": own["val"]}
+        assert info.backbone == sidecar.backbone and info.init == sidecar.init
+    # its probabilities are its own calibration applied to the int8 form's raw outputs
+    golden = forms.Golden.read(int8_model)
+    raw = np.asarray(own["golden"], np.float32)
+    np.testing.assert_allclose(classifier.predict(golden.tensors()), info.platt(raw), atol=1e-5)
+    # "litert" still means the float form, under the sidecar's identity
+    classifier, _ = serving.load(ModelSettings(path=int8_model, engine="litert"))
+    assert classifier.engine_name == "litert" and classifier.info == sidecar
+
+
+@pytest.mark.parametrize("damage, refusal", [
+    ("golden", "differs from its recorded outputs"),
+    ("file", "not the file its manifest checked"),
+    ("weights", "made from another model"),
+])
+def test_an_int8_form_that_does_not_verify_is_refused_and_auto_serves_the_float_form(int8_model, damage, refusal):
+    _edit_int8(int8_model, _passed)
+    if damage == "golden":
+        _edit_int8(int8_model, lambda e: e["own"]["golden"].__setitem__(0, e["own"]["golden"][0] + 0.05))
+    elif damage == "file":
+        path = forms.form_path(int8_model, forms.LITERT_INT8)
+        data = bytearray(path.read_bytes())
+        data[-100] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:
+        manifest = json.loads(forms.manifest_path(int8_model).read_text())
+        manifest["digest"] = "0" * 64
+        forms.manifest_path(int8_model).write_text(json.dumps(manifest))
+    with pytest.raises(EngineCheckError, match=refusal):
+        serving.load(ModelSettings(path=int8_model, engine="litert-int8"))
+    if damage != "weights":  # (with the manifest of other weights, the float form is refused as well)
+        classifier, chosen = serving.load(ModelSettings(path=int8_model, engine="auto"))
+        assert classifier.engine_name == "litert"
+        assert refusal in chosen.reason
