@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from arcade_pacs.model.classifier import ModelInfo
+from arcade_pacs.model.forms import LITERT_INT8, current
 from arcade_pacs.training.train import checkpoint_eligible
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
@@ -80,6 +81,67 @@ def failures_section(model_path: Path, test: dict) -> str:
     return "\n".join(lines).strip()
 
 
+def int8_evaluation_path(model_path: Path) -> Path:
+    """Where the saved test-split evaluation of the model's int8 form lives."""
+    return Path(model_path).with_name(Path(model_path).stem + "_int8_test.json")
+
+
+def int8_section(model_path: Path, info: ModelInfo, test: dict) -> str:
+    """The int8 form: its gate against the float form, its own validation, and its test figures
+    beside the float model's (from the forms manifest and ``evaluate --engine litert-int8``)."""
+    form = current(model_path, kind=LITERT_INT8)
+    if form is None:
+        return "(no current int8 form: `arcade-pacs engine --int8` makes and judges one where the data are)"
+    gate, own = form.entry.get("gate", {}), form.own
+    if not own:
+        return "(the int8 form was judged by its gate only: rebuild it with `arcade-pacs engine --int8`)"
+    path = int8_evaluation_path(model_path)
+    int8_test = json.loads(path.read_text()) if path.is_file() else {}
+    if int8_test and int8_test.get("model_version") != own.get("version"):
+        raise ValueError(f"{path} is for {int8_test.get('model_version')}, not {own.get('version')}")
+    rates = gate.get("passes_per_s", {})
+    lines = [
+        f"`arcade-pacs engine --int8` (`training/quantize.py`) converts the model fully to int8 (the converter's "
+        f"defaults, calibrated on {gate.get('calibration_windows')} grid windows of `train` images) and judges it "
+        "twice on every `val` window.",
+        "",
+        f"- **As a copy of the float model (the gate)**: val window AUC {_fmt(gate.get('auc_int8'))} against "
+        f"{_fmt(gate.get('auc_float'))} (drop {gate.get('auc_drop')}, allowed {gate.get('max_auc_drop_allowed')}); "
+        f"{gate.get('flips')} of {gate.get('windows')} window decisions at the float threshold flip "
+        f"({gate.get('flip_fraction')}, allowed {gate.get('max_flip_fraction_allowed')}; max |dp| "
+        f"{gate.get('max_abs_diff')}): **{'passed' if gate.get('passed') else 'failed'}**.",
+        f"- **As a model of its own**: its own Platt map and threshold fitted on its val views. Rule, stated before "
+        f"measuring: {own.get('rule')}. **{'Passed' if own.get('passed') else 'Failed'}** "
+        f"({', '.join(f'{k} {v}' for k, v in own.get('checks', {}).items())}).",
+        "",
+        "| | float (the `.keras` file's form) | int8 |",
+        "|---|---|---|",
+        f"| version | `{info.version}` | `{own.get('version')}` |",
+        f"| Device UID | `{info.device_uid}` | `{own.get('device_uid')}` |",
+        f"| operating threshold (calibrated) | {info.threshold:.4f} | {own.get('threshold', float('nan')):.4f} |",
+        f"| passes/s at build (`engine --int8`, same windows) | {rates.get('litert', '-')} | {rates.get('litert-int8', '-')} |",
+    ]
+    for key in ("window_auc", "image_sensitivity", "negative_window_fpr", "lesion_recall"):
+        lines.append(f"| `{key}` val / test | {_fmt(info.metrics.get('val', {}).get(key, '-'))} / "
+                     f"{_fmt(test.get(key, '-'))} | {_fmt(own.get('val', {}).get(key, '-'))} / "
+                     f"{_fmt(int8_test.get(key, '-'))} |")
+    served = own.get("passed")
+    lines += [
+        "",
+        ("`model.engine = \"auto\"` (the default) therefore serves the **int8** form, under its own version, "
+         "Device UID and threshold (the SR names it), verified at every start against its own golden outputs; "
+         "`\"litert\"` serves the float form." if served else
+         "The int8 form is not served; the float form serves."),
+        "",
+        "```sh",
+        f"arcade-pacs evaluate --engine litert-int8 --split test --out models/{path.name}",
+        "```",
+    ]
+    if int8_test:
+        lines += ["", "int8 on test: " + verdict(int8_test, "")]
+    return "\n".join(lines)
+
+
 def notes_path(model_path: Path) -> Path:
     return Path(model_path).with_name(Path(model_path).stem + "_notes.md")
 
@@ -95,7 +157,7 @@ def metrics_table(val: dict, test: dict) -> str:
     return "\n".join(lines)
 
 
-def verdict(test: dict) -> str:
+def verdict(test: dict, missed_note: str = " See *Training* for what was tried.") -> str:
     met, missed = [], []
     for key, (op, bound) in TARGETS.items():
         ok = test[key] >= bound if op == ">=" else test[key] <= bound
@@ -105,7 +167,7 @@ def verdict(test: dict) -> str:
     text = "**Not all targets are met.** Missed: " + ", ".join(missed) + "."
     if met:
         text += " Met: " + ", ".join(met) + "."
-    return text + " See *Training* for what was tried."
+    return text + missed_note
 
 
 def training_section(info: ModelInfo) -> str:
@@ -212,4 +274,5 @@ def render(model_path: Path) -> str:
         calibration=calibration_section(info, test),
         failures=failures_section(model_path, test),
         members=", ".join(f"`{m}`" for m in info.members) or "none (a single network)",
+        int8=int8_section(model_path, info, test),
     )
