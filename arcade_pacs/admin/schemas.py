@@ -25,7 +25,7 @@ class ModelSummary(BaseModel):
     version: str
     device_uid: str
     threshold: float
-    engine: str = Field("keras", description="the inference engine serving it: keras or litert")
+    engine: str = Field("keras", description="the inference engine serving it: keras, litert (float) or litert-int8")
     engine_reason: str | None = Field(None, description="why that engine serves (the shipped form verified, or why not)")
 
 

@@ -3,7 +3,7 @@ published, nothing mounted (no training data, no model folder), under a common m
 
 In order: it runs as a non-root user, a fresh named volume on its store is writable, it refuses to
 start without the admin token, it becomes healthy by Docker's own health check, it serves the
-LiteRT engine, a cine sent with storescu to the published port is analysed and its SR reaches a
+int8 LiteRT engine (validated as a model of its own), a cine sent with storescu to the published port is analysed and its SR reaches a
 PACS on the host, its memory stays within the limit, and ``docker stop`` ends it cleanly.
 """
 
@@ -119,11 +119,12 @@ def test_it_becomes_healthy(plugin, figures):
     figures["single"] = {"healthy_after_s": round(seconds, 1)}
 
 
-def test_it_serves_the_litert_engine_without_data(plugin):
+def test_it_serves_the_int8_engine_without_data(plugin):
     out = docker("exec", plugin.name, "sh", "-c", 'test ! -e "$ARCADE_DATA_DIR" && echo no-data')
     assert out.stdout.strip() == "no-data"
     model = _admin(plugin, "/status")["model"]
-    assert model["engine"] == "litert", f"{model}\n{logs(plugin.name)[-2000:]}"
+    assert model["engine"] == "litert-int8", f"{model}\n{logs(plugin.name)[-2000:]}"
+    assert model["version"].endswith("-int8"), model
 
 
 def test_a_cine_sent_to_the_published_port_is_analysed_and_its_sr_reaches_the_pacs(plugin, pacs, rubo, figures):

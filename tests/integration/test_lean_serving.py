@@ -28,12 +28,13 @@ from arcade_pacs.bench.peers import (
     wait_until,
     write_config,
 )
+from arcade_pacs.model.classifier import ModelInfo
 from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 PACKAGE = ("arcade_stenosis.keras", "arcade_stenosis.json", "arcade_stenosis_golden.npz", "arcade_stenosis.tflite",
-           "arcade_stenosis_forms.json")
+           "arcade_stenosis_int8.tflite", "arcade_stenosis_forms.json")
 """The shipped model package (what docker/Dockerfile copies)."""
 
 
@@ -66,8 +67,10 @@ def test_serve_without_data_uses_the_shipped_form_and_never_loads_tensorflow(tmp
     plugin = start_plugin(config, log, scp_port, admin_port, env={"ARCADE_DATA_DIR": str(empty)})
     try:
         served = status(admin_port)["model"]
-        assert served["engine"] == "litert", f"{served}\n{log.read_text()[-3000:]}"
+        # "auto": the int8 form, validated as a model of its own, under its own version
+        assert served["engine"] == "litert-int8", f"{served}\n{log.read_text()[-3000:]}"
         assert "verified" in served["engine_reason"]
+        assert served["version"] == ModelInfo.read(model).version + "-int8"
         sent = run([tool("storescu"), "-xy", "-aet", "STORESCU", "-aec", "ARCADE", "127.0.0.1", str(scp_port), str(rubo)])
         assert sent.returncode == 0, sent.stdout + sent.stderr
         wait_until(lambda: status(admin_port)["jobs"].get("done") == 1, timeout=300,
@@ -109,7 +112,7 @@ def test_a_started_worker_has_no_tensorflow_module(tmp_path):
                          env={"ARCADE_DATA_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-3000:]
     modules, engine = out.stdout.strip().splitlines()[-2:]
-    assert engine == "litert", out.stdout
+    assert engine == "litert-int8", out.stdout
     assert modules == "[]", out.stdout
 
 
@@ -126,8 +129,11 @@ def _another_model_s_form(model: Path) -> None:
     model.with_name(model.stem + "_forms.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("spoil, expected", [(_tamper, "changed or corrupt"), (_another_model_s_form, "another model")])
-def test_a_spoilt_form_is_refused_at_start(tmp_path, start_plugin, spoil, expected):
+@pytest.mark.parametrize("spoil, expected, under_auto", [
+    (_tamper, "changed or corrupt", "litert-int8"),  # the int8 form is checked on its own and still holds
+    (_another_model_s_form, "another model", "keras"),  # the manifest vouches for no form of these weights
+])
+def test_a_spoilt_form_is_refused_at_start(tmp_path, start_plugin, spoil, expected, under_auto):
     model = fresh_models(tmp_path / "models")
     spoil(model)
     scp_port, admin_port = free_port(), free_port()
@@ -148,14 +154,14 @@ def test_a_spoilt_form_is_refused_at_start(tmp_path, start_plugin, spoil, expect
     assert expected in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
 
-    # Under "auto" the reference engine serves, and /status says why.
+    # Under "auto" the next checked engine serves, and /status says why.
     values["model"]["engine"] = "auto"
     config = write_config(tmp_path / "arcade.toml", values)
     log = tmp_path / "auto.log"
     plugin = start_plugin(config, log, None, admin_port, role="admin", env=env, upgrade=False)
     try:
         served = status(admin_port)["model"]
-        assert served["engine"] == "keras", served
-        assert expected in served["engine_reason"], served
+        assert served["engine"] == under_auto, served
+        assert expected in served["engine_reason"] or under_auto == "litert-int8", served
     finally:
         plugin.close()
