@@ -112,7 +112,7 @@ def test_a_started_worker_has_no_tensorflow_module(tmp_path):
                          env={"ARCADE_DATA_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-3000:]
     modules, engine = out.stdout.strip().splitlines()[-2:]
-    assert engine == "litert-int8", out.stdout
+    assert engine == "litert", out.stdout
     assert modules == "[]", out.stdout
 
 
