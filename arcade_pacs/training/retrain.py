@@ -14,6 +14,11 @@ calibration), which on a weak model can order a near tie differently. Twins thus
 copies the files atomically, loads the new model and swaps it into the running worker: a job
 already running finishes with the model it started with, the next one uses the new model, and
 every result records the model version that produced it.
+
+A serving model whose package holds an int8 form gets a winner with one too: the winner's int8
+form is made and judged (gate and own validation, :mod:`arcade_pacs.training.quantize`) before
+the promotion, so it serves the same way the old one did when it passes its own rule, and its
+float form serves otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from arcade_pacs.db.retraining import ACTIVE_STATES, RetrainBusy, RetrainState
 from arcade_pacs.db.tables import RetrainRun, utcnow
 from arcade_pacs.model.classifier import Classifier, ModelInfo
+from arcade_pacs.model.forms import LITERT_INT8, form_path, manifest_path, shipped
 from arcade_pacs.training.data import check_layout, load_split
 from arcade_pacs.training.evaluate import score_split, window_auc
 from arcade_pacs.training.train import Progress, TrainConfig, train, write_forms
@@ -77,6 +83,21 @@ def measured_val_auc(model: Path, cfg: TrainConfig) -> float | None:
     return auc if math.isfinite(auc) else None
 
 
+def write_int8_form(out: Path, data_dir: Path, limit_val: int | None = None, limit_train: int | None = None) -> None:
+    """Make and judge the int8 form of a winner (:func:`arcade_pacs.training.quantize.quantize`),
+    calibrated on the train images it was trained on (at most the usual number). A failure is
+    logged: the float form then serves, as for a model without one."""
+    from arcade_pacs.training.quantize import CALIBRATION_IMAGES, quantize
+
+    try:
+        entry = quantize(out, data_dir, limit_val=limit_val,
+                         calibration_images=min(CALIBRATION_IMAGES, limit_train or CALIBRATION_IMAGES))
+    except Exception:
+        log.exception("the int8 form of %s could not be made: its float form will serve", out)
+        return
+    log.info("int8 form of %s: own validation %s", out, "passed" if entry["own"]["passed"] else "failed")
+
+
 def should_promote(candidate_auc: float | None, serving_auc: float | None) -> bool:
     """A candidate replaces the serving model when its val AUC is known and not lower."""
     return candidate_auc is not None and (serving_auc is None or candidate_auc >= serving_auc)
@@ -87,13 +108,13 @@ def model_files(path: Path) -> list[Path]:
     forms, manifest and golden pairs first, then the weights of the further members its sidecar
     names (an ensemble), the main weights, the training curves and the sidecar last (a worker
     reloads when the weights and the sidecar changed, and then finds the forms that vouch for them)."""
-    from arcade_pacs.model.forms import form_path, manifest_path
     from arcade_pacs.model.golden import Golden
 
     path = Path(path)
     sidecar = ModelInfo.sidecar(path)
     members = ModelInfo.read(path).member_paths(path)[1:] if sidecar.is_file() else []
     package = [f(m) for m in (path, *members) for f in (form_path, Golden.path_for, manifest_path)]
+    package.insert(1, form_path(path, LITERT_INT8))  # a single network's int8 form, if any (the manifest vouches)
     return [*package, *members, path, path.with_name(path.stem + "_training.png"), sidecar]
 
 
@@ -134,6 +155,8 @@ def retrain(
     better = should_promote(candidate, current)
     if better:
         write_forms(cfg.out, cfg.data_dir, cfg.limit_val)  # the winner ships ready to serve (a loser pays nothing)
+        if shipped(serving, LITERT_INT8) is not None:  # the same kind of package: an int8 form, judged
+            write_int8_form(cfg.out, cfg.data_dir, cfg.limit_val, cfg.limit_train)
         promote(cfg.out, serving)
         if on_promote is not None:
             on_promote(Classifier.load(serving))

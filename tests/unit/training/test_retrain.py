@@ -7,9 +7,13 @@ from fastapi.testclient import TestClient
 
 from arcade_pacs.admin.app import AdminState, create_app
 from arcade_pacs.db.tables import RetrainRun
+from arcade_pacs.model import forms
+from arcade_pacs.model.build import build_forms
 from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.model.holder import ModelHolder
+from arcade_pacs.settings import ModelSettings, val_images_dir
 from arcade_pacs.training import retrain as retraining
+from arcade_pacs.training.quantize import quantize
 from arcade_pacs.training.retrain import RetrainManager, model_files, should_promote
 from arcade_pacs.training.train import TrainConfig, train
 from tests.project import SHIPPED_MODEL
@@ -94,6 +98,9 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     # finds them equal (promote). The candidate's own sidecar figure comes from training's
     # calibration path and differs on this weak model (CI: 0.1667 there, 0.1389 by serving's).
     serving = _install(twin, tmp_path, version="serving-1", val_auc=1.0)
+    # The serving package holds an int8 form: the winner gets its own, judged the same way.
+    build_forms(serving, ModelSettings(check_images=2), val_images_dir(arcade_dir))
+    quantize(serving, arcade_dir, limit_val=2, calibration_images=2)
     c, holder = _client(settings, sessions, serving, arcade_dir)
     with c:
         assert c.post("/retrain", json=TINY_RUN).status_code == 401  # token required
@@ -111,6 +118,10 @@ def test_retrain_via_api_promotes_a_candidate_as_good_without_restart(settings, 
     assert holder.get().info.version == body["candidate_version"]  # swapped in the running process
     assert ModelInfo.read(serving).version == body["candidate_version"]  # and on disk
     assert status["model"]["version"] == body["candidate_version"]
+    int8 = forms.current(serving, kind=forms.LITERT_INT8)  # the winner's int8 form, of its weights, promoted with it
+    assert int8 is not None
+    assert int8.own["version"] == f"{body['candidate_version']}-int8"
+    assert int8.entry["served"] == int8.own["passed"]
 
 
 def test_one_retraining_at_a_time_even_across_processes(client, sessions):
