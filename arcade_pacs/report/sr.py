@@ -233,11 +233,15 @@ def beyond_template(group, *, inferred: hd.sr.Measurement | None = None, comment
     return group
 
 
-def _region_group(result: InstanceResult, region: Region, label: str, algorithm) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _region_group(result: InstanceResult, region: Region, label: str, algorithm,
+                  rank: int) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """One selected region (TID 1410). Its tracking identifier names the run, the frame and the
+    region's rank in the run (strongest first), so two regions on one frame stay apart in a
+    viewer's measurement list, which shows the identifier's text."""
     polyline = _box_outline(result.source, region.box)
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{label} frame {region.frame_number} region"[:LO]
+            uid=generate_uid(), identifier=f"{label} frame {region.frame_number} region {rank}"[:LO]
         ),
         referenced_region=hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=polyline,
@@ -368,8 +372,8 @@ def build_sr(
         algorithm = algorithm_identification(result.model or model, _run_parameters(result.finding))
         label = run_label(result.source, index)
         groups.append(_run_group(result, label, algorithm))
-        for region in selected_regions(result.finding):
-            groups.append(_region_group(result, region, label, algorithm))
+        for rank, region in enumerate(selected_regions(result.finding), start=1):
+            groups.append(_region_group(result, region, label, algorithm, rank))
     if failed:
         plain = algorithm_identification(model)
         for index, run in enumerate(failed, start=len(results) + 1):

@@ -59,7 +59,10 @@ def test_cine_in_sr_out(tmp_path, storescp, start_plugin, rubo):
                     if d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
         assert image.StudyInstanceUID == source.StudyInstanceUID
         assert image.BurnedInAnnotation == "YES"
-        assert status["model"]["version"] == json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
+        # the shipped int8 form passed its own validation: it serves, under its own version, and the SR names it
+        version = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"] + "-int8"
+        assert (status["model"]["engine"], status["model"]["version"]) == ("litert-int8", version)
+        assert version in {str(e.value) for e in sr.iterall() if isinstance(e.value, str)}
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health"))
         assert health["status"] == "ok"
         assert health["model_loaded"] is True

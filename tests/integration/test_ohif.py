@@ -183,9 +183,11 @@ def test_the_sr_of_a_cine_opens_in_ohif_with_its_regions_on_their_frames(env, vi
 
     drawn = {m["tracking"]: m for m in state["sr"]["measurements"]}
     assert all(m["loaded"] for m in drawn.values()), drawn  # each placed on an image of the study
-    regions = [m for t, m in drawn.items() if t.endswith("region")]
+    regions = [m for t, m in drawn.items() if " region " in t]
+    assert len(drawn) == len(state["sr"]["measurements"]), "each measurement has its own tracking identifier"
     assert sorted((m["sop"], m["frame"]) for m in regions) == sorted((cine.sop_uid, r.frame_number) for r in expected)
-    assert all(m["tracking"].endswith(f"frame {m['frame']} region") for m in regions)
+    assert sorted(m["tracking"].split(f"frame {m['frame']} region ")[1] for m in regions) == sorted(
+        str(rank) for rank in range(1, len(expected) + 1))  # frame and rank, strongest first
     labels = {(m["frame"], tuple(lab)) for m in regions for lab in m["labels"]}
     for r in expected:
         assert (r.frame_number, ("Probability", f"{r.probability:.2f} 1")) in labels
@@ -224,7 +226,7 @@ def test_a_study_with_a_run_that_could_not_be_analysed_opens_in_ohif(env, viewer
     reason = " ".join(failed.job.last_error.split())
     summary_labels = [lab[0] for lab in drawn[STUDY_SUMMARY]["labels"]]
     assert "incompletely assessed: 1 of 2 runs not analysed" in summary_labels
-    regions = [m for t, m in drawn.items() if t.endswith("region")]
+    regions = [m for t, m in drawn.items() if " region " in t]
     assert sorted((m["sop"], m["frame"]) for m in regions) == sorted((good.sop_uid, r.frame_number) for r in expected)
 
     state = viewer.track(len(expected) + 1)

@@ -168,11 +168,11 @@ def test_the_image_commands_refuse_without_a_token_and_serve_with_one(tmp_path):
         assert subprocess.run(health, env=run_env, timeout=30).returncode == 0
         body = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health", timeout=5).read()
         assert b'"database":"ok"' in body
-        # The image's command with data_dir pointing nowhere serves the shipped LiteRT form.
+        # The image's command with data_dir pointing nowhere serves the shipped int8 form (validated as its own model).
         request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/status",
                                          headers={"Authorization": f"Bearer {run_env['ARCADE_ADMIN__TOKEN']}"})
         model = json.load(urllib.request.urlopen(request, timeout=10))["model"]
-        assert model["engine"] == "litert", model
+        assert model["engine"] == "litert-int8", model
         assert not (tmp_path / "data").exists()
     finally:
         peers.stop(proc)
