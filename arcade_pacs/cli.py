@@ -110,12 +110,14 @@ def _logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args) -> int:
-    from arcade_pacs.jobs.supervisor import ParentLink
+    from arcade_pacs.jobs.supervisor import ParentLink, lower_priority
     from arcade_pacs.service import Role, Service, StartupError
     from arcade_pacs.settings import load_settings
 
     link = ParentLink(args.supervised).start() if args.supervised else None
     settings = load_settings(args.config)
+    if args.supervised:
+        lower_priority(settings.pipeline.worker_nice)
     http = not args.no_http
     if args.probe_port is not None:
         # Roles sharing a host cannot all bind admin.port: scp and worker probes move or go.

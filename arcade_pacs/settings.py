@@ -158,6 +158,9 @@ class PipelineSettings(BaseModel):
     lease_s: float = Field(60.0, ge=1)
     # Analysis threads: while one waits for inference, the next decodes and prepares tensors.
     workers: int = Field(2, ge=1, le=16)
+    # Niceness added to the worker process `serve` (role all) supervises: receiving and
+    # acknowledging C-STOREs (the SCP, in the parent) goes first when both want the CPU; 0 = same.
+    worker_nice: int = Field(5, ge=0, le=19)
 
 
 class AdminSettings(BaseModel):

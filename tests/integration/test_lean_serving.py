@@ -9,6 +9,7 @@ form of another model, is refused at start: ``model.engine = "litert"`` refuses 
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from arcade_pacs.bench.peers import (
     write_config,
 )
 from arcade_pacs.model.classifier import ModelInfo
+from arcade_pacs.settings import PipelineSettings
 from tests.project import SHIPPED_MODEL
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -81,6 +83,10 @@ def test_serve_without_data_uses_the_shipped_form_and_never_loads_tensorflow(tmp
         worker = [pid for pid in pids if pid != plugin.pid]
         for pid in [plugin.pid, *worker]:
             assert loaded_tensorflow(pid) == [], f"process {pid} loaded TensorFlow/Keras"
+        # the worker yields the CPU to the receiving parent (pipeline.worker_nice)
+        nice = PipelineSettings().worker_nice
+        assert nice > 0
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in worker] == [os.getpriority(os.PRIO_PROCESS, plugin.pid) + nice] * len(worker)
         assert list(empty.iterdir()) == [], "nothing was written to the data folder"
     finally:
         plugin.close()
