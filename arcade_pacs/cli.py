@@ -342,8 +342,9 @@ def cmd_evaluate(args) -> int:
         split = load_split(data, args.split, args.limit)
     except DatasetError as exc:
         raise CliError(str(exc)) from exc
-    # The served engine (model.engine's rule: the checked LiteRT form, else Keras): the figures
-    # describe what the plugin computes.
+    # The served engine (model.engine's rule, or --engine: the validated int8 form under its own
+    # threshold and calibration, the checked float LiteRT form, else Keras): the figures describe
+    # what the plugin computes.
     update = {"path": Path(args.model or settings.model.path)} | ({"engine": args.engine} if args.engine else {})
     classifier, _ = load(settings.model.model_copy(update=update))
     with ProgressBar("scored", 2 * len(split), enabled=not args.json) as bar:
