@@ -96,6 +96,7 @@ def int8_section(model_path: Path, info: ModelInfo, test: dict) -> str:
     if not own:
         return "(the int8 form was judged by its gate only: rebuild it with `arcade-pacs engine --int8`)"
     path = int8_evaluation_path(model_path)
+    roc = path.with_name(path.stem.removesuffix("_test") + "_roc_test.png")
     int8_test = json.loads(path.read_text()) if path.is_file() else {}
     if int8_test and int8_test.get("model_version") != own.get("version"):
         raise ValueError(f"{path} is for {int8_test.get('model_version')}, not {own.get('version')}")
@@ -134,11 +135,14 @@ def int8_section(model_path: Path, info: ModelInfo, test: dict) -> str:
          "The int8 form is not served; the float form serves."),
         "",
         "```sh",
-        f"arcade-pacs evaluate --engine litert-int8 --split test --out models/{path.name}",
+        f"arcade-pacs evaluate --engine litert-int8 --split test --out models/{path.name} \\",
+        f"    --roc models/{roc.name}",
         "```",
     ]
     if int8_test:
         lines += ["", "int8 on test: " + verdict(int8_test, "")]
+    if roc.is_file():
+        lines += ["", f"![int8 ROC on test]({roc.name})"]
     return "\n".join(lines)
 
 
