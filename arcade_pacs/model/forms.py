@@ -49,6 +49,11 @@ INT8_TOLERANCE = 0.01
 steps of its output quantisation (1/256), room for another CPU's integer kernels."""
 
 
+def rebuild_hint(kind: str) -> str:
+    """How to make a form of ``kind`` again (each refusal ends with it)."""
+    return REBUILD_INT8 if kind == LITERT_INT8 else REBUILD
+
+
 def form_path(model_path: Path, kind: str = LITERT) -> Path:
     """Where the form of ``kind`` lies beside ``model_path`` (``<stem>.tflite``, ``<stem>_int8.tflite``)."""
     model_path = Path(model_path)
@@ -102,7 +107,7 @@ class Form:
 
     @property
     def rebuild(self) -> str:
-        return REBUILD_INT8 if self.kind == LITERT_INT8 else REBUILD
+        return rebuild_hint(self.kind)
 
     def expected(self, golden: Golden) -> np.ndarray:
         """The outputs this form must reproduce on the golden windows: Keras' (float), its own (int8)."""
@@ -114,11 +119,9 @@ class Form:
         """What ``arcade-pacs engine`` and ``/status`` show of a form."""
         check = self.manifest.get("check", {})
         if self.kind == LITERT_INT8:
-            own = self.own
-            check = {"passed": self.servable, "images": own.get("val", {}).get("n_images"),
-                     "windows": self.entry.get("gate", {}).get("windows"),
-                     "max_abs_diff": self.entry.get("gate", {}).get("max_abs_diff"),
-                     "flips": self.entry.get("gate", {}).get("flips")}
+            gate = self.entry.get("gate", {})
+            check = {"passed": self.servable, "images": self.own.get("val", {}).get("n_images"),
+                     **{k: gate.get(k) for k in ("windows", "max_abs_diff", "flips")}}
         return {
             "kind": self.kind, "file": self.entry["file"], "sha256": self.entry.get("sha256", "")[:16],
             "model_digest": self.manifest.get("digest", "")[:16], "tolerance": self.tolerance,
@@ -179,9 +182,8 @@ def verify(model_path: Path, threshold: float, *, kind: str = LITERT, threads: i
     what = "LiteRT form" if kind == LITERT else "int8 form"
     form = shipped(model_path, kind)
     if form is None:
-        hint = REBUILD_INT8 if kind == LITERT_INT8 else REBUILD
         raise EngineCheckError(f"no {what} of {name} (expected {manifest_path(model_path).name} "
-                               f"listing {form_path(model_path, kind).name}): {hint}")
+                               f"listing {form_path(model_path, kind).name}): {rebuild_hint(kind)}")
     digest = file_digest(model_path)
     if form.manifest.get("digest") != digest:
         raise EngineCheckError(

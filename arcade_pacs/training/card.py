@@ -96,7 +96,7 @@ def int8_section(model_path: Path, info: ModelInfo, test: dict) -> str:
     if not own:
         return "(the int8 form was judged by its gate only: rebuild it with `arcade-pacs engine --int8`)"
     path = int8_evaluation_path(model_path)
-    roc = path.with_name(path.stem.removesuffix("_test") + "_roc_test.png")
+    roc = model_path.with_name(model_path.stem + "_int8_roc_test.png")
     int8_test = json.loads(path.read_text()) if path.is_file() else {}
     if int8_test and int8_test.get("model_version") != own.get("version"):
         raise ValueError(f"{path} is for {int8_test.get('model_version')}, not {own.get('version')}")
