@@ -211,11 +211,9 @@ class Service:
 
         with self.sessions() as session:
             outbox.cancel_removed([d.name for d in self.settings.destinations], session=session)
-            written = report_ready_studies(self.settings, session=session, owner=self.name, on_sr=self.wake_senders,
-                                           serving=None if self.model is None else lambda: self.model.get().info)
-        if written:
-            self.wake_senders()
-        return written
+            return report_ready_studies(self.settings, session=session, owner=self.name, on_sr=self.wake_senders,
+                                        on_derived=self.wake_senders,
+                                        serving=None if self.model is None else lambda: self.model.get().info)
 
     def wake_senders(self) -> None:
         """New deliveries are queued: every sender looks now, not at its next poll."""

@@ -346,7 +346,9 @@ class RetrainRunOut(BaseModel):
     progress: dict | None
     candidate_version: str | None
     candidate_val_auc: float | None
-    serving_version: str | None
+    serving_version: str | None = Field(description=(
+        "the version of the serving model's Keras file: the candidate is compared with it, Keras against Keras "
+        "on the same val images, whichever derived form (LiteRT float or int8) serves it"))
     serving_val_auc: float | None
     promoted: bool
     error: str | None

@@ -227,7 +227,7 @@ def _encoded(dataset) -> bytes:
 
 
 def write_report(study: Study, settings: Settings, *, session: Session, owner: str | None = None,
-                 on_sr: Callable[[], None] | None = None,
+                 on_sr: Callable[[], None] | None = None, on_derived: Callable[[], None] | None = None,
                  serving: Callable[[], ModelInfo] | None = None) -> Report | None:
     """Build, store and queue the result of ``study``: its SR (results and the runs that could not
     be analysed) first, then a result image per run and a presentation state per analysed run.
@@ -235,7 +235,8 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     The SR is committed and queued on its own (``on_sr`` is called then: the senders start on it)
     and the derived objects follow in a second transaction (:func:`_write_derived`), so drawing
     them never delays the result a PACS reads; the report is ``derived_pending`` in between, and
-    a crash there leaves a study that the next claim completes. ``owner`` is the reporter's claim
+    a crash there leaves a study that the next claim completes (``on_derived`` is called as they
+    are committed and queued, by this claim or that one). ``owner`` is the reporter's claim
     (see :func:`claim_study`): each transaction commits only while it still holds it. ``None``
     when no new SR was written: the study has neither results nor failed runs (nothing analysable
     was received), its content is what the last SR says, or only the last SR's derived objects
@@ -249,7 +250,8 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     results = _instance_results(study, patient)
     failed = _failed_runs(study, patient)
     if previous is not None and previous.content_key == key and previous.derived_pending:
-        _write_derived(previous, study, results, failed, settings, session=session, owner=owner, serving=serving)
+        _write_derived(previous, study, results, failed, settings, session=session, owner=owner,
+                       on_derived=on_derived, serving=serving)
         return None
     if (not results and not failed) or (previous is not None and previous.content_key == key):
         reason = "has no analysed or failed instance" if not (results or failed) else "is unchanged since its last SR"
@@ -304,7 +306,8 @@ def write_report(study: Study, settings: Settings, *, session: Session, owner: s
     if on_sr is not None:
         on_sr()
     faults.point("sr_committed", study.study_instance_uid)
-    _write_derived(report, study, results, failed, settings, session=session, owner=owner, serving=serving)
+    _write_derived(report, study, results, failed, settings, session=session, owner=owner,
+                   on_derived=on_derived, serving=serving)
     return report
 
 
@@ -335,6 +338,7 @@ def _renew(study_id: int, owner: str | None, lease_s: float, *, session: Session
 
 def _write_derived(report: Report, study: Study, results: list[InstanceResult], failed: list[FailedRun],
                    settings: Settings, *, session: Session, owner: str | None,
+                   on_derived: Callable[[], None] | None = None,
                    serving: Callable[[], ModelInfo] | None = None) -> None:
     """The second transaction of a report: its result images and presentation states, queued.
 
@@ -364,14 +368,18 @@ def _write_derived(report: Report, study: Study, results: list[InstanceResult], 
                     .values(report_attempts=0, report_error=None, report_due_at=None))
     session.commit()
     log.info("report id=%s: %d result images and presentation states queued", report.id, len(objects))
+    if on_derived is not None:
+        on_derived()
 
 
 def report_ready_studies(settings: Settings, *, session: Session, owner: str = "reporter",
-                         on_sr: Callable[[], None] | None = None,
+                         on_sr: Callable[[], None] | None = None, on_derived: Callable[[], None] | None = None,
                          serving: Callable[[], ModelInfo] | None = None) -> int:
     """Claim and report ready studies one at a time until none is left; returns how many SRs were written
-    (``on_sr`` is called as each is committed, before its derived objects are drawn; ``serving``
-    gives the served model's identity, named by a study with no analysed run)."""
+    (``on_sr`` is called as each is committed, before its derived objects are drawn; ``on_derived``
+    as derived objects are queued, also those of an earlier SR whose drawing a crash or a full
+    disk interrupted; ``serving`` gives the served model's identity, named by a study with no
+    analysed run)."""
     written = 0
 
     def committed() -> None:  # counted here: drawing the derived objects may still fail after it
@@ -384,7 +392,8 @@ def report_ready_studies(settings: Settings, *, session: Session, owner: str = "
     while (study := claim_study(owner, quiet_s, lease_s, session=session)) is not None:
         study_id = study.id
         try:
-            write_report(study, settings, session=session, owner=owner, on_sr=committed, serving=serving)
+            write_report(study, settings, session=session, owner=owner, on_sr=committed, on_derived=on_derived,
+                         serving=serving)
         except Exception as exc:
             session.rollback()
             attempts = _report_failed(study_id, exc, session=session)

@@ -86,44 +86,58 @@ def size_bytes(text: str) -> float:
 
 
 class MemorySampler:
-    """``docker stats`` streamed for the life of a test: each container's memory (what Docker's
-    own figure counts: usage without the inactive file cache) and its limit, sampled about once a
-    second; ``peak`` and ``last`` per container name."""
+    """Each container's memory as ``docker stats`` reports it (usage without the inactive file
+    cache) and its limit, sampled about once a second for the life of a test; ``peak`` and
+    ``last`` per container name.
+
+    It polls ``docker stats --no-stream --all`` rather than following one streaming ``docker
+    stats --all``: the stream adds a container on its ``create`` event, and when that container
+    was not yet running the daemon ends its stats at once; the CLI never asks again, so the
+    container stayed at zero for the whole test (seen in CI with ``docker run -d``). Each poll
+    lists the containers afresh.
+    """
+
+    INTERVAL = 1.0
 
     def __init__(self):
         self.peak: dict[str, float] = defaultdict(float)
         self.last: dict[str, float] = {}
         self.limit: dict[str, float] = {}
+        self.polls = 0
         self._stop = threading.Event()
-        self._proc: subprocess.Popen | None = None
-        self._thread = threading.Thread(target=self._read, name="docker-stats", daemon=True)
+        self._thread = threading.Thread(target=self._poll, name="docker-stats", daemon=True)
 
     def start(self) -> MemorySampler:
-        # --all: containers started later (a scaled worker) are followed too.
-        self._proc = subprocess.Popen([DOCKER, "stats", "--all", "--format", "{{json .}}"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._thread.start()
         return self
 
-    def _read(self) -> None:
-        for line in self._proc.stdout:
-            line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line).strip()  # the screen refresh codes
-            if not line.startswith("{"):
-                continue
-            row = json.loads(line)
-            usage, _, limit = row.get("MemUsage", "").partition("/")
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
             try:
-                used, cap = size_bytes(usage), size_bytes(limit)
-            except ValueError:  # "--" while a container starts or after it stopped
+                out = subprocess.run([DOCKER, "stats", "--no-stream", "--all", "--format", "{{json .}}"],
+                                     capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
                 continue
-            name = row["Name"]
-            if used > 0:
-                self.last[name] = used
-                self.peak[name] = max(self.peak[name], used)
-                self.limit[name] = cap
+            for line in out.stdout.splitlines():
+                if line.strip().startswith("{"):
+                    self.record(json.loads(line))
+            self.polls += 1
+            self._stop.wait(max(0.0, self.INTERVAL - (time.monotonic() - started)))
+
+    def record(self, row: dict) -> None:
+        """One row of ``docker stats --format '{{json .}}'``."""
+        usage, _, limit = row.get("MemUsage", "").partition("/")
+        try:
+            used, cap = size_bytes(usage), size_bytes(limit)
+        except ValueError:  # "--" while a container starts or after it stopped
+            return
+        name = row["Name"]
+        if used > 0:
+            self.last[name] = used
+            self.peak[name] = max(self.peak[name], used)
+            self.limit[name] = cap
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
-        self._thread.join(timeout=30)
+        self._stop.set()
+        self._thread.join(timeout=90)

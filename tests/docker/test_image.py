@@ -161,7 +161,8 @@ def test_its_memory_stays_within_the_limit(plugin, figures):
     limit = plugin.sampler.limit.get(plugin.name, 0)
     figures["single"].update(memory_limit_mib=round(limit / MIB), peak_mib=round(peak / MIB),
                              idle_after_mib=round(plugin.sampler.last.get(plugin.name, 0) / MIB))
-    assert limit == MEMORY_LIMIT_BYTES, limit  # the limit applies
+    assert inspect(plugin.name, "{{.HostConfig.Memory}}") == str(MEMORY_LIMIT_BYTES)
+    assert limit == MEMORY_LIMIT_BYTES, f"{limit=} after {plugin.sampler.polls} polls"  # the limit applies
     assert state(plugin.name)["OOMKilled"] is False
     assert "exit -9" not in logs(plugin.name)
     assert 0 < peak <= 0.85 * limit, f"peak {peak / MIB:.0f} MiB of {limit / MIB:.0f} MiB"

@@ -395,10 +395,13 @@ def test_the_sr_is_committed_and_queued_before_its_images_are_drawn(settings, se
             (report,) = other.scalars(select(Report))
             seen.append((report.derived_pending, [o.kind for o in report.objects], _kinds_queued(sessions)))
 
+    def on_derived():  # and again here
+        seen.append(_kinds_queued(sessions))
+
     with sessions() as s:
-        assert report_ready_studies(settings, session=s, on_sr=on_sr) == 1
+        assert report_ready_studies(settings, session=s, on_sr=on_sr, on_derived=on_derived) == 1
         report = s.scalars(select(Report)).one()
-        assert seen == [(True, ["sr"], {report.id: ["sr"]})]
+        assert seen == [(True, ["sr"], {report.id: ["sr"]}), {report.id: ["sr", "sc", "gsps"]}]
         assert not report.derived_pending
         assert _kinds_queued(sessions) == {report.id: ["sr", "sc", "gsps"]}  # the SR's delivery first
         assert report_ready_studies(settings, session=s) == 0
@@ -429,7 +432,10 @@ def test_images_not_drawn_after_the_sr_are_drawn_by_the_next_claim_and_the_sr_st
         s.execute(Study.__table__.update().values(report_due_at=utcnow()))
         s.commit()
         assert [st.id for st in ready_studies(3600, session=s)] == [study.id]  # no quiet period to wait for
-        assert report_ready_studies(settings, session=s) == 0  # no second SR
+        woken = []  # the senders are woken for these images too, not left to their next poll
+        assert report_ready_studies(settings, session=s, on_sr=lambda: woken.append("sr"),
+                                    on_derived=lambda: woken.append("derived")) == 0  # no second SR
+        assert woken == ["derived"]
         report = s.scalars(select(Report)).one()
         study = s.scalars(select(Study)).one()
         assert not report.derived_pending
