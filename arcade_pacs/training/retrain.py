@@ -29,7 +29,7 @@ import shutil
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -48,12 +48,18 @@ log = logging.getLogger(__name__)
 
 
 
+KIND_FIELDS = ("backbone", "init", "members")
+"""The training fields that make a model's kind: a retraining takes them from the serving model."""
+
+
 def same_kind(serving: ModelInfo | None) -> dict:
-    """The network of the serving model (backbone, initialisation), as training fields: a
-    retraining makes a candidate of the same kind unless its request names another."""
+    """The kind of the serving model as training fields: its network (backbone, initialisation)
+    and its number of members (each calibrated as one). Both ways of retraining (``POST
+    /retrain`` and ``arcade-pacs train --promote``) make a candidate of this kind, but for the
+    fields their request names."""
     if serving is None:
         return {}
-    return {"backbone": serving.backbone, "init": serving.init}
+    return {"backbone": serving.backbone, "init": serving.init, "members": 1 + len(serving.members)}
 
 
 @dataclass(frozen=True)
@@ -146,9 +152,6 @@ def retrain(
     loaded new classifier (the running service swaps it in).
     """
     check_layout(cfg.data_dir)
-    if cfg.members == 1 and ModelInfo.sidecar(serving).is_file():
-        # The same kind of model as the one serving: as many members (each calibrated as one).
-        cfg = replace(cfg, members=1 + len(ModelInfo.read(serving).members))
     info = train(cfg, progress=progress)
     current = measured_val_auc(serving, cfg)
     candidate = measured_val_auc(cfg.out, cfg)

@@ -13,6 +13,7 @@ from arcade_pacs.model.classifier import Classifier, ModelInfo
 from arcade_pacs.model.holder import ModelHolder
 from arcade_pacs.settings import ModelSettings, val_images_dir
 from arcade_pacs.training import retrain as retraining
+from arcade_pacs.training import train as training
 from arcade_pacs.training.quantize import quantize
 from arcade_pacs.training.retrain import RetrainManager, model_files, should_promote
 from arcade_pacs.training.train import TrainConfig, train
@@ -176,7 +177,7 @@ def test_a_retraining_trains_the_serving_model_s_kind_unless_the_request_names_a
         settings, sessions, arcade_dir, tmp_path, monkeypatch, backbone, init):
     serving = _install(SHIPPED_MODEL, tmp_path)
     info = ModelInfo.read(serving)
-    info.backbone, info.init = backbone, init
+    info.backbone, info.init, info.members = backbone, init, ["arcade_stenosis_m1.keras"]
     info.write(serving)
     configs = []
 
@@ -186,10 +187,39 @@ def test_a_retraining_trains_the_serving_model_s_kind_unless_the_request_names_a
 
     monkeypatch.setattr(retraining, "retrain", recorded)
     manager = RetrainManager(sessions, arcade_dir, serving, lambda _classifier: None)
-    for request in (TINY_RUN, TINY_RUN | {"backbone": "lite0", "init": "scratch"}):
+    for request in (TINY_RUN, TINY_RUN | {"backbone": "lite0", "init": "scratch", "members": 1}):
         manager._run(manager_run(sessions, request), request)
-    assert (configs[0].backbone, configs[0].init) == (backbone, init)
-    assert (configs[1].backbone, configs[1].init) == ("lite0", "scratch")
+    assert (configs[0].backbone, configs[0].init, configs[0].members) == (backbone, init, 2)
+    assert (configs[1].backbone, configs[1].init, configs[1].members) == ("lite0", "scratch", 1)
+
+
+def test_train_promote_trains_the_serving_model_s_kind_unless_the_command_names_another(
+        tmp_path, arcade_dir, monkeypatch):
+    """``arcade-pacs train --promote`` follows the same rule as ``POST /retrain`` (one
+    ``same_kind``); without ``--promote`` the training defaults apply."""
+    from arcade_pacs.cli import main
+    from arcade_pacs.training.data import DatasetError
+
+    serving = _install(SHIPPED_MODEL, tmp_path)
+    info = ModelInfo.read(serving)
+    info.backbone, info.init, info.members = "effb0", "scratch", ["arcade_stenosis_m1.keras"]
+    info.write(serving)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\npath = "{serving}"\n')
+    configs = []
+
+    def recorded(cfg, *_args, **_kwargs):  # what the command would train, without training it
+        configs.append(cfg)
+        raise DatasetError("recorded")
+
+    monkeypatch.setattr(retraining, "retrain", recorded)
+    monkeypatch.setattr(training, "train", recorded)
+    base = ["--config", str(config), "train", "--data", str(arcade_dir), "--out", str(tmp_path / "c.keras")]
+    for extra in (["--promote"], ["--promote", "--backbone", "lite0", "--members", "1"], []):
+        assert main(base + extra) != 0
+    assert [(c.backbone, c.init, c.members) for c in configs] == [
+        ("effb0", "scratch", 2), ("lite0", "scratch", 1),
+        (TrainConfig.backbone, TrainConfig.init, TrainConfig.members)]
 
 
 def manager_run(sessions, params) -> int:
