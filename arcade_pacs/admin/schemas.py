@@ -327,7 +327,7 @@ class RetrainRequest(BaseModel):
     low_res: int = Field(_T.low_res, ge=32, le=224)
     low_res_fraction: float = Field(_T.low_res_fraction, ge=0, le=1)
     learning_rate: float = Field(_T.learning_rate, gt=0, le=1)
-    # The network: None keeps the serving model's (retraining makes a model of the same kind).
+    # The network: None keeps the serving model's, as its number of members always is (training.retrain.same_kind).
     backbone: Literal["effb0", "lite0"] | None = None
     init: Literal["scratch", "imagenet"] | None = None
     limit_train: int | None = Field(None, ge=1)

@@ -45,9 +45,6 @@ from arcade_pacs.training.train import Progress, TrainConfig, train, write_forms
 
 log = logging.getLogger(__name__)
 
-
-
-
 KIND_FIELDS = ("backbone", "init", "members")
 """The training fields that make a model's kind: a retraining takes them from the serving model."""
 
