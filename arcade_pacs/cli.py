@@ -279,7 +279,7 @@ def cmd_train(args) -> int:
     settings = load_settings(args.config)
     # The model's kind: as asked, else (--promote) the serving model's, else the defaults.
     serving = settings.model.path
-    kind = same_kind(ModelInfo.read(serving)) if args.promote and ModelInfo.sidecar(serving).is_file() else {}
+    kind = same_kind(ModelInfo.read_if_present(serving)) if args.promote else {}
     kind = {f: getattr(TrainConfig, f) for f in KIND_FIELDS} | kind | {
         f: getattr(args, f) for f in KIND_FIELDS if getattr(args, f) is not None}
     cfg = TrainConfig(

@@ -71,6 +71,11 @@ class ModelInfo:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    @classmethod
+    def read_if_present(cls, model_path: Path) -> ModelInfo | None:
+        """The sidecar of ``model_path``, or ``None`` where there is none (no serving model yet)."""
+        return cls.read(model_path) if cls.sidecar(model_path).is_file() else None
+
     def write(self, model_path: Path) -> None:
         path = self.sidecar(model_path)
         tmp = path.with_suffix(".json.tmp")

@@ -114,11 +114,11 @@ def model_files(path: Path) -> list[Path]:
     from arcade_pacs.model.golden import Golden
 
     path = Path(path)
-    sidecar = ModelInfo.sidecar(path)
-    members = ModelInfo.read(path).member_paths(path)[1:] if sidecar.is_file() else []
+    info = ModelInfo.read_if_present(path)
+    members = info.member_paths(path)[1:] if info is not None else []
     package = [f(m) for m in (path, *members) for f in (form_path, Golden.path_for, manifest_path)]
     package.insert(1, form_path(path, LITERT_INT8))  # a single network's int8 form, if any (the manifest vouches)
-    return [*package, *members, path, path.with_name(path.stem + "_training.png"), sidecar]
+    return [*package, *members, path, path.with_name(path.stem + "_training.png"), ModelInfo.sidecar(path)]
 
 
 def promote(candidate: Path, serving: Path) -> None:
@@ -207,7 +207,7 @@ class RetrainManager:
     def _run(self, run_id: int, params: dict) -> None:
         out = self.serving.parent / "candidates" / f"run{run_id}" / self.serving.name
         fields = {k: v for k, v in params.items() if k in TrainConfig.__dataclass_fields__ and k not in ("data_dir", "out")}
-        info = ModelInfo.read(self.serving) if ModelInfo.sidecar(self.serving).is_file() else None
+        info = ModelInfo.read_if_present(self.serving)
         serving = info.version if info is not None else None
         fields = same_kind(info) | fields
         self._update(run_id, state=RetrainState.RUNNING.value, candidate_path=str(out), serving_version=serving)
